@@ -1,0 +1,228 @@
+"""The state machine of a traced future and the one hook interface that spans and metrics both implement.
+
+``TracedFuture`` is a real ``concurrent.futures.Future``. Its four transition methods mirror the standard
+library's bodies (identical from 3.10 to 3.13) and tell the hooks about every transition, after the future's lock
+is released and before done-callbacks run, so telemetry never runs under a lock a caller may be waiting on.
+This module imports no telemetry vendor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import InvalidStateError
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    LOGGER,
+    PENDING,
+    RUNNING,
+    Future,
+)
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from tracedfutures._calls import Envelope, take_remote_data
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanContext
+
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+_clock = time.time_ns
+_log = logging.getLogger("tracedfutures")
+
+Kind = Literal["thread", "process", "other"]
+
+
+class LifecycleHook(Protocol):
+    """What a telemetry backend implements to hear about a task's transitions. Hooks must never raise."""
+
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        """The task is being handed to the executor (``future.submitted_ns`` is set)."""
+
+    def on_start(self, future: TracedFuture) -> None:
+        """The future entered RUNNING in this process (``future.started_ns`` is set)."""
+
+    def on_finish(self, future: TracedFuture) -> None:
+        """The future finished or was cancelled (``future.finished_ns`` is set)."""
+
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """``method`` was called in a state that does not allow it and raised as the stdlib does."""
+
+
+class Lifecycle:
+    """One executor's view of its tasks: its name, kind and the hooks that record them."""
+
+    __slots__ = ("hooks", "kind", "name", "remote")
+
+    def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool) -> None:
+        self.name = name
+        self.kind: Kind = kind
+        self.hooks = hooks
+        # Remote tasks run their callable elsewhere: the real start and worker data come back with the outcome.
+        self.remote = remote
+
+    def submit(self, future: TracedFuture, fn: Any) -> None:
+        future._tf_life = self
+        future.submitted_ns = _clock()
+        for hook in self.hooks:
+            try:
+                hook.on_submit(future, fn)
+            except Exception as exc:
+                _hook_failed(hook, exc)
+
+
+_failures_logged: set[str] = set()
+
+
+def telemetry_failed(where: str, exc: Exception) -> None:
+    """Telemetry is lost, never the task: log the first failure of each kind once, then stay quiet."""
+    if where not in _failures_logged:
+        _failures_logged.add(where)
+        _log.warning("tracedfutures: %s failed, its telemetry is incomplete: %r", where, exc)
+
+
+def _hook_failed(hook: object, exc: Exception) -> None:
+    telemetry_failed(type(hook).__qualname__, exc)
+
+
+class TracedFuture(Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it."""
+
+    __slots__ = ("_tf_context", "_tf_life", "_tf_span", "finished_ns", "ran", "started_ns", "submitted_ns")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tf_life: Lifecycle | None = None
+        self._tf_span: Span | None = None
+        self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
+        self.submitted_ns = 0
+        self.started_ns = 0
+        self.finished_ns = 0
+        # True once the future entered RUNNING in this process: tells "left the queue" from "ended after start".
+        self.ran = False
+
+    # -- helpers for the hooks ----------------------------------------------------------------------------------
+    @property
+    def lifecycle(self) -> Lifecycle | None:
+        """The executor lifecycle this future reports to, or None for a future made outside an executor."""
+        return self._tf_life
+
+    @property
+    def outcome(self) -> Literal["success", "error", "cancelled", "pending"]:
+        state = self._state
+        if state == FINISHED:
+            return "error" if self._exception is not None else "success"
+        if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            return "cancelled"
+        return "pending"
+
+    def _refused(self, method: str) -> None:
+        life = self._tf_life
+        if life is not None:
+            for hook in life.hooks:
+                try:
+                    hook.on_refused(self, method)
+                except Exception as exc:
+                    _hook_failed(hook, exc)
+
+    def _finished(self) -> None:
+        life = self._tf_life
+        if life is not None:
+            self.finished_ns = _clock()
+            for hook in life.hooks:
+                try:
+                    hook.on_finish(self)
+                except Exception as exc:
+                    _hook_failed(hook, exc)
+
+    def _accept_remote(self, data: Any) -> None:
+        """Take the worker's timestamps that travelled back with the outcome (see ``_remote``)."""
+        life = self._tf_life
+        if life is not None and life.remote and data is not None:
+            self.started_ns = data[0]
+
+    # -- the transitions, mirroring concurrent.futures._base.Future ----------------------------------------------
+    def cancel(self) -> bool:
+        with self._condition:
+            if self._state in (RUNNING, FINISHED):
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            self._state = CANCELLED
+            self._condition.notify_all()
+        self._finished()
+        self._invoke_callbacks()
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._condition:
+            state = self._state
+            if state == CANCELLED:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+                return False
+            if state == PENDING:
+                self._state = RUNNING
+            else:
+                LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
+        if state != PENDING:
+            self._refused("set_running_or_notify_cancel")
+            raise RuntimeError("Future in unexpected state")
+        self.ran = True
+        life = self._tf_life
+        if life is not None:
+            if not life.remote:  # a remote task's real start comes back from the worker with its outcome
+                self.started_ns = _clock()
+            for hook in life.hooks:
+                try:
+                    hook.on_start(self)
+                except Exception as exc:
+                    _hook_failed(hook, exc)
+        return True
+
+    def set_result(self, result: Any) -> None:
+        data = None
+        if type(result) is Envelope:
+            data, result = result.data, result.value
+        with self._condition:
+            if self._state in _DONE:
+                state = self._state
+                refused = True
+            else:
+                refused = False
+                self._result = result
+                self._state = FINISHED
+                for waiter in self._waiters:
+                    waiter.add_result(self)
+                self._condition.notify_all()
+        if refused:
+            self._refused("set_result")
+            raise InvalidStateError(f"{state}: {self!r}")
+        self._accept_remote(data)
+        self._finished()
+        self._invoke_callbacks()
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        data = None
+        life = self._tf_life
+        if life is not None and life.remote:
+            data = take_remote_data(exception)
+        with self._condition:
+            if self._state in _DONE:
+                state = self._state
+                refused = True
+            else:
+                refused = False
+                self._exception = exception
+                self._state = FINISHED
+                for waiter in self._waiters:
+                    waiter.add_exception(self)
+                self._condition.notify_all()
+        if refused:
+            self._refused("set_exception")
+            raise InvalidStateError(f"{state}: {self!r}")
+        self._accept_remote(data)
+        self._finished()
+        self._invoke_callbacks()

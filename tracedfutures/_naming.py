@@ -1,0 +1,63 @@
+"""Names that become labels and span names: executor names, function names and error types.
+
+Everything here is low-cardinality by construction: no value ever comes from task arguments or results.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import process as _process
+from typing import Any
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,63}")
+_AUTO_THREAD_PREFIX = re.compile(r"ThreadPoolExecutor-\d+")
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid executor name, else raise ``ValueError`` (at wrap time, never later)."""
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ValueError(
+            f"invalid executor name {name!r}: use 1 to 64 characters of letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
+def executor_name(executor: Executor, name: str | None) -> str:
+    """The ``executor`` label: ``name`` when given, else the thread name prefix the user chose, else the class."""
+    if name is not None:
+        return validate_name(name)
+    if isinstance(executor, ThreadPoolExecutor):
+        prefix = getattr(executor, "_thread_name_prefix", "")
+        # The stdlib numbers executors that got no prefix ("ThreadPoolExecutor-3"): one series per executor
+        # would be unbounded, so those fall back to the class name.
+        if prefix and not _AUTO_THREAD_PREFIX.fullmatch(prefix) and _NAME.fullmatch(prefix):
+            return str(prefix)
+    cls = type(executor).__name__
+    if cls.startswith("Traced") and cls.endswith("PoolExecutor"):
+        cls = cls[len("Traced") :]
+    return cls if _NAME.fullmatch(cls) else "executor"
+
+
+def function_name(fn: Any) -> str:
+    """The qualified name of the code a task runs, with ``functools.partial`` and process-pool chunks unwrapped."""
+    while isinstance(fn, functools.partial):
+        if fn.func is _process._process_chunk and fn.args:
+            fn = fn.args[0]
+        else:
+            fn = fn.func
+    name = getattr(fn, "__qualname__", None)
+    if not isinstance(name, str):
+        name = type(fn).__qualname__
+    return name
+
+
+@functools.lru_cache(maxsize=1024)
+def error_type(cls: type[BaseException]) -> str:
+    """The fully qualified class name of an exception (``builtins.`` left out, as users write it)."""
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"

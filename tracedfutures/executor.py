@@ -1,0 +1,349 @@
+"""Traced executors: ``traced()`` for any executor, and drop-in subclasses of the standard library's pools.
+
+Thread and process pools of the standard library are traced exactly: their futures are ``TracedFuture`` from
+birth, so every transition is seen. Any other executor (loky, Dask's ``Client.get_executor()``, a user's own)
+is traced through a ``TracedFuture`` chained to the future it returns. Nothing here holds a reference to an
+executor: dropping one still shuts it down as the standard library does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import process as _process
+from concurrent.futures import thread as _thread
+from concurrent.futures._base import CANCELLED as _CANCELLED
+from functools import partial
+from typing import Any, TypeVar
+
+from opentelemetry.trace import TracerProvider, set_span_in_context
+from prometheus_client import CollectorRegistry
+
+from tracedfutures import config
+from tracedfutures._calls import LocalCall, RemoteCall
+from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
+from tracedfutures._naming import executor_name, validate_name
+from tracedfutures.metrics import ExecutorStats, MetricsHook
+from tracedfutures.spans import SpanHook
+
+T = TypeVar("T")
+
+_STDLIB_THREAD_SUBMIT = ThreadPoolExecutor.submit
+_STDLIB_PROCESS_SUBMIT = ProcessPoolExecutor.submit
+
+
+class _Capacity:
+    """Adds an executor's ``max_workers`` to its series until it is shut down or collected, exactly once."""
+
+    __slots__ = ("count", "stats", "__weakref__")
+
+    def __init__(self, executor: Executor, stats: ExecutorStats | None) -> None:
+        count = getattr(executor, "_max_workers", None)
+        self.count = count if isinstance(count, int) and stats is not None else 0
+        self.stats = stats
+        if self.count and stats is not None:
+            stats.add_workers(self.count)
+            weakref.finalize(executor, self.release)
+
+    def release(self) -> None:
+        count, self.count = self.count, 0
+        if count and self.stats is not None:
+            self.stats.add_workers(-count)
+
+
+def executor_kind(executor: Executor) -> Kind:
+    if isinstance(executor, ThreadPoolExecutor):
+        return "thread"
+    if isinstance(executor, ProcessPoolExecutor) or type(executor).__module__.split(".")[0] == "loky":
+        return "process"
+    return "other"
+
+
+def _lifecycle(
+    executor: Executor,
+    name: str | None,
+    kind: Kind,
+    remote: bool,
+    tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
+) -> tuple[Lifecycle, _Capacity]:
+    label = executor_name(executor, name)
+    tracer, collector = config.tracer_and_collector(tracer_provider, registry)
+    stats = collector.executor(label) if collector is not None else None
+    hooks: list[LifecycleHook] = [SpanHook(tracer, label, kind, remote)]
+    if stats is not None:
+        hooks.append(MetricsHook(stats))
+    return Lifecycle(label, kind, tuple(hooks), remote), _Capacity(executor, stats)
+
+
+def _wire_context(future: TracedFuture) -> tuple[int, int, int] | None:
+    context = future._tf_context
+    if context is None:
+        return None
+    return (context.trace_id, context.span_id, int(context.trace_flags))
+
+
+def _local_call(future: TracedFuture, fn: Any) -> Any:
+    span = future._tf_span
+    return fn if span is None else LocalCall(fn, set_span_in_context(span))
+
+
+def _refused_submit(future: TracedFuture, exc: BaseException) -> None:
+    """A submit the executor refused ends its task as an error with the exception the caller gets."""
+    future.set_exception(exc)
+
+
+def submit_to_thread_pool(
+    executor: ThreadPoolExecutor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
+) -> Future[T]:
+    """``ThreadPoolExecutor.submit`` (identical from 3.10 to 3.13) with a ``TracedFuture`` from birth."""
+    future = TracedFuture()
+    life.submit(future, fn)
+    try:
+        with executor._shutdown_lock, _thread._global_shutdown_lock:  # type: ignore[attr-defined]
+            if executor._broken:  # type: ignore[attr-defined]
+                raise _thread.BrokenThreadPool(executor._broken)  # type: ignore[attr-defined]
+            if executor._shutdown:  # type: ignore[attr-defined]
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _thread._shutdown:  # type: ignore[attr-defined]
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            executor._work_queue.put(  # type: ignore[attr-defined]
+                _thread._WorkItem(future, _local_call(future, fn), args, kwargs)  # type: ignore[attr-defined]
+            )
+            executor._adjust_thread_count()  # type: ignore[attr-defined]
+    except BaseException as exc:
+        _refused_submit(future, exc)
+        raise
+    return future
+
+
+def submit_to_process_pool(
+    executor: ProcessPoolExecutor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
+) -> Future[T]:
+    """``ProcessPoolExecutor.submit`` (identical from 3.10 to 3.13) with a ``TracedFuture`` from birth."""
+    future = TracedFuture()
+    life.submit(future, fn)
+    ex: Any = executor
+    try:
+        with ex._shutdown_lock:
+            if ex._broken:
+                raise _process.BrokenProcessPool(ex._broken)
+            if ex._shutdown_thread:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _process._global_shutdown:  # type: ignore[attr-defined]
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            work = _process._WorkItem(future, RemoteCall(fn, _wire_context(future)), args, kwargs)  # type: ignore[attr-defined]
+            ex._pending_work_items[ex._queue_count] = work
+            ex._work_ids.put(ex._queue_count)
+            ex._queue_count += 1
+            ex._executor_manager_thread_wakeup.wakeup()
+            if ex._safe_to_dynamically_spawn_children:
+                ex._adjust_process_count()
+            ex._start_executor_manager_thread()
+    except BaseException as exc:
+        _refused_submit(future, exc)
+        raise
+    return future
+
+
+def submit_chained(executor: Executor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
+    """Submit to any executor: the call runs as a ``RemoteCall``; a ``TracedFuture`` follows the one it returns."""
+    future = _ChainedFuture()
+    life.submit(future, fn)
+    try:
+        inner = executor.submit(RemoteCall(fn, _wire_context(future)), *args, **kwargs)
+    except BaseException as exc:
+        _refused_submit(future, exc)
+        raise
+    future.follow(inner)
+    return future
+
+
+class _ChainedFuture(TracedFuture):
+    """A ``TracedFuture`` that mirrors another executor's future: cancel goes down, the outcome comes up."""
+
+    __slots__ = ("_tf_inner",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tf_inner: Future[Any] | None = None
+
+    def follow(self, inner: Future[Any]) -> None:
+        self._tf_inner = inner
+        inner.add_done_callback(self._relay)
+
+    def _relay(self, inner: Future[Any]) -> None:
+        self._tf_inner = None  # break the cycle inner -> callback -> self -> inner
+        if inner.cancelled():
+            super().cancel()
+            if self._state == _CANCELLED:  # wake wait() and as_completed() as an executor would on dequeue
+                self.set_running_or_notify_cancel()
+            return
+        exc = inner.exception()
+        if exc is not None:
+            self.set_exception(exc)
+        else:
+            self.set_result(inner.result())
+
+    def cancel(self) -> bool:
+        inner = self._tf_inner
+        if inner is not None and not inner.cancel():
+            return False
+        return super().cancel()
+
+    def running(self) -> bool:
+        inner = self._tf_inner
+        return inner.running() if inner is not None else super().running()
+
+
+def _batched(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[Any, ...]]:
+    it = zip(*iterables)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
+class TracedExecutor(Executor):
+    """What ``traced()`` returns: delegates to the wrapped executor and traces every task submitted through it."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        name: str | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if not isinstance(executor, Executor):
+            raise TypeError(f"traced() needs a concurrent.futures.Executor, got {type(executor).__qualname__}")
+        if name is not None:
+            validate_name(name)
+        if isinstance(executor, TracedExecutor):
+            executor = executor.executor
+        kind = executor_kind(executor)
+        submit = getattr(type(executor).submit, "__wrapped__", type(executor).submit)
+        self._submit: Callable[..., Future[Any]]
+        if isinstance(executor, ThreadPoolExecutor) and submit in (_STDLIB_THREAD_SUBMIT, TracedThreadPoolExecutor.submit):
+            self._submit, remote = submit_to_thread_pool, False
+        elif isinstance(executor, ProcessPoolExecutor) and submit in (
+            _STDLIB_PROCESS_SUBMIT,
+            TracedProcessPoolExecutor.submit,
+        ):
+            self._submit, remote = submit_to_process_pool, True
+        else:
+            self._submit, remote = submit_chained, True
+        self._executor = executor
+        self._life, self._capacity = _lifecycle(executor, name, kind, remote, tracer_provider, registry)
+
+    @property
+    def executor(self) -> Executor:
+        """The executor this one delegates to."""
+        return self._executor
+
+    @property
+    def name(self) -> str:
+        """The ``executor`` label and ``executor.name`` attribute of this executor's tasks."""
+        return self._life.name
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return self._submit(self._executor, self._life, fn, args, kwargs)
+
+    def map(
+        self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+    ) -> Iterator[T]:
+        if self._submit is not submit_to_process_pool:
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        # ProcessPoolExecutor.map: chunks of calls, one task each, flattened back in order.
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        results = super().map(partial(_process._process_chunk, fn), _batched(iterables, chunksize), timeout=timeout)  # type: ignore[attr-defined]
+        return _process._chain_from_iterable_of_lists(results)  # type: ignore[attr-defined,no-any-return]
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+        else:
+            self._executor.shutdown(wait=wait)
+        self._capacity.release()
+
+    def __getattr__(self, name: str) -> Any:
+        # Attributes this wrapper does not define (Dask's ``client``, loky's internals) come from the executor.
+        try:
+            executor = self.__dict__["_executor"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(executor, name)
+
+    def __repr__(self) -> str:
+        return f"<TracedExecutor {self._life.name!r} of {self._executor!r}>"
+
+
+def traced(
+    executor: Executor,
+    name: str | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> TracedExecutor:
+    """Wrap ``executor`` so that every task gets a span and metrics; behaviour and results are unchanged.
+
+    ``name`` is the ``executor`` label (default: the thread name prefix the user chose, else the class name);
+    ``tracer_provider`` and ``registry`` default to those set by ``configure()``.
+    """
+    return TracedExecutor(executor, name, tracer_provider=tracer_provider, registry=registry)
+
+
+class TracedThreadPoolExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        name: str | None = None,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if name is not None:
+            validate_name(name)
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs)
+        self._tf_life, self._tf_capacity = _lifecycle(self, name, "thread", False, tracer_provider, registry)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return submit_to_thread_pool(self, self._tf_life, fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._tf_capacity.release()
+
+
+class TracedProcessPoolExecutor(ProcessPoolExecutor):
+    """A ``ProcessPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options.
+
+    Each task's real start is measured in the worker process; spans the task starts there are children of the
+    task span (W3C trace context travels with the call).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        name: str | None = None,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if name is not None:
+            validate_name(name)
+        super().__init__(*args, **kwargs)
+        self._tf_life, self._tf_capacity = _lifecycle(self, name, "process", True, tracer_provider, registry)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return submit_to_process_pool(self, self._tf_life, fn, args, kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._tf_capacity.release()

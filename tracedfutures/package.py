@@ -1,0 +1,3 @@
+"""What tracedfutures instruments: the standard library's concurrent.futures, so no distribution is required."""
+
+_instruments: tuple[str, ...] = ()

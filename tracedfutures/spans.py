@@ -1,0 +1,123 @@
+"""The only module that makes spans: one per task, and one per ``wait`` / ``as_completed`` call.
+
+Span and attribute names are module constants; task arguments, results and exception messages never become
+attributes (an exception's message appears only in its ``exception`` event).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+
+from tracedfutures._naming import error_type, function_name
+from tracedfutures.version import __version__
+
+if TYPE_CHECKING:
+    from tracedfutures._lifecycle import Kind, TracedFuture
+
+TRACER_NAME = "tracedfutures"
+
+EXECUTOR_NAME = "executor.name"
+EXECUTOR_KIND = "executor.kind"
+CODE_FUNCTION = "code.function"
+QUEUE_DURATION = "executor.task.queue_duration"  # seconds, submit to the callable's real start
+CANCELLED = "executor.task.cancelled"
+RUNNING_EVENT = "running"
+
+WAIT_SPAN = "futures.wait"
+AS_COMPLETED_SPAN = "futures.as_completed"
+FUTURES_COUNT = "futures.count"
+FUTURES_DONE = "futures.done_count"
+FUTURES_RETURN_WHEN = "futures.return_when"
+FUTURES_TIMEOUT = "futures.timeout"
+FUTURES_TIMED_OUT = "futures.timed_out"
+FUTURES_LINKS_DROPPED = "futures.links_dropped"
+#: Span links a wait / as_completed span carries to the task spans it handed back; the rest are only counted.
+MAX_LINKS = 32
+
+
+def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
+    return trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
+
+
+class SpanHook:
+    """The span side of the lifecycle: a task span from submit to completion, with a ``running`` event."""
+
+    __slots__ = ("attributes", "name", "remote", "tracer")
+
+    def __init__(self, tracer: Tracer, name: str, kind: Kind, remote: bool) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.remote = remote
+        self.attributes = {EXECUTOR_NAME: name, EXECUTOR_KIND: kind}
+
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        fname = function_name(fn)
+        span = self.tracer.start_span(
+            f"{self.name} {fname}",
+            kind=SpanKind.INTERNAL,
+            attributes={**self.attributes, CODE_FUNCTION: fname},
+            start_time=future.submitted_ns,
+        )
+        context = span.get_span_context()
+        if context.is_valid:
+            future._tf_span = span
+            future._tf_context = context
+
+    def on_start(self, future: TracedFuture) -> None:
+        span = future._tf_span
+        if span is not None and not self.remote:
+            _mark_running(span, future)
+
+    def on_finish(self, future: TracedFuture) -> None:
+        span = future._tf_span
+        if span is None:
+            return
+        future._tf_span = None  # the span is not kept alive by a finished future
+        if self.remote and future.started_ns:
+            _mark_running(span, future)
+        outcome = future.outcome
+        if outcome == "cancelled":
+            span.set_attribute(CANCELLED, True)
+        elif outcome == "error":
+            exc = future._exception
+            assert exc is not None
+            span.set_attribute(ERROR_TYPE, error_type(type(exc)))
+            span.record_exception(exc, timestamp=future.finished_ns)
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=future.finished_ns)
+
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """A refused transition changes nothing; the task span has ended already. Metrics count it."""
+
+
+def _mark_running(span: Span, future: TracedFuture) -> None:
+    span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
+    span.set_attribute(QUEUE_DURATION, max(future.started_ns - future.submitted_ns, 0) / 1e9)
+
+
+def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
+    """The span of one ``wait`` or ``as_completed`` call, a child of the caller's current span."""
+    return tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns)
+
+
+def link_task_span(span: Span, future: Any) -> bool:
+    """Link ``span`` to the task span of ``future``; False when the future is not a traced task."""
+    context = getattr(future, "_tf_context", None)
+    if context is None:
+        return False
+    span.add_link(context)
+    return True
+
+
+def end_wait_span(
+    span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None
+) -> None:
+    span.set_attributes(attributes)
+    if error is not None:
+        span.set_attribute(ERROR_TYPE, error_type(type(error)))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end(end_time=end_ns)
