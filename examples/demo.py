@@ -1,0 +1,133 @@
+"""The tracedfutures demo: a mixed workload on a thread pool and a process pool, served on /metrics.
+
+It runs tasks that succeed, fail and get cancelled, waits that time out and an as_completed loop, then prints
+what tracedfutures recorded (from the Prometheus registry and the finished spans) and serves ``/metrics`` on
+127.0.0.1 until ``--serve`` seconds have passed. No external server is needed.
+
+    python examples/demo.py [--port 9464] [--serve 0] [--tasks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import random
+import threading
+import time
+from collections import Counter
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import tracedfutures
+
+
+class PaymentDeclined(Exception):
+    """A business error some tasks raise."""
+
+
+def resize(size: int) -> int:
+    """A short CPU-bound task; every 10th one fails."""
+    if size % 10 == 7:
+        raise PaymentDeclined(f"declined {size}")
+    return sum(i * i for i in range(size * 100))
+
+
+def fetch(delay: float) -> float:
+    """An I/O-like task that sleeps; a few raise a built-in error."""
+    time.sleep(delay)
+    if delay > 0.045:
+        raise TimeoutError("upstream too slow")
+    return delay
+
+
+def run_workload(tasks: int, registry: CollectorRegistry, provider: TracerProvider) -> None:
+    tracer = provider.get_tracer("demo")
+    rng = random.Random(7)
+    with (
+        tracer.start_as_current_span("demo workload"),
+        tracedfutures.TracedThreadPoolExecutor(4, thread_name_prefix="io", registry=registry) as io,
+        tracedfutures.TracedProcessPoolExecutor(2, name="cpu", registry=registry) as cpu,
+    ):
+        # A burst of I/O tasks, some failing; a wait that times out before they are all done.
+        fetches = [io.submit(fetch, rng.uniform(0.001, 0.05)) for _ in range(tasks)]
+        tracedfutures.wait(fetches, timeout=0.05)
+        # Cancel what has not started yet of a second burst, behind a gate that blocks the workers.
+        gate = threading.Event()
+        blockers = [io.submit(gate.wait) for _ in range(4)]
+        queued = [io.submit(fetch, 0.001) for _ in range(10)]
+        cancelled = sum(f.cancel() for f in queued)
+        gate.set()
+        tracedfutures.wait(blockers + queued)
+        # CPU work in worker processes, consumed as it completes; one as_completed times out on a slow task.
+        resizes = [cpu.submit(resize, size) for size in range(tasks // 4)]
+        for future in tracedfutures.as_completed(resizes):
+            future.exception()
+        slow = io.submit(time.sleep, 0.2)
+        try:
+            for _ in tracedfutures.as_completed([slow], timeout=0.01):
+                pass
+        except cf.TimeoutError:
+            pass
+        tracedfutures.wait(fetches + [slow], return_when=cf.ALL_COMPLETED)
+        # A refused transition, counted rather than hidden.
+        try:
+            resizes[0].set_result(0)
+        except cf.InvalidStateError:
+            pass
+        print(f"cancelled {cancelled} queued tasks")
+
+
+def summary(registry: CollectorRegistry, spans: tuple[ReadableSpan, ...]) -> str:
+    lines = ["", "What tracedfutures recorded", "---------------------------"]
+    for metric in registry.collect():
+        for sample in metric.samples:
+            if sample.value and sample.name in (
+                "executor_tasks_submitted_total",
+                "executor_tasks_completed_total",
+                "executor_invalid_transitions_total",
+                "futures_wait_seconds_count",
+                "futures_as_completed_seconds_count",
+            ):
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                lines.append(f"{sample.name}{{{labels}}} {sample.value:g}")
+    names = Counter(span.name for span in spans)
+    lines.append("")
+    lines.append(f"{len(spans)} spans: " + ", ".join(f"{n} x{c}" for n, c in names.most_common()))
+    errors = sum(1 for s in spans if not s.status.is_ok)
+    lines.append(f"{errors} spans with status ERROR")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=9464, help="port of /metrics on 127.0.0.1 (0: don't serve)")
+    parser.add_argument("--serve", type=float, default=0.0, help="seconds to keep serving /metrics afterwards")
+    parser.add_argument("--tasks", type=int, default=200, help="I/O tasks in the workload")
+    args = parser.parse_args()
+
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "tracedfutures-demo"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    tracedfutures.configure(tracer_provider=provider, registry=registry)
+    if args.port:
+        tracedfutures.start_http_server(args.port, registry=registry)
+        print(f"serving metrics on http://127.0.0.1:{args.port}/metrics")
+
+    started = time.monotonic()
+    run_workload(args.tasks, registry, provider)
+    print(f"workload done in {time.monotonic() - started:.2f}s")
+    print(summary(registry, exporter.get_finished_spans()))
+    if args.port and args.serve:
+        print(f"\nserving /metrics for {args.serve:g}s more")
+        time.sleep(args.serve)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: venvs, packages, lint, type check, unit tests, and CPython's own
+# test_concurrent_futures on the oldest and newest supported Python. Exits non-zero if any stage fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source tests/tools/venv.sh
+
+passed=0
+failed=0
+failures=()
+stage() {  # stage NAME COMMAND...: run one stage, keep going, remember the outcome
+    local name=$1; shift
+    echo
+    echo "=== $name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== $name: ok ($((SECONDS - start))s)"
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== $name: FAILED ($((SECONDS - start))s)"
+    fi
+}
+
+stage "venv 3.11" tf_venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt
+stage "venv 3.10" tf_venv 3.10 .venv-3.10 tests/requirements.txt
+stage "venv 3.13" tf_venv 3.13 .venv-3.13 tests/requirements.txt
+
+stage "ruff" .venv-3.11/bin/ruff check tracedfutures tests examples benchmarks
+stage "mypy" .venv-3.11/bin/mypy
+stage "unit tests 3.11" .venv-3.11/bin/python -m pytest tests -q -p no:randomly --ignore=tests/cpython
+stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/cpython
+stage "CPython suite 3.10" .venv-3.10/bin/python tests/cpython/run_stdlib_suite.py
+stage "CPython suite 3.13" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py
+
+echo
+if [ "$failed" -ne 0 ]; then
+    printf 'failed stage: %s\n' "${failures[@]}"
+fi
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
