@@ -23,14 +23,32 @@ stage() {  # stage NAME COMMAND...: run one stage, keep going, remember the outc
     fi
 }
 
-stage "venv 3.11" tf_venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt
+tf_prometheus() {  # Debian's prometheus and promtool for tests/prometheus (as root, quietly), unless on PATH
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "prometheus/promtool not on PATH and not root: install them (Debian: apt-get install prometheus)" >&2
+            return 1
+        fi
+        local log; log=$(mktemp)
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                prometheus; } >"$log" 2>&1; then
+            cat "$log" >&2; rm -f "$log"; return 1
+        fi
+        rm -f "$log"
+    fi
+    prometheus --version 2>&1 | sed -n 1p
+}
+
+stage "venv 3.11" tf_venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt dashboards/requirements.txt
 stage "venv 3.10" tf_venv 3.10 .venv-3.10 tests/requirements.txt
 stage "venv 3.13" tf_venv 3.13 .venv-3.13 tests/requirements.txt
 
-stage "ruff" .venv-3.11/bin/ruff check tracedfutures tests examples benchmarks
+stage "ruff" .venv-3.11/bin/ruff check tracedfutures tests examples benchmarks dashboards
 stage "mypy" .venv-3.11/bin/mypy
-stage "unit tests 3.11" .venv-3.11/bin/python -m pytest tests -q -p no:randomly --ignore=tests/cpython
-stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/cpython
+stage "unit tests 3.11" .venv-3.11/bin/python -m pytest tests -q -p no:randomly --ignore=tests/cpython --ignore=tests/prometheus
+stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus
+stage "prometheus + promtool" tf_prometheus
+stage "dashboards, alert rules, real Prometheus" .venv-3.11/bin/python -m pytest tests/prometheus -q -p no:randomly
 stage "CPython suite 3.10" .venv-3.10/bin/python tests/cpython/run_stdlib_suite.py
 stage "CPython suite 3.13" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py
 
