@@ -29,9 +29,11 @@ class LocalCall:
         self.ctx = ctx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self.fn
         token = otel_context.attach(self.ctx)
+        del self  # a failed task's traceback keeps this frame: it must not keep the task span alive
         try:
-            return self.fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             otel_context.detach(token)
 

@@ -49,6 +49,9 @@ class LifecycleHook(Protocol):
     def on_refused(self, future: TracedFuture, method: str) -> None:
         """``method`` was called in a state that does not allow it and raised as the stdlib does."""
 
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """A caller read the finished future's result or exception for the first time."""
+
 
 class Lifecycle:
     """One executor's view of its tasks: its name, kind and the hooks that record them."""
@@ -89,7 +92,17 @@ def _hook_failed(hook: object, exc: Exception) -> None:
 class TracedFuture(Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it."""
 
-    __slots__ = ("_tf_context", "_tf_life", "_tf_span", "finished_ns", "ran", "started_ns", "submitted_ns")
+    __slots__ = (
+        "_tf_context",
+        "_tf_life",
+        "_tf_read",
+        "_tf_span",
+        "_tf_unretrieved",
+        "finished_ns",
+        "ran",
+        "started_ns",
+        "submitted_ns",
+    )
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,6 +114,8 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         self.finished_ns = 0
         # True once the future entered RUNNING in this process: tells "left the queue" from "ended after start".
         self.ran = False
+        self._tf_read = False  # a caller has read the result or exception
+        self._tf_unretrieved: Any = None  # the metrics side's finalizer for an exception nobody reads
 
     # -- helpers for the hooks ----------------------------------------------------------------------------------
     @property
@@ -129,12 +144,39 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     def _finished(self) -> None:
         life = self._tf_life
         if life is not None:
-            self.finished_ns = _clock()
             for hook in life.hooks:
                 try:
                     hook.on_finish(self)
                 except Exception as exc:
                     _hook_failed(hook, exc)
+
+    def _retrieved(self) -> None:
+        with self._condition:
+            if self._tf_read or self._state != FINISHED:
+                return
+            self._tf_read = True
+        life = self._tf_life
+        if life is not None:
+            for hook in life.hooks:
+                try:
+                    hook.on_retrieved(self)
+                except Exception as exc:
+                    _hook_failed(hook, exc)
+
+    # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
+    def result(self, timeout: float | None = None) -> Any:
+        try:
+            return super().result(timeout)
+        finally:
+            if not self._tf_read:
+                self._retrieved()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        finally:
+            if not self._tf_read:
+                self._retrieved()
 
     def _accept_remote(self, data: Any) -> None:
         """Take the worker's timestamps that travelled back with the outcome (see ``_remote``)."""
@@ -150,6 +192,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
                 return True
             self._state = CANCELLED
+            self.finished_ns = _clock()
             self._condition.notify_all()
         self._finished()
         self._invoke_callbacks()
@@ -194,6 +237,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
                 refused = False
                 self._result = result
                 self._state = FINISHED
+                self.finished_ns = _clock()
                 for waiter in self._waiters:
                     waiter.add_result(self)
                 self._condition.notify_all()
@@ -217,6 +261,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
                 refused = False
                 self._exception = exception
                 self._state = FINISHED
+                self.finished_ns = _clock()
                 for waiter in self._waiters:
                     waiter.add_exception(self)
                 self._condition.notify_all()

@@ -9,12 +9,16 @@ executor: dropping one still shuts it down as the standard library does.
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures import process as _process
 from concurrent.futures import thread as _thread
 from concurrent.futures._base import CANCELLED as _CANCELLED
+from concurrent.futures._base import LOGGER as _LOGGER
+from concurrent.futures._base import PENDING as _PENDING
+from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, TypeVar
 
@@ -53,6 +57,25 @@ class _Capacity:
             self.stats.add_workers(-count)
 
 
+# One _Capacity per executor and series: an executor wrapped twice under one name counts its workers once.
+_capacities: weakref.WeakKeyDictionary[Executor, dict[ExecutorStats, _Capacity]] = weakref.WeakKeyDictionary()
+_capacities_lock = threading.Lock()
+
+
+def _capacity(executor: Executor, stats: ExecutorStats | None) -> _Capacity:
+    if stats is None:
+        return _Capacity(executor, None)
+    with _capacities_lock:
+        try:
+            shared = _capacities.setdefault(executor, {})
+        except TypeError:  # an executor that cannot be weakly referenced
+            return _Capacity(executor, stats)
+        capacity = shared.get(stats)
+        if capacity is None:
+            capacity = shared[stats] = _Capacity(executor, stats)
+        return capacity
+
+
 def executor_kind(executor: Executor) -> Kind:
     if isinstance(executor, ThreadPoolExecutor):
         return "thread"
@@ -75,7 +98,7 @@ def _lifecycle(
     hooks: list[LifecycleHook] = [SpanHook(tracer, label, kind, remote)]
     if stats is not None:
         hooks.append(MetricsHook(stats))
-    return Lifecycle(label, kind, tuple(hooks), remote), _Capacity(executor, stats)
+    return Lifecycle(label, kind, tuple(hooks), remote), _capacity(executor, stats)
 
 
 def _wire_context(future: TracedFuture) -> tuple[int, int, int] | None:
@@ -196,6 +219,15 @@ class _ChainedFuture(TracedFuture):
     def running(self) -> bool:
         inner = self._tf_inner
         return inner.running() if inner is not None else super().running()
+
+    def set_running_or_notify_cancel(self) -> bool:
+        inner = self._tf_inner
+        if inner is not None and inner.running() and self._state == _PENDING:
+            # Running in the other executor: refused as the stdlib refuses a RUNNING future.
+            _LOGGER.critical("Future %s in unexpected state: %s", id(self), _RUNNING)
+            self._refused("set_running_or_notify_cancel")
+            raise RuntimeError("Future in unexpected state")
+        return super().set_running_or_notify_cancel()
 
 
 def _batched(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[Any, ...]]:

@@ -12,12 +12,14 @@ import logging
 import math
 import os
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.samples import Exemplar
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -59,31 +61,45 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     return bounds
 
 
-class _Histogram:
-    """Bucket counts (not cumulative; the last one is +Inf) and a sum. Callers hold the owner's lock."""
+# An exemplar as recorded: trace id, span id, observed value, unix time. Formatted only when scraped.
+_RawExemplar = tuple[int, int, float, float]
 
-    __slots__ = ("bounds", "counts", "sum")
+
+class _Histogram:
+    """Bucket counts (not cumulative; the last one is +Inf), a sum, and the latest exemplar of each bucket.
+
+    Callers hold the owner's lock.
+    """
+
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
+        self.exemplars: list[_RawExemplar | None] | None = None
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
+    def observe(self, seconds: float, trace: tuple[int, int] | None = None) -> None:
+        index = bisect_left(self.bounds, seconds)
+        self.counts[index] += 1
         self.sum += seconds
+        if trace is not None:
+            if self.exemplars is None:
+                self.exemplars = [None] * len(self.counts)
+            self.exemplars[index] = (trace[0], trace[1], seconds, time.time())
 
-    def snapshot(self) -> tuple[list[tuple[str, float]], float]:
-        buckets = []
+    def snapshot(self) -> tuple[list[tuple[Any, ...]], float]:
+        buckets: list[tuple[Any, ...]] = []
         total = 0
-        for bound, count in zip((*map(_float_label, self.bounds), "+Inf"), self.counts):
+        exemplars = self.exemplars or [None] * len(self.counts)
+        for bound, count, raw in zip((*map(repr, self.bounds), "+Inf"), self.counts, exemplars):
             total += count
-            buckets.append((bound, float(total)))
+            if raw is None:
+                buckets.append((bound, float(total)))
+            else:
+                labels = {"trace_id": format(raw[0], "032x"), "span_id": format(raw[1], "016x")}
+                buckets.append((bound, float(total), Exemplar(labels, raw[2], raw[3])))
         return buckets, self.sum
-
-
-def _float_label(bound: float) -> str:
-    return repr(bound)
 
 
 class ExecutorStats:
@@ -91,7 +107,9 @@ class ExecutorStats:
 
     def __init__(self, name: str, buckets: tuple[float, ...]) -> None:
         self.name = name
-        self.lock = threading.Lock()
+        # Re-entrant: the unretrieved-exception finalizer may run from garbage collection in a thread that
+        # already holds it.
+        self.lock = threading.RLock()
         self.submitted = 0
         self.left_queue = 0
         self.started = 0
@@ -103,6 +121,8 @@ class ExecutorStats:
         self.queue = _Histogram(buckets)
         self.run = {"success": _Histogram(buckets), "error": _Histogram(buckets)}
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
+        self.result_lag = _Histogram(buckets)
+        self.unretrieved: dict[str, int] = {}
 
     def error_label(self, exc: BaseException) -> str:
         """The capped ``error_type`` label of ``exc``. Caller holds ``lock``."""
@@ -119,6 +139,10 @@ class ExecutorStats:
     def add_workers(self, count: int) -> None:
         with self.lock:
             self.max_workers += count
+
+    def count_unretrieved(self, label: str) -> None:
+        with self.lock:
+            self.unretrieved[label] = self.unretrieved.get(label, 0) + 1
 
 
 class WaitStats:
@@ -202,6 +226,16 @@ class MetricsCollector:
             "Future state transitions refused with InvalidStateError or RuntimeError, by method.",
             labels=["executor", "method"],
         )
+        result_lag = HistogramMetricFamily(
+            "futures_result_lag_seconds",
+            "Seconds from a task's future finishing to a caller first reading its result or exception.",
+            labels=["executor"],
+        )
+        unretrieved = CounterMetricFamily(
+            "executor_exceptions_unretrieved",
+            "Futures that finished with an exception nobody read, counted when the future was collected.",
+            labels=["executor", "error_type"],
+        )
         for stats in executors:
             name = stats.name
             with stats.lock:
@@ -216,7 +250,10 @@ class MetricsCollector:
                 max_workers.add_metric([name], stats.max_workers)
                 for method, count in stats.invalid.items():
                     invalid.add_metric([name, method], count)
-        yield from (submitted, completed, queue, run, queued, running, max_workers, invalid)
+                result_lag.add_metric([name], *stats.result_lag.snapshot())
+                for etype, count in stats.unretrieved.items():
+                    unretrieved.add_metric([name, etype], count)
+        yield from (submitted, completed, queue, run, queued, running, max_workers, invalid, result_lag, unretrieved)
 
         wait = HistogramMetricFamily(
             "futures_wait_seconds",
@@ -266,6 +303,8 @@ class MetricsHook:
         stats = self.stats
         outcome = future.outcome
         started = future.started_ns
+        context = future._tf_context
+        trace = (context.trace_id, context.span_id) if context is not None and context.trace_flags.sampled else None
         with stats.lock:
             if future.ran:
                 stats.ended_after_start += 1
@@ -277,8 +316,27 @@ class MetricsHook:
                 key = (outcome, "")
             stats.completed[key] = stats.completed.get(key, 0) + 1
             if started and outcome != "cancelled":
-                stats.queue.observe(max(started - future.submitted_ns, 0) / 1e9)
-                stats.run[outcome].observe(max(future.finished_ns - started, 0) / 1e9)
+                stats.queue.observe(max(started - future.submitted_ns, 0) / 1e9, trace)
+                stats.run[outcome].observe(max(future.finished_ns - started, 0) / 1e9, trace)
+        if outcome == "error":
+            # Counted when the future is collected unless a caller reads it first (see on_retrieved).
+            finalizer = weakref.finalize(future, stats.count_unretrieved, key[1])
+            finalizer.atexit = False
+            future._tf_unretrieved = finalizer
+            if future._tf_read:
+                finalizer.detach()
+
+    def on_retrieved(self, future: TracedFuture) -> None:
+        finalizer = future._tf_unretrieved
+        if finalizer is not None:
+            future._tf_unretrieved = None
+            finalizer.detach()
+        if future.outcome == "cancelled":
+            return
+        stats = self.stats
+        lag = max(time.time_ns() - future.finished_ns, 0) / 1e9
+        with stats.lock:
+            stats.result_lag.observe(lag)
 
     def on_refused(self, future: TracedFuture, method: str) -> None:
         stats = self.stats

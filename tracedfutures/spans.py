@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from tracedfutures._lifecycle import telemetry_failed
 from tracedfutures._naming import error_type, function_name
 from tracedfutures.version import __version__
 
@@ -40,7 +41,11 @@ MAX_LINKS = 32
 
 
 def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
-    return trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
+    try:
+        return trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
+    except Exception as exc:  # a broken provider loses the spans, never the executor or its tasks
+        telemetry_failed("get_tracer", exc)
+        return trace.NoOpTracer()
 
 
 class SpanHook:
@@ -92,6 +97,9 @@ class SpanHook:
 
     def on_refused(self, future: TracedFuture, method: str) -> None:
         """A refused transition changes nothing; the task span has ended already. Metrics count it."""
+
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Reading a result happens after the task span ended; metrics time it."""
 
 
 def _mark_running(span: Span, future: TracedFuture) -> None:
