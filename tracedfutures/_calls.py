@@ -28,7 +28,7 @@ class LocalCall:
         self.fn = fn
         self.ctx = ctx
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
         fn = self.fn
         token = otel_context.attach(self.ctx)
         del self  # a failed task's traceback keeps this frame: it must not keep the task span alive
@@ -63,7 +63,7 @@ class RemoteCall:
     def __reduce__(self) -> tuple[Any, ...]:
         return (RemoteCall, (self.fn, self.parent))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
         start = _clock()
         token = None
         if self.parent is not None:

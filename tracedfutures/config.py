@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsCollector, collector_for, validate_buckets
+from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, collector_for, validate_buckets
 from tracedfutures.spans import get_tracer
 
 
@@ -27,7 +27,7 @@ class Defaults:
 
 _lock = threading.Lock()
 _defaults = Defaults(None, None, DEFAULT_BUCKETS)
-_resolved: tuple[Tracer, MetricsCollector | None] | None = None
+_resolved: tuple[Tracer, MetricsBackend | None] | None = None
 
 
 def configure(
@@ -54,7 +54,7 @@ def defaults() -> Defaults:
 
 def tracer_and_collector(
     tracer_provider: TracerProvider | None = None, registry: CollectorRegistry | None = None
-) -> tuple[Tracer, MetricsCollector | None]:
+) -> tuple[Tracer, MetricsBackend | None]:
     """The tracer and metrics collector to record with, each from its argument if given, else the defaults."""
     global _resolved
     if tracer_provider is None and registry is None:

@@ -29,7 +29,7 @@ from tracedfutures import config
 from tracedfutures._calls import LocalCall, RemoteCall
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, validate_name
-from tracedfutures.metrics import ExecutorStats, MetricsHook
+from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import SpanHook
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ class _Capacity:
 
     __slots__ = ("count", "stats", "__weakref__")
 
-    def __init__(self, executor: Executor, stats: ExecutorStats | None) -> None:
+    def __init__(self, executor: Executor, stats: ExecutorRecorder | None) -> None:
         count = getattr(executor, "_max_workers", None)
         self.count = count if isinstance(count, int) and stats is not None else 0
         self.stats = stats
@@ -58,11 +58,11 @@ class _Capacity:
 
 
 # One _Capacity per executor and series: an executor wrapped twice under one name counts its workers once.
-_capacities: weakref.WeakKeyDictionary[Executor, dict[ExecutorStats, _Capacity]] = weakref.WeakKeyDictionary()
+_capacities: weakref.WeakKeyDictionary[Executor, dict[ExecutorRecorder, _Capacity]] = weakref.WeakKeyDictionary()
 _capacities_lock = threading.Lock()
 
 
-def _capacity(executor: Executor, stats: ExecutorStats | None) -> _Capacity:
+def _capacity(executor: Executor, stats: ExecutorRecorder | None) -> _Capacity:
     if stats is None:
         return _Capacity(executor, None)
     with _capacities_lock:
@@ -138,6 +138,7 @@ def submit_to_thread_pool(
             executor._adjust_thread_count()  # type: ignore[attr-defined]
     except BaseException as exc:
         _refused_submit(future, exc)
+        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
         raise
     return future
 
@@ -167,6 +168,7 @@ def submit_to_process_pool(
             ex._start_executor_manager_thread()
     except BaseException as exc:
         _refused_submit(future, exc)
+        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
         raise
     return future
 
@@ -179,6 +181,7 @@ def submit_chained(executor: Executor, life: Lifecycle, fn: Callable[..., T], ar
         inner = executor.submit(RemoteCall(fn, _wire_context(future)), *args, **kwargs)
     except BaseException as exc:
         _refused_submit(future, exc)
+        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
         raise
     future.follow(inner)
     return future

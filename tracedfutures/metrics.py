@@ -1,9 +1,10 @@
-"""The Prometheus metrics: their names, help, buckets and caps, the per-executor counts, and their collector.
+"""The Prometheus metrics: their definitions (names, help, labels, buckets, caps) and how they are recorded.
 
-Counts are kept in plain per-executor state under one lock each and turned into metric families at scrape time
-by one collector per registry, so a task costs a few integer updates rather than a prometheus_client child
-lookup per sample. Gauges are derived from the counters at scrape time, so they are exact by construction and
-return to 0 when the pool is idle.
+By default counts live in plain per-executor state under one lock and become metric families at scrape time,
+through one collector per registry: a task costs a few integer updates, the gauges are derived from the
+counters (exact by construction, 0 when the pool is idle) and histograms carry trace exemplars. When
+``PROMETHEUS_MULTIPROC_DIR`` is set (a pre-fork server in prometheus_client's multiprocess mode) the same
+definitions are recorded through prometheus_client's own metrics instead: see ``tracedfutures.multiprocess``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.samples import Exemplar
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Exemplar
 
 from tracedfutures._naming import error_type
 
@@ -47,6 +49,8 @@ OTHER_ERROR_TYPE = "other"
 OUTCOMES = ("success", "error", "cancelled")
 REFUSABLE_METHODS = ("set_result", "set_exception", "set_running_or_notify_cancel")
 RETURN_WHEN = ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
+#: Whether prometheus_client's multiprocess mode is on, decided once at import as prometheus_client does.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
@@ -61,6 +65,163 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     return bounds
 
 
+# -- definitions ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Definition:
+    """One metric: its name (without ``_total``), type, help and labels, shared by both recording backends."""
+
+    name: str
+    type: Literal["counter", "gauge", "histogram"]
+    documentation: str
+    labels: tuple[str, ...]
+    #: How prometheus_client's multiprocess mode combines the processes' values of a gauge.
+    multiprocess_mode: str = ""
+
+    def family(self) -> Any:
+        """An empty metric family of this definition, for a collector to fill."""
+        cls = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+        return cls[self.type](self.name, self.documentation, labels=list(self.labels))
+
+
+SUBMITTED = Definition(
+    "executor_tasks_submitted", "counter", "Tasks handed to the executor (submit and map).", ("executor",)
+)
+COMPLETED = Definition(
+    "executor_tasks_completed",
+    "counter",
+    "Tasks that ended, by outcome (success, error, cancelled) and capped exception class.",
+    ("executor", "outcome", "error_type"),
+)
+QUEUE = Definition(
+    "executor_task_queue_seconds",
+    "histogram",
+    "Seconds from submit to the moment the task's callable really started.",
+    ("executor",),
+)
+RUN = Definition(
+    "executor_task_run_seconds",
+    "histogram",
+    "Seconds from the real start of a task's callable to its result or exception.",
+    ("executor", "outcome"),
+)
+QUEUED = Definition(
+    "executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum"
+)
+RUNNING = Definition(
+    "executor_tasks_running",
+    "gauge",
+    "Tasks running now (for process pools: handed to a worker process).",
+    ("executor",),
+    "livesum",
+)
+MAX_WORKERS = Definition(
+    "executor_max_workers", "gauge", "Workers the live executors of this name may use.", ("executor",), "livesum"
+)
+INVALID = Definition(
+    "executor_invalid_transitions",
+    "counter",
+    "Future state transitions refused with InvalidStateError or RuntimeError, by method.",
+    ("executor", "method"),
+)
+RESULT_LAG = Definition(
+    "futures_result_lag_seconds",
+    "histogram",
+    "Seconds from a task's future finishing to a caller first reading its result or exception.",
+    ("executor",),
+)
+UNRETRIEVED = Definition(
+    "executor_exceptions_unretrieved",
+    "counter",
+    "Futures that finished with an exception nobody read, counted when the future was collected.",
+    ("executor", "error_type"),
+)
+WAIT = Definition(
+    "futures_wait_seconds",
+    "histogram",
+    "Seconds callers blocked in wait(), by return_when and whether the timeout ended the wait.",
+    ("return_when", "timed_out"),
+)
+AS_COMPLETED = Definition(
+    "futures_as_completed_seconds",
+    "histogram",
+    "Seconds from the first to the last step of an as_completed() iteration, by whether it timed out.",
+    ("timed_out",),
+)
+AS_COMPLETED_NEXT = Definition(
+    "futures_as_completed_next_seconds",
+    "histogram",
+    "Seconds an as_completed() iteration blocked before yielding each future.",
+    (),
+)
+EXECUTOR_METRICS = (SUBMITTED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING, MAX_WORKERS, INVALID, RESULT_LAG, UNRETRIEVED)
+WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
+
+
+# -- what a backend records ---------------------------------------------------------------------------------------
+class ExecutorRecorder(Protocol):
+    """One executor name's series in one backend."""
+
+    def submitted(self) -> None: ...
+    def started(self) -> None: ...
+    def finished(
+        self,
+        ran: bool,
+        outcome: str,
+        error_label: str,
+        timings: tuple[float, float] | None,
+        trace: tuple[int, int] | None,
+    ) -> None:
+        """A task ended; ``ran``: it had started; ``timings``: (queue, run) seconds when its start is known."""
+
+    def refused(self, method: str) -> None: ...
+    def retrieved(self, lag: float) -> None: ...
+    def unretrieved(self, label: str) -> None: ...
+    def add_workers(self, count: int) -> None: ...
+    def error_label(self, exc: BaseException) -> str: ...
+
+
+class WaitRecorder(Protocol):
+    def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None: ...
+    def observe_as_completed(self, timed_out: bool, seconds: float) -> None: ...
+    def observe_as_completed_next(self, seconds: float) -> None: ...
+
+
+class MetricsBackend(Protocol):
+    """Where one registry's metrics are recorded: in-process (``MetricsCollector``) or multiprocess."""
+
+    waits: WaitRecorder
+
+    def executor(self, name: str) -> ExecutorRecorder: ...
+
+
+class ErrorLabels:
+    """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
+
+    __slots__ = ("_labels", "_lock", "_names")
+
+    def __init__(self) -> None:
+        self._labels: dict[type[BaseException], str] = {}
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, exc: BaseException) -> str:
+        cls = type(exc)
+        label = self._labels.get(cls)
+        if label is not None:
+            return label
+        label = error_type(cls)
+        with self._lock:
+            if label in self._names:
+                return label
+            if len(self._names) >= MAX_ERROR_TYPES:
+                return OTHER_ERROR_TYPE
+            self._names.add(label)
+            if len(self._labels) < MAX_ERROR_TYPES:  # classes are kept only for the capped set
+                self._labels[cls] = label
+            return label
+
+
+# -- the in-process backend ---------------------------------------------------------------------------------------
 # An exemplar as recorded: trace id, span id, observed value, unix time. Formatted only when scraped.
 _RawExemplar = tuple[int, int, float, float]
 
@@ -103,56 +264,107 @@ class _Histogram:
 
 
 class ExecutorStats:
-    """Everything counted for one executor name in one registry. Shared by every executor of that name."""
+    """Everything counted for one executor name in one registry, shared by every executor of that name."""
 
     def __init__(self, name: str, buckets: tuple[float, ...]) -> None:
         self.name = name
+        self.buckets = buckets
+        self.error_label = ErrorLabels()
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero everything, with a fresh lock (also what a forked child does)."""
         # Re-entrant: the unretrieved-exception finalizer may run from garbage collection in a thread that
         # already holds it.
         self.lock = threading.RLock()
-        self.submitted = 0
+        self.submitted_count = 0
         self.left_queue = 0
-        self.started = 0
+        self.started_count = 0
         self.ended_after_start = 0
         self.max_workers = 0
         # Errors always carry their type, so their series appear with the first error of each type.
         self.completed: dict[tuple[str, str], int] = {("success", ""): 0, ("cancelled", ""): 0}
-        self.error_labels: dict[type[BaseException], str] = {}
-        self.queue = _Histogram(buckets)
-        self.run = {"success": _Histogram(buckets), "error": _Histogram(buckets)}
+        self.queue = _Histogram(self.buckets)
+        self.run = {"success": _Histogram(self.buckets), "error": _Histogram(self.buckets)}
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
-        self.result_lag = _Histogram(buckets)
-        self.unretrieved: dict[str, int] = {}
+        self.result_lag = _Histogram(self.buckets)
+        self.unretrieved_count: dict[str, int] = {}
 
-    def error_label(self, exc: BaseException) -> str:
-        """The capped ``error_type`` label of ``exc``. Caller holds ``lock``."""
-        cls = type(exc)
-        label = self.error_labels.get(cls)
-        if label is None:
-            label = error_type(cls)
-            if len(self.error_labels) < MAX_ERROR_TYPES and label not in self.error_labels.values():
-                self.error_labels[cls] = label
-            elif label not in self.error_labels.values():
-                label = OTHER_ERROR_TYPE
-        return label
+    def submitted(self) -> None:
+        with self.lock:
+            self.submitted_count += 1
+
+    def started(self) -> None:
+        with self.lock:
+            self.left_queue += 1
+            self.started_count += 1
+
+    def finished(
+        self,
+        ran: bool,
+        outcome: str,
+        error_label: str,
+        timings: tuple[float, float] | None,
+        trace: tuple[int, int] | None,
+    ) -> None:
+        key = (outcome, error_label)
+        with self.lock:
+            if ran:
+                self.ended_after_start += 1
+            else:
+                self.left_queue += 1
+            self.completed[key] = self.completed.get(key, 0) + 1
+            if timings is not None:
+                self.queue.observe(timings[0], trace)
+                self.run[outcome].observe(timings[1], trace)
+
+    def refused(self, method: str) -> None:
+        with self.lock:
+            self.invalid[method] = self.invalid.get(method, 0) + 1
+
+    def retrieved(self, lag: float) -> None:
+        with self.lock:
+            self.result_lag.observe(lag)
+
+    def unretrieved(self, label: str) -> None:
+        with self.lock:
+            self.unretrieved_count[label] = self.unretrieved_count.get(label, 0) + 1
 
     def add_workers(self, count: int) -> None:
         with self.lock:
             self.max_workers += count
 
-    def count_unretrieved(self, label: str) -> None:
+    def collect_into(self, families: dict[Definition, Any]) -> None:
+        name = self.name
         with self.lock:
-            self.unretrieved[label] = self.unretrieved.get(label, 0) + 1
+            families[SUBMITTED].add_metric([name], self.submitted_count)
+            for (outcome, etype), count in self.completed.items():
+                families[COMPLETED].add_metric([name, outcome, etype], count)
+            families[QUEUE].add_metric([name], *self.queue.snapshot())
+            for outcome, hist in self.run.items():
+                families[RUN].add_metric([name, outcome], *hist.snapshot())
+            families[QUEUED].add_metric([name], max(self.submitted_count - self.left_queue, 0))
+            families[RUNNING].add_metric([name], max(self.started_count - self.ended_after_start, 0))
+            families[MAX_WORKERS].add_metric([name], self.max_workers)
+            for method, count in self.invalid.items():
+                families[INVALID].add_metric([name, method], count)
+            families[RESULT_LAG].add_metric([name], *self.result_lag.snapshot())
+            for etype, count in self.unretrieved_count.items():
+                families[UNRETRIEVED].add_metric([name, etype], count)
 
 
 class WaitStats:
     """``wait`` and ``as_completed`` latencies for one registry."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.reset()
+
+    def reset(self) -> None:
         self.lock = threading.Lock()
-        self.wait = {(rw, to): _Histogram(buckets) for rw in RETURN_WHEN for to in ("false", "true")}
-        self.as_completed = {to: _Histogram(buckets) for to in ("false", "true")}
-        self.as_completed_next = _Histogram(buckets)
+        self.wait = {(rw, to): _Histogram(self.buckets) for rw in RETURN_WHEN for to in ("false", "true")}
+        self.as_completed = {to: _Histogram(self.buckets) for to in ("false", "true")}
+        self.as_completed_next = _Histogram(self.buckets)
 
     def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None:
         hist = self.wait.get((return_when, "true" if timed_out else "false"))
@@ -168,9 +380,17 @@ class WaitStats:
         with self.lock:
             self.as_completed_next.observe(seconds)
 
+    def collect_into(self, families: dict[Definition, Any]) -> None:
+        with self.lock:
+            for (rw, to), hist in self.wait.items():
+                families[WAIT].add_metric([rw, to], *hist.snapshot())
+            for to, hist in self.as_completed.items():
+                families[AS_COMPLETED].add_metric([to], *hist.snapshot())
+            families[AS_COMPLETED_NEXT].add_metric([], *self.as_completed_next.snapshot())
+
 
 class MetricsCollector:
-    """The one collector per registry that exposes every executor's and every wait's metrics."""
+    """The one collector per registry that exposes every executor's and every wait's metrics at scrape time."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
@@ -186,174 +406,91 @@ class MetricsCollector:
             return stats
 
     def describe(self) -> list[Metric]:
-        return list(self._families((), None))
+        return [d.family() for d in (*EXECUTOR_METRICS, *WAIT_METRICS)]
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
-            executors = list(self.executors.values())
-        return self._families(executors, self.waits)
-
-    def _families(self, executors: Sequence[ExecutorStats], waits: WaitStats | None) -> Iterator[Metric]:
-        submitted = CounterMetricFamily(
-            "executor_tasks_submitted", "Tasks handed to the executor (submit and map).", labels=["executor"]
-        )
-        completed = CounterMetricFamily(
-            "executor_tasks_completed",
-            "Tasks that ended, by outcome (success, error, cancelled) and capped exception class.",
-            labels=["executor", "outcome", "error_type"],
-        )
-        queue = HistogramMetricFamily(
-            "executor_task_queue_seconds",
-            "Seconds from submit to the moment the task's callable really started.",
-            labels=["executor"],
-        )
-        run = HistogramMetricFamily(
-            "executor_task_run_seconds",
-            "Seconds from the real start of a task's callable to its result or exception.",
-            labels=["executor", "outcome"],
-        )
-        queued = GaugeMetricFamily("executor_tasks_queued", "Tasks submitted and not started yet.", labels=["executor"])
-        running = GaugeMetricFamily(
-            "executor_tasks_running",
-            "Tasks running now (for process pools: handed to a worker process).",
-            labels=["executor"],
-        )
-        max_workers = GaugeMetricFamily(
-            "executor_max_workers", "Workers the live executors of this name may use.", labels=["executor"]
-        )
-        invalid = CounterMetricFamily(
-            "executor_invalid_transitions",
-            "Future state transitions refused with InvalidStateError or RuntimeError, by method.",
-            labels=["executor", "method"],
-        )
-        result_lag = HistogramMetricFamily(
-            "futures_result_lag_seconds",
-            "Seconds from a task's future finishing to a caller first reading its result or exception.",
-            labels=["executor"],
-        )
-        unretrieved = CounterMetricFamily(
-            "executor_exceptions_unretrieved",
-            "Futures that finished with an exception nobody read, counted when the future was collected.",
-            labels=["executor", "error_type"],
-        )
+            executors: Sequence[ExecutorStats] = list(self.executors.values())
+        families = {d: d.family() for d in (*EXECUTOR_METRICS, *WAIT_METRICS)}
         for stats in executors:
-            name = stats.name
-            with stats.lock:
-                submitted.add_metric([name], stats.submitted)
-                for (outcome, etype), count in stats.completed.items():
-                    completed.add_metric([name, outcome, etype], count)
-                queue.add_metric([name], *stats.queue.snapshot())
-                for outcome, hist in stats.run.items():
-                    run.add_metric([name, outcome], *hist.snapshot())
-                queued.add_metric([name], max(stats.submitted - stats.left_queue, 0))
-                running.add_metric([name], max(stats.started - stats.ended_after_start, 0))
-                max_workers.add_metric([name], stats.max_workers)
-                for method, count in stats.invalid.items():
-                    invalid.add_metric([name, method], count)
-                result_lag.add_metric([name], *stats.result_lag.snapshot())
-                for etype, count in stats.unretrieved.items():
-                    unretrieved.add_metric([name, etype], count)
-        yield from (submitted, completed, queue, run, queued, running, max_workers, invalid, result_lag, unretrieved)
+            stats.collect_into(families)
+        self.waits.collect_into(families)
+        return iter(families.values())
 
-        wait = HistogramMetricFamily(
-            "futures_wait_seconds",
-            "Seconds callers blocked in wait(), by return_when and whether the timeout ended the wait.",
-            labels=["return_when", "timed_out"],
-        )
-        as_completed = HistogramMetricFamily(
-            "futures_as_completed_seconds",
-            "Seconds from the first to the last step of an as_completed() iteration, by whether it timed out.",
-            labels=["timed_out"],
-        )
-        as_completed_next = HistogramMetricFamily(
-            "futures_as_completed_next_seconds",
-            "Seconds an as_completed() iteration blocked before yielding each future.",
-            labels=[],
-        )
-        if waits is not None:
-            with waits.lock:
-                for (rw, to), hist in waits.wait.items():
-                    wait.add_metric([rw, to], *hist.snapshot())
-                for to, hist in waits.as_completed.items():
-                    as_completed.add_metric([to], *hist.snapshot())
-                as_completed_next.add_metric([], *waits.as_completed_next.snapshot())
-        yield from (wait, as_completed, as_completed_next)
+    def reset(self) -> None:
+        self.lock = threading.Lock()
+        for stats in self.executors.values():
+            stats.reset()
+        self.waits.reset()
 
 
+# -- the hook -------------------------------------------------------------------------------------------------------
 class MetricsHook:
-    """The metrics side of the lifecycle: records one executor's transitions into its ``ExecutorStats``."""
+    """The metrics side of the lifecycle: turns one executor's transitions into its recorder's series."""
 
-    __slots__ = ("stats",)
+    __slots__ = ("recorder",)
 
-    def __init__(self, stats: ExecutorStats) -> None:
-        self.stats = stats
+    def __init__(self, recorder: ExecutorRecorder) -> None:
+        self.recorder = recorder
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
-        stats = self.stats
-        with stats.lock:
-            stats.submitted += 1
+        self.recorder.submitted()
 
     def on_start(self, future: TracedFuture) -> None:
-        stats = self.stats
-        with stats.lock:
-            stats.left_queue += 1
-            stats.started += 1
+        self.recorder.started()
 
     def on_finish(self, future: TracedFuture) -> None:
-        stats = self.stats
+        recorder = self.recorder
         outcome = future.outcome
+        label = recorder.error_label(future._exception) if outcome == "error" else ""  # type: ignore[arg-type]
         started = future.started_ns
+        timings = None
+        if started and outcome != "cancelled":
+            timings = (max(started - future.submitted_ns, 0) / 1e9, max(future.finished_ns - started, 0) / 1e9)
         context = future._tf_context
         trace = (context.trace_id, context.span_id) if context is not None and context.trace_flags.sampled else None
-        with stats.lock:
-            if future.ran:
-                stats.ended_after_start += 1
-            else:
-                stats.left_queue += 1
-            if outcome == "error":
-                key = ("error", stats.error_label(future._exception))  # type: ignore[arg-type]
-            else:
-                key = (outcome, "")
-            stats.completed[key] = stats.completed.get(key, 0) + 1
-            if started and outcome != "cancelled":
-                stats.queue.observe(max(started - future.submitted_ns, 0) / 1e9, trace)
-                stats.run[outcome].observe(max(future.finished_ns - started, 0) / 1e9, trace)
+        recorder.finished(future.ran, outcome, label, timings, trace)
         if outcome == "error":
             # Counted when the future is collected unless a caller reads it first (see on_retrieved).
-            finalizer = weakref.finalize(future, stats.count_unretrieved, key[1])
+            finalizer = weakref.finalize(future, recorder.unretrieved, label)
             finalizer.atexit = False
             future._tf_unretrieved = finalizer
             if future._tf_read:
                 finalizer.detach()
+
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        self.recorder.refused(method)
 
     def on_retrieved(self, future: TracedFuture) -> None:
         finalizer = future._tf_unretrieved
         if finalizer is not None:
             future._tf_unretrieved = None
             finalizer.detach()
-        if future.outcome == "cancelled":
-            return
-        stats = self.stats
-        lag = max(time.time_ns() - future.finished_ns, 0) / 1e9
-        with stats.lock:
-            stats.result_lag.observe(lag)
-
-    def on_refused(self, future: TracedFuture, method: str) -> None:
-        stats = self.stats
-        with stats.lock:
-            stats.invalid[method] = stats.invalid.get(method, 0) + 1
+        if future.outcome != "cancelled":
+            self.recorder.retrieved(max(time.time_ns() - future.finished_ns, 0) / 1e9)
 
 
+# -- one backend per registry -------------------------------------------------------------------------------------
 _collectors: weakref.WeakKeyDictionary[CollectorRegistry, MetricsCollector | None] = weakref.WeakKeyDictionary()
 _collectors_lock = threading.Lock()
+_multiprocess: MetricsBackend | None = None
 
 
-def collector_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsCollector | None:
-    """The collector of ``registry`` (prometheus_client's ``REGISTRY`` if None), registered on first use.
+def collector_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsBackend | None:
+    """The backend recording into ``registry`` (prometheus_client's ``REGISTRY`` if None), made on first use.
 
     A registry that already holds metrics of these names keeps them: tracedfutures then records nothing there
-    and says so once in a warning, rather than failing the program.
+    and says so once in a warning, rather than failing the program. In multiprocess mode every registry shares
+    the one multiprocess backend (prometheus_client's ``MultiProcessCollector`` exposes it).
     """
+    global _multiprocess
+    if MULTIPROCESS:
+        with _collectors_lock:
+            if _multiprocess is None:
+                from tracedfutures.multiprocess import MultiprocessMetrics
+
+                _multiprocess = MultiprocessMetrics(buckets)
+            return _multiprocess
     if registry is None:
         registry = REGISTRY
     with _collectors_lock:
@@ -374,11 +511,8 @@ def _reset_after_fork() -> None:
     global _collectors_lock
     _collectors_lock = threading.Lock()
     for collector in list(_collectors.values()):
-        if collector is None:
-            continue
-        collector.lock = threading.Lock()
-        collector.executors = {}
-        collector.waits = WaitStats(collector.buckets)
+        if collector is not None:
+            collector.reset()
 
 
 if hasattr(os, "register_at_fork"):

@@ -16,7 +16,7 @@ from opentelemetry.trace import INVALID_SPAN, Span
 
 from tracedfutures import config
 from tracedfutures._lifecycle import telemetry_failed
-from tracedfutures.metrics import RETURN_WHEN, MetricsCollector
+from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
     FUTURES_COUNT,
@@ -61,7 +61,7 @@ class _Call:
         self.links = 0
         self.traced = 0
         self.span: Span = INVALID_SPAN
-        self.collector: MetricsCollector | None = None
+        self.collector: MetricsBackend | None = None
         try:
             tracer, self.collector = config.tracer_and_collector()
             self.span = start_wait_span(tracer, name, self.start, attributes)
@@ -130,6 +130,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
         attributes[FUTURES_TIMEOUT] = float(timeout)
     call = _Call(AS_COMPLETED_SPAN, attributes)
     inner = _stdlib_as_completed(fs, timeout)
+    del fs  # the stdlib's generator drops each future it yields from its own set; this one must not keep them
     yielded = 0
     timed_out = False
     error: BaseException | None = None
@@ -144,7 +145,9 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
                 call.collector.waits.observe_as_completed_next((_clock() - before) / 1e9)
             yielded += 1
             call.link((future,))
-            yield future
+            handoff = [future]
+            del future  # nor keep the yielded one while suspended (bpo-14406), as the stdlib takes care not to
+            yield handoff.pop()
     except _stdlib.TimeoutError as exc:  # the builtin from 3.11, its own class on 3.10
         timed_out, error = True, exc
         raise

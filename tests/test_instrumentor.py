@@ -1,0 +1,158 @@
+"""ConcurrentFuturesInstrumentor: stock pools made before or after instrument() are traced, as are
+concurrent.futures.wait / as_completed; uninstrument() puts back the very same objects."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.metadata
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+import pytest
+from conftest import Telemetry, outcome_of
+from support import square
+
+import tracedfutures
+from tracedfutures import ConcurrentFuturesInstrumentor, TracedFuture
+
+TIMEOUT = 30
+ORIGINAL = {
+    "thread_submit": ThreadPoolExecutor.__dict__["submit"],
+    "process_submit": ProcessPoolExecutor.__dict__["submit"],
+    "wait": concurrent.futures._base.wait,
+    "as_completed": concurrent.futures._base.as_completed,
+}
+
+
+def assert_original() -> None:
+    assert ThreadPoolExecutor.__dict__["submit"] is ORIGINAL["thread_submit"]
+    assert ThreadPoolExecutor.submit is ORIGINAL["thread_submit"]
+    assert ProcessPoolExecutor.submit is ORIGINAL["process_submit"]
+    assert concurrent.futures.wait is ORIGINAL["wait"]
+    assert concurrent.futures.as_completed is ORIGINAL["as_completed"]
+
+
+@pytest.fixture
+def instrumentor(telemetry: Telemetry) -> Iterator[ConcurrentFuturesInstrumentor]:
+    tracedfutures.configure()  # what instrument() is given is all there is
+    assert_original()
+    instrumentor = ConcurrentFuturesInstrumentor()
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+        assert_original()
+
+
+def test_traces_stock_pools_and_waits(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    thread_before = ThreadPoolExecutor(1)
+    process_before = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    thread_after = ThreadPoolExecutor(1)
+    with telemetry.tracer.start_as_current_span("caller") as caller:
+        futures = [
+            thread_before.submit(square, 2),
+            thread_after.submit(square, 3),
+            process_before.submit(square, 4),
+        ]
+        assert all(type(f) is TracedFuture for f in futures)
+        assert concurrent.futures.wait(futures, timeout=TIMEOUT) == (set(futures), set())
+        assert set(concurrent.futures.as_completed(futures, timeout=TIMEOUT)) == set(futures)
+        assert list(process_before.map(square, range(4), chunksize=2)) == [0, 1, 4, 9]
+    for executor in (thread_before, thread_after, process_before):
+        executor.shutdown()
+
+    caller_id = caller.get_span_context().span_id
+    assert sorted((s.name, s.parent.span_id if s.parent else None) for s in telemetry.spans()) == sorted(
+        [
+            ("caller", None),
+            ("ThreadPoolExecutor square", caller_id),
+            ("ThreadPoolExecutor square", caller_id),
+            ("ProcessPoolExecutor square", caller_id),
+            ("ProcessPoolExecutor square", caller_id),
+            ("ProcessPoolExecutor square", caller_id),
+            ("futures.wait", caller_id),
+            ("futures.as_completed", caller_id),
+        ]
+    )
+    assert len(telemetry.span("futures.wait").links) == 3
+    assert telemetry.value("executor_tasks_submitted_total", executor="ThreadPoolExecutor") == 2
+    assert telemetry.value("executor_tasks_submitted_total", executor="ProcessPoolExecutor") == 3
+    assert telemetry.value("futures_wait_seconds_count", return_when="ALL_COMPLETED", timed_out="false") == 1
+
+
+def test_uninstrument_restores_the_originals(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    assert ThreadPoolExecutor.__dict__["submit"] is not ORIGINAL["thread_submit"]
+    assert ProcessPoolExecutor.__dict__["submit"] is not ORIGINAL["process_submit"]
+    assert concurrent.futures.wait is tracedfutures.wait
+    assert concurrent.futures.as_completed is tracedfutures.as_completed
+    executor = ThreadPoolExecutor(1)
+    assert type(executor.submit(square, 2)) is TracedFuture
+    instrumentor.uninstrument()
+    assert_original()
+    future = executor.submit(square, 3)
+    assert type(future) is Future and future.result(TIMEOUT) == 9
+    concurrent.futures.wait([future])
+    executor.shutdown()
+    assert [s.name for s in telemetry.spans()] == ["ThreadPoolExecutor square"]
+
+
+def test_instrumenting_twice_wraps_once(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    ConcurrentFuturesInstrumentor().instrument(
+        tracer_provider=telemetry.provider, registry=telemetry.registry
+    )
+    with ThreadPoolExecutor(1) as executor:
+        assert executor.submit(square, 2).result(TIMEOUT) == 4
+    assert [s.name for s in telemetry.spans()] == ["ThreadPoolExecutor square"]
+
+
+def test_traced_executors_are_not_traced_twice(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    wrapped = telemetry.executor("wrapped")
+    subclass = telemetry.executor("thread", name="sub")
+    assert wrapped.submit(square, 2).result(TIMEOUT) == 4
+    assert subclass.submit(square, 3).result(TIMEOUT) == 9
+    wrapped.shutdown()
+    subclass.shutdown()
+    assert sorted(s.name for s in telemetry.spans()) == ["pool square", "sub square"]
+
+
+def test_submit_signature_errors_unchanged(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    with ThreadPoolExecutor(1) as executor:
+        calls = [
+            lambda: executor.submit(),  # type: ignore[call-arg]
+            lambda: executor.submit(fn=square),  # type: ignore[call-arg]
+            lambda: ThreadPoolExecutor.submit(executor, square, 4).result(TIMEOUT),
+        ]
+        expected = [outcome_of(call) for call in calls]
+        instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+        assert [outcome_of(call) for call in calls] == expected
+    assert expected[0][1][0] is TypeError and expected[2] == ("ok", 16)
+    assert [s.name for s in telemetry.spans()] == ["ThreadPoolExecutor square"]
+
+
+def test_instrumentation_dependencies() -> None:
+    assert tuple(ConcurrentFuturesInstrumentor().instrumentation_dependencies()) == ()
+
+
+def test_entry_point() -> None:
+    (entry_point,) = [
+        ep
+        for ep in importlib.metadata.entry_points(group="opentelemetry_instrumentor")
+        if ep.name == "concurrent_futures"
+    ]
+    assert entry_point.value == "tracedfutures.instrumentor:ConcurrentFuturesInstrumentor"
+    assert entry_point.load() is ConcurrentFuturesInstrumentor

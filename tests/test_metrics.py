@@ -1,0 +1,230 @@
+"""The Prometheus side: exact counters, histogram consistency, gauges observed mid-flight, the error_type cap,
+exact counts under concurrent submitters, and what a registry shows when scraped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from conftest import Telemetry, labels
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from support import square
+
+import tracedfutures
+from tracedfutures.metrics import DEFAULT_BUCKETS, validate_buckets
+
+TIMEOUT = 30
+
+
+def raise_(exc: BaseException) -> None:
+    raise exc
+
+
+@pytest.mark.parametrize("kind", ["thread", "wrapped"])
+def test_queued_and_running_gauges_mid_flight(telemetry: Telemetry, kind: str) -> None:
+    gate = telemetry.gate()
+    executor = telemetry.executor(kind)
+    futures = [executor.submit(gate.task, i) for i in range(3)]
+    gate.wait_entered(1)
+    assert telemetry.value("executor_tasks_running", executor="pool") == 1
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 2
+    assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 3
+    assert telemetry.value("executor_max_workers", executor="pool") == 1
+    assert telemetry.spans() == []  # task spans end with their task
+    gate.open()
+    assert [f.result(TIMEOUT) for f in futures] == [0, 1, 2]
+    executor.shutdown()
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+    assert telemetry.value("executor_max_workers", executor="pool") == 0
+
+
+def test_gauges_return_to_zero(telemetry: Telemetry, kind: str) -> None:
+    executor = telemetry.executor(kind, max_workers=2)
+    futures = [executor.submit(square, i) for i in range(20)]
+    assert [f.result(TIMEOUT) for f in futures] == [i * i for i in range(20)]
+    executor.shutdown()
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+
+
+def test_max_workers_sums_live_executors_of_a_name(telemetry: Telemetry) -> None:
+    first = telemetry.executor("thread", max_workers=3)
+    second = telemetry.executor("wrapped", max_workers=2)
+    assert telemetry.value("executor_max_workers", executor="pool") == 5
+    first.shutdown()
+    assert telemetry.value("executor_max_workers", executor="pool") == 2
+    first.shutdown()  # a second shutdown releases nothing more
+    assert telemetry.value("executor_max_workers", executor="pool") == 2
+    second.shutdown()
+    assert telemetry.value("executor_max_workers", executor="pool") == 0
+
+
+def test_queue_and_run_histograms_are_consistent(telemetry: Telemetry, kind: str) -> None:
+    executor = telemetry.executor(kind, max_workers=2)
+    futures = [executor.submit(square, i) for i in range(7)]
+    futures += [executor.submit(raise_, ValueError(i)) for i in range(4)]
+    for f in futures:
+        f.exception(TIMEOUT)
+    executor.shutdown()
+    queue_count, _ = telemetry.histogram("executor_task_queue_seconds", executor="pool")
+    success_count, success_sum = telemetry.histogram(
+        "executor_task_run_seconds", executor="pool", outcome="success"
+    )
+    error_count, _ = telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="error")
+    assert (queue_count, success_count, error_count) == (11, 7, 4)
+    assert success_sum < 7 * 5  # seconds: fast tasks, timed in seconds rather than nanoseconds
+    assert telemetry.series("executor_tasks_completed_total") == {
+        labels(executor="pool", outcome="success", error_type=""): 7,
+        labels(executor="pool", outcome="cancelled", error_type=""): 0,
+        labels(executor="pool", outcome="error", error_type="ValueError"): 4,
+    }
+
+
+def test_error_type_is_capped_at_20_names_then_other(telemetry: Telemetry) -> None:
+    errors = [type(f"E{i}", (Exception,), {"__module__": "errs"}) for i in range(25)]
+    executor = telemetry.executor("thread")
+    for cls in [*errors, errors[0]]:  # sequential: the first 20 classes seen are named
+        assert type(executor.submit(raise_, cls()).exception(TIMEOUT)) is cls
+    executor.shutdown()
+    expected = {labels(executor="pool", outcome="error", error_type=f"errs.E{i}"): 1 for i in range(20)}
+    expected[labels(executor="pool", outcome="error", error_type="errs.E0")] = 2  # a named class stays named
+    expected[labels(executor="pool", outcome="error", error_type="other")] = 5
+    expected[labels(executor="pool", outcome="success", error_type="")] = 0
+    expected[labels(executor="pool", outcome="cancelled", error_type="")] = 0
+    assert telemetry.series("executor_tasks_completed_total") == expected
+    # Only metrics are capped: every span names its own class.
+    assert sorted({s.attributes["error.type"] for s in telemetry.spans()}) == sorted(
+        f"errs.E{i}" for i in range(25)
+    )
+
+
+@pytest.mark.parametrize("kind", ["thread", "user"])
+def test_counts_are_exact_under_concurrent_submitters(telemetry: Telemetry, kind: str) -> None:
+    executor = telemetry.executor(kind, max_workers=4)
+    tallies: list[dict[str, int]] = []
+
+    def submitter(seed: int) -> None:
+        tally = dict.fromkeys(("success", "ValueError", "KeyError", "cancelled"), 0)
+        futures = []
+        for i in range(2000):
+            n = seed + i
+            if n % 4 == 0:
+                future = executor.submit(raise_, ValueError(n))
+            elif n % 4 == 1:
+                future = executor.submit(raise_, KeyError(n))
+            else:
+                future = executor.submit(square, n)
+            expected = ("ValueError", "KeyError", "success", "success")[n % 4]
+            if n % 7 == 0 and future.cancel():
+                expected = "cancelled"
+            tally[expected] += 1
+            futures.append(future)
+        for future in futures:
+            if not future.cancelled():
+                future.exception(TIMEOUT)
+        tallies.append(tally)
+
+    threads = [threading.Thread(target=submitter, args=(seed,)) for seed in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    executor.shutdown()
+    total = {k: sum(t[k] for t in tallies) for k in tallies[0]}
+    assert sum(total.values()) == 16000
+    assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 16000
+    assert telemetry.series("executor_tasks_completed_total") == {
+        labels(executor="pool", outcome="success", error_type=""): total["success"],
+        labels(executor="pool", outcome="cancelled", error_type=""): total["cancelled"],
+        labels(executor="pool", outcome="error", error_type="ValueError"): total["ValueError"],
+        labels(executor="pool", outcome="error", error_type="KeyError"): total["KeyError"],
+    }
+    ran = 16000 - total["cancelled"]
+    assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == ran
+    assert (
+        telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[0]
+        == total["success"]
+    )
+    assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="error")[0] == (
+        total["ValueError"] + total["KeyError"]
+    )
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+    assert len(telemetry.spans()) == 16000
+
+
+def test_scrape_text(telemetry: Telemetry) -> None:
+    executor = telemetry.executor("thread", max_workers=2, name="scraped")
+    assert executor.submit(square, 2).result(TIMEOUT) == 4
+    executor.shutdown()
+    text = generate_latest(telemetry.registry).decode()
+    lines = set(text.splitlines())
+    assert {
+        "# TYPE executor_tasks_submitted_total counter",
+        'executor_tasks_submitted_total{executor="scraped"} 1.0',
+        'executor_tasks_completed_total{error_type="",executor="scraped",outcome="success"} 1.0',
+        'executor_tasks_completed_total{error_type="",executor="scraped",outcome="cancelled"} 0.0',
+        "# TYPE executor_task_queue_seconds histogram",
+        'executor_task_queue_seconds_count{executor="scraped"} 1.0',
+        'executor_task_queue_seconds_bucket{executor="scraped",le="3600.0"} 1.0',
+        'executor_task_queue_seconds_bucket{executor="scraped",le="+Inf"} 1.0',
+        'executor_task_run_seconds_count{executor="scraped",outcome="error"} 0.0',
+        "# TYPE executor_tasks_queued gauge",
+        'executor_tasks_queued{executor="scraped"} 0.0',
+        'executor_tasks_running{executor="scraped"} 0.0',
+        'executor_max_workers{executor="scraped"} 0.0',
+        'executor_invalid_transitions_total{executor="scraped",method="set_result"} 0.0',
+        'futures_wait_seconds_count{return_when="FIRST_COMPLETED",timed_out="true"} 0.0',
+        'futures_as_completed_seconds_count{timed_out="false"} 0.0',
+        "futures_as_completed_next_seconds_count 0.0",
+    } <= lines
+    buckets = [
+        line for line in lines if line.startswith('executor_task_queue_seconds_bucket{executor="scraped"')
+    ]
+    assert len(buckets) == len(DEFAULT_BUCKETS) + 1
+
+
+def test_configured_buckets(telemetry: Telemetry) -> None:
+    tracedfutures.configure(buckets=[0.5, 2])
+    registry = CollectorRegistry()  # buckets apply to collectors made after configure()
+    executor = tracedfutures.TracedThreadPoolExecutor(1, name="b", registry=registry)
+    assert executor.submit(square, 3).result(TIMEOUT) == 9
+    executor.shutdown()
+    buckets = {
+        s.labels["le"]: s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "executor_task_run_seconds_bucket" and s.labels["outcome"] == "success"
+    }
+    assert buckets == {"0.5": 1.0, "2.0": 1.0, "+Inf": 1.0}
+
+
+@pytest.mark.parametrize("buckets", [[], [0.1, float("inf")], [0, 1], [-1.0], [1.0, 0.5], [1.0, 1.0]])
+def test_bad_buckets_raise_at_configure(buckets: list[float]) -> None:
+    with pytest.raises(ValueError):
+        tracedfutures.configure(buckets=buckets)
+    with pytest.raises(ValueError):
+        validate_buckets(buckets)
+
+
+def test_registry_with_clashing_metric_keeps_tasks_working(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    Counter("executor_tasks_submitted", "someone else's", registry=registry)
+    with caplog.at_level(logging.WARNING, logger="tracedfutures"):
+        executor: Any = tracedfutures.traced(
+            ThreadPoolExecutor(1), "clash", tracer_provider=telemetry.provider, registry=registry
+        )
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "tracedfutures metrics disabled for this registry"
+    ]
+    assert executor.submit(square, 5).result(TIMEOUT) == 25
+    executor.shutdown()
+    assert registry.get_sample_value("executor_tasks_submitted_total") == 0
+    assert registry.get_sample_value("executor_tasks_completed_total", {"executor": "clash"}) is None
+    assert [s.name for s in telemetry.spans()] == ["clash square"]

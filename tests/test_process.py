@@ -1,0 +1,149 @@
+"""TracedProcessPoolExecutor with fork and spawn workers: outcomes, the span a task starts in the worker is a
+child of its task span, cancellation, map with chunksize, and a callable that cannot be pickled."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import CancelledError, Future, InvalidStateError, ProcessPoolExecutor
+from typing import Any
+
+import pytest
+from conftest import PROCESS_KINDS, Telemetry, labels, span_shape
+from support import CustomError, child_span_ids, fail, set_process_gate, square, wait_process_gate
+
+from tracedfutures import traced
+
+TIMEOUT = 60
+
+
+def attributes(function: str, **extra: Any) -> dict[str, Any]:
+    return {"executor.name": "pool", "executor.kind": "process", "code.function": function, **extra}
+
+
+@pytest.mark.parametrize("context", PROCESS_KINDS)
+def test_outcomes_and_worker_spans(telemetry: Telemetry, context: str) -> None:
+    executor = telemetry.executor(context)
+    with telemetry.tracer.start_as_current_span("caller") as caller:
+        ok = executor.submit(square, 4)
+        child = executor.submit(child_span_ids)
+        bad = executor.submit(fail, "boom")
+    assert isinstance(ok, Future)
+    assert ok.result(TIMEOUT) == 16
+    with pytest.raises(CustomError, match=r"^boom$"):
+        bad.result(TIMEOUT)
+    assert "_tracedfutures_remote" not in vars(bad.exception())
+    parent_trace_id, parent_span_id, own_trace_id, pid = child.result(TIMEOUT)
+    with pytest.raises(InvalidStateError):
+        ok.set_result(0)
+    executor.shutdown()
+
+    assert pid != os.getpid()
+    task = telemetry.span("pool child_span_ids")
+    assert (parent_trace_id, parent_span_id) == (task.context.trace_id, task.context.span_id)
+    assert own_trace_id == caller.get_span_context().trace_id
+    caller_id = caller.get_span_context().span_id
+    assert span_shape(telemetry.span("pool square")) == {
+        "name": "pool square",
+        "kind": "INTERNAL",
+        "parent": caller_id,
+        "attributes": attributes("square"),
+        "status": "UNSET",
+        "description": None,
+        "events": ["running"],
+    }
+    assert span_shape(telemetry.span("pool fail")) == {
+        "name": "pool fail",
+        "kind": "INTERNAL",
+        "parent": caller_id,
+        "attributes": attributes("fail", **{"error.type": "support.CustomError"}),
+        "status": "ERROR",
+        "description": None,
+        "events": ["running", "exception"],
+    }
+    assert telemetry.series("executor_tasks_completed_total") == {
+        labels(executor="pool", outcome="success", error_type=""): 2,
+        labels(executor="pool", outcome="cancelled", error_type=""): 0,
+        labels(executor="pool", outcome="error", error_type="support.CustomError"): 1,
+    }
+    assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 3
+    assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[0] == 2
+    assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="error")[0] == 1
+    assert telemetry.value("executor_invalid_transitions_total", executor="pool", method="set_result") == 1
+    for gauge in ("executor_tasks_queued", "executor_tasks_running", "executor_max_workers"):
+        assert telemetry.value(gauge, executor="pool") == 0
+
+
+def test_cancel_and_shutdown_cancel_futures(telemetry: Telemetry) -> None:
+    context = multiprocessing.get_context("fork")
+    gate = context.Event()
+    executor = telemetry.executor("fork", initializer=set_process_gate, initargs=(gate,))
+    # One worker and a call queue of two: at most the first three leave the queue before the gate opens, and
+    # the first always does (the pool's manager thread moves calls before it looks at the shutdown flag).
+    futures = [executor.submit(wait_process_gate, i) for i in range(6)]
+    assert futures[5].cancel() is True
+    stopper = threading.Thread(target=executor.shutdown, kwargs={"cancel_futures": True})
+    stopper.start()
+    for future in futures[3:5]:
+        with pytest.raises(CancelledError):
+            future.result(TIMEOUT)
+    gate.set()
+    stopper.join(TIMEOUT)
+    ran = [f for f in futures if not f.cancelled()]
+    assert [f.result() for f in ran] == list(range(len(ran)))
+    assert 1 <= len(ran) <= 3
+
+    cancelled = [s for s in telemetry.spans() if "executor.task.cancelled" in (s.attributes or {})]
+    assert len(cancelled) == 6 - len(ran)
+    assert {(span_shape(s)["status"], tuple(span_shape(s)["events"])) for s in cancelled} == {("UNSET", ())}
+    assert telemetry.series("executor_tasks_completed_total") == {
+        labels(executor="pool", outcome="success", error_type=""): len(ran),
+        labels(executor="pool", outcome="cancelled", error_type=""): 6 - len(ran),
+    }
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+
+
+@pytest.mark.parametrize("make", ["subclass", "traced"])
+def test_map_with_chunksize_matches_builtin_map(telemetry: Telemetry, make: str) -> None:
+    if make == "subclass":
+        executor: Any = telemetry.executor("fork", max_workers=2)
+    else:
+        stock = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+        executor = traced(stock, "pool", tracer_provider=telemetry.provider, registry=telemetry.registry)
+        telemetry.executors.append(executor)
+    assert list(executor.map(square, range(7), chunksize=3, timeout=TIMEOUT)) == list(map(square, range(7)))
+    assert list(executor.map(pow, range(5), [3] * 9, chunksize=2)) == list(map(pow, range(5), [3] * 9))
+    with pytest.raises(ValueError, match=r"^chunksize must be >= 1\.$"):
+        executor.map(square, range(3), chunksize=0)
+    executor.shutdown()
+    # One task (and span) per chunk, named after the mapped function.
+    assert sorted(s.name for s in telemetry.spans()) == ["pool pow"] * 3 + ["pool square"] * 3
+    assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 6
+
+
+unpicklable = lambda: 1  # noqa: E731 - a lambda cannot be pickled by reference
+
+
+def test_unpicklable_callable_fails_through_the_future(telemetry: Telemetry) -> None:
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=context) as stock:
+        expected = stock.submit(unpicklable).exception(TIMEOUT)
+    executor = telemetry.executor("fork")
+    raised = executor.submit(unpicklable).exception(TIMEOUT)
+    assert type(raised) is type(expected)
+    assert raised is not None and str(raised) == str(expected)
+    assert executor.submit(square, 3).result(TIMEOUT) == 9  # the pool still works
+    executor.shutdown()
+    (span,) = [s for s in telemetry.spans() if s.status.status_code.name == "ERROR"]
+    error_type = type(raised).__qualname__
+    if type(raised).__module__ != "builtins":
+        error_type = f"{type(raised).__module__}.{error_type}"
+    assert span.attributes["error.type"] == error_type  # type: ignore[index]
+    assert (
+        telemetry.value(
+            "executor_tasks_completed_total", executor="pool", outcome="error", error_type=error_type
+        )
+        == 1
+    )

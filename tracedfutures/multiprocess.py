@@ -1,0 +1,131 @@
+"""Recording through prometheus_client's own metrics, for programs in its multiprocess mode.
+
+A pre-fork server (gunicorn and the like) sets ``PROMETHEUS_MULTIPROC_DIR``; every process then writes its
+values to files there and the one exposing ``/metrics`` reads them all with ``MultiProcessCollector``. Here the
+definitions of ``tracedfutures.metrics`` become prometheus_client metrics (not registered in any registry, as
+its multiprocess documentation asks), gauges summed over live processes (``livesum``). Exemplars do not exist in
+this mode. Process pools never need it: their tasks are recorded in the submitting process.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from tracedfutures.metrics import (
+    AS_COMPLETED,
+    AS_COMPLETED_NEXT,
+    COMPLETED,
+    EXECUTOR_METRICS,
+    INVALID,
+    MAX_WORKERS,
+    QUEUE,
+    QUEUED,
+    RESULT_LAG,
+    RUN,
+    RUNNING,
+    SUBMITTED,
+    UNRETRIEVED,
+    WAIT,
+    WAIT_METRICS,
+    Definition,
+    ErrorLabels,
+)
+
+
+def _metric(definition: Definition, buckets: tuple[float, ...]) -> Any:
+    kwargs: dict[str, Any] = {"registry": None}
+    if definition.type == "histogram":
+        kwargs["buckets"] = buckets
+        return Histogram(definition.name, definition.documentation, definition.labels, **kwargs)
+    if definition.type == "gauge":
+        kwargs["multiprocess_mode"] = definition.multiprocess_mode
+        return Gauge(definition.name, definition.documentation, definition.labels, **kwargs)
+    return Counter(definition.name, definition.documentation, definition.labels, **kwargs)
+
+
+class MultiprocessSeries:
+    """One executor name's series, as prometheus_client children bound once."""
+
+    def __init__(self, metrics: dict[Definition, Any], name: str) -> None:
+        self.metrics = metrics
+        self.name = name
+        self.error_label = ErrorLabels()
+        self._submitted = metrics[SUBMITTED].labels(name)
+        self._queue = metrics[QUEUE].labels(name)
+        self._queued = metrics[QUEUED].labels(name)
+        self._running = metrics[RUNNING].labels(name)
+        self._max_workers = metrics[MAX_WORKERS].labels(name)
+        self._lag = metrics[RESULT_LAG].labels(name)
+        self._run = {outcome: metrics[RUN].labels(name, outcome) for outcome in ("success", "error")}
+        for outcome in ("success", "cancelled"):
+            metrics[COMPLETED].labels(name, outcome, "")
+
+    def submitted(self) -> None:
+        self._submitted.inc()
+        self._queued.inc()
+
+    def started(self) -> None:
+        self._queued.dec()
+        self._running.inc()
+
+    def finished(
+        self,
+        ran: bool,
+        outcome: str,
+        error_label: str,
+        timings: tuple[float, float] | None,
+        trace: tuple[int, int] | None,
+    ) -> None:
+        (self._running if ran else self._queued).dec()
+        self.metrics[COMPLETED].labels(self.name, outcome, error_label).inc()
+        if timings is not None:
+            self._queue.observe(timings[0])
+            self._run[outcome].observe(timings[1])
+
+    def refused(self, method: str) -> None:
+        self.metrics[INVALID].labels(self.name, method).inc()
+
+    def retrieved(self, lag: float) -> None:
+        self._lag.observe(lag)
+
+    def unretrieved(self, label: str) -> None:
+        self.metrics[UNRETRIEVED].labels(self.name, label).inc()
+
+    def add_workers(self, count: int) -> None:
+        self._max_workers.inc(count)
+
+
+class MultiprocessWaits:
+    """``wait`` / ``as_completed`` latencies as prometheus_client histograms."""
+
+    def __init__(self, metrics: dict[Definition, Any]) -> None:
+        self.metrics = metrics
+
+    def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None:
+        self.metrics[WAIT].labels(return_when, "true" if timed_out else "false").observe(seconds)
+
+    def observe_as_completed(self, timed_out: bool, seconds: float) -> None:
+        self.metrics[AS_COMPLETED].labels("true" if timed_out else "false").observe(seconds)
+
+    def observe_as_completed_next(self, seconds: float) -> None:
+        self.metrics[AS_COMPLETED_NEXT].observe(seconds)
+
+
+class MultiprocessMetrics:
+    """The multiprocess backend: one per process, shared by every registry."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.metrics = {d: _metric(d, buckets) for d in (*EXECUTOR_METRICS, *WAIT_METRICS)}
+        self.waits = MultiprocessWaits(self.metrics)
+        self._series: dict[str, MultiprocessSeries] = {}
+        self._lock = threading.Lock()
+
+    def executor(self, name: str) -> MultiprocessSeries:
+        with self._lock:
+            series = self._series.get(name)
+            if series is None:
+                series = self._series[name] = MultiprocessSeries(self.metrics, name)
+            return series
