@@ -1,6 +1,6 @@
 """Telemetry that fails never reaches a task: broken span processors, exporters and tracer providers, or no
 SDK at all, leave results and exceptions exactly as the stock executor gives them, metrics exact, and at most
-one warning per place that failed."""
+one warning for the first failure in the process."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_tasks_unaffected_by_broken_telemetry(
 
 #: tracedfutures warnings of wait + as_completed calls in each scenario.
 EXPECTED_WAITING = {
-    "on_start": ["futures.wait", "futures.as_completed"],
+    "on_start": ["futures.wait"],  # one warning per process: as_completed's failure is only logged at debug
     "on_end": ["wait span"],
     "exporter": [],
     "get_tracer": ["get_tracer"],

@@ -123,6 +123,21 @@ def test_traced_of_traced_unwraps(telemetry: Telemetry) -> None:
     assert [s.name for s in telemetry.spans()] == ["outer square"]  # one span per task, not one per wrapper
 
 
+@pytest.mark.parametrize("make", ["subclass", "traced"])
+def test_traced_of_traced_keeps_the_inner_name(telemetry: Telemetry, make: str) -> None:
+    options: Any = {"tracer_provider": telemetry.provider, "registry": telemetry.registry}
+    if make == "subclass":
+        inner: Any = tracedfutures.TracedThreadPoolExecutor(1, name="inner", **options)
+    else:
+        inner = tracedfutures.traced(ThreadPoolExecutor(1), "inner", **options)
+    outer = tracedfutures.traced(inner, **options)
+    assert outer.name == "inner"
+    assert outer.submit(square, 2).result(TIMEOUT) == 4
+    outer.shutdown()
+    inner.shutdown()
+    assert [s.name for s in telemetry.spans()] == ["inner square"]
+
+
 def test_traced_needs_an_executor() -> None:
     with pytest.raises(TypeError, match=r"^traced\(\) needs a concurrent\.futures\.Executor, got int$"):
         tracedfutures.traced(5)  # type: ignore[arg-type]

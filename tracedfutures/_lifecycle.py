@@ -79,10 +79,12 @@ _failures_logged: set[str] = set()
 
 
 def telemetry_failed(where: str, exc: Exception) -> None:
-    """Telemetry is lost, never the task: log the first failure of each kind once, then stay quiet."""
-    if where not in _failures_logged:
-        _failures_logged.add(where)
-        _log.warning("tracedfutures: %s failed, its telemetry is incomplete: %r", where, exc)
+    """Telemetry is lost, never the task: one warning for the first failure in the process, then debug logs."""
+    if where in _failures_logged:
+        return
+    level = logging.DEBUG if _failures_logged else logging.WARNING
+    _failures_logged.add(where)
+    _log.log(level, "tracedfutures: %s failed, its telemetry is incomplete: %r", where, exc)
 
 
 def _hook_failed(hook: object, exc: Exception) -> None:

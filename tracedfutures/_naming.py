@@ -29,6 +29,9 @@ def executor_name(executor: Executor, name: str | None) -> str:
     """The ``executor`` label: ``name`` when given, else the thread name prefix the user chose, else the class."""
     if name is not None:
         return validate_name(name)
+    inner = getattr(executor, "_tf_life", None)  # a traced executor wrapped again keeps its name
+    if inner is not None:
+        return str(inner.name)
     if isinstance(executor, ThreadPoolExecutor):
         prefix = getattr(executor, "_thread_name_prefix", "")
         # The stdlib numbers executors that got no prefix ("ThreadPoolExecutor-3"): one series per executor

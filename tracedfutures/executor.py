@@ -254,7 +254,8 @@ class TracedExecutor(Executor):
             raise TypeError(f"traced() needs a concurrent.futures.Executor, got {type(executor).__qualname__}")
         if name is not None:
             validate_name(name)
-        if isinstance(executor, TracedExecutor):
+        if isinstance(executor, TracedExecutor):  # one span per task, not one per wrapper; the name carries over
+            name = executor.name if name is None else name
             executor = executor.executor
         kind = executor_kind(executor)
         submit = getattr(type(executor).submit, "__wrapped__", type(executor).submit)
