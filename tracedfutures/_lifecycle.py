@@ -197,7 +197,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             self.finished_ns = _clock()
             self._condition.notify_all()
         self._finished()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     def set_running_or_notify_cancel(self) -> bool:
@@ -248,7 +248,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             raise InvalidStateError(f"{state}: {self!r}")
         self._accept_remote(data)
         self._finished()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def set_exception(self, exception: BaseException | None) -> None:
         data = None
@@ -272,4 +272,4 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             raise InvalidStateError(f"{state}: {self!r}")
         self._accept_remote(data)
         self._finished()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]

@@ -47,17 +47,11 @@ def executor_name(executor: Executor, name: str | None) -> str:
 def function_name(fn: Any) -> str:
     """The qualified name of the code a task runs, with ``functools.partial`` and process-pool chunks unwrapped."""
     while isinstance(fn, functools.partial):
-        if fn.func is _process._process_chunk and fn.args:
-            fn = fn.args[0]
-        else:
-            fn = fn.func
+        fn = fn.args[0] if fn.func is _process._process_chunk and fn.args else fn.func
     name = getattr(fn, "__qualname__", None)
-    if not isinstance(name, str):
-        name = type(fn).__qualname__
-    return name
+    return name if isinstance(name, str) else type(fn).__qualname__
 
 
-@functools.lru_cache(maxsize=1024)
 def error_type(cls: type[BaseException]) -> str:
     """The fully qualified class name of an exception (``builtins.`` left out, as users write it)."""
     module = cls.__module__

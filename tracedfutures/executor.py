@@ -41,7 +41,7 @@ _STDLIB_PROCESS_SUBMIT = ProcessPoolExecutor.submit
 class _Capacity:
     """Adds an executor's ``max_workers`` to its series until it is shut down or collected, exactly once."""
 
-    __slots__ = ("count", "stats", "__weakref__")
+    __slots__ = ("__weakref__", "count", "stats")
 
     def __init__(self, executor: Executor, stats: ExecutorRecorder | None) -> None:
         count = getattr(executor, "_max_workers", None)
@@ -125,17 +125,17 @@ def submit_to_thread_pool(
     future = TracedFuture()
     life.submit(future, fn)
     try:
-        with executor._shutdown_lock, _thread._global_shutdown_lock:  # type: ignore[attr-defined]
-            if executor._broken:  # type: ignore[attr-defined]
-                raise _thread.BrokenThreadPool(executor._broken)  # type: ignore[attr-defined]
-            if executor._shutdown:  # type: ignore[attr-defined]
+        with executor._shutdown_lock, _thread._global_shutdown_lock:
+            if executor._broken:
+                raise _thread.BrokenThreadPool(executor._broken)
+            if executor._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if _thread._shutdown:  # type: ignore[attr-defined]
+            if _thread._shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            executor._work_queue.put(  # type: ignore[attr-defined]
-                _thread._WorkItem(future, _local_call(future, fn), args, kwargs)  # type: ignore[attr-defined]
+            executor._work_queue.put(
+                _thread._WorkItem(future, _local_call(future, fn), args, kwargs)
             )
-            executor._adjust_thread_count()  # type: ignore[attr-defined]
+            executor._adjust_thread_count()
     except BaseException as exc:
         _refused_submit(future, exc)
         del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
@@ -156,9 +156,9 @@ def submit_to_process_pool(
                 raise _process.BrokenProcessPool(ex._broken)
             if ex._shutdown_thread:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if _process._global_shutdown:  # type: ignore[attr-defined]
+            if _process._global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            work = _process._WorkItem(future, RemoteCall(fn, _wire_context(future)), args, kwargs)  # type: ignore[attr-defined]
+            work = _process._WorkItem(future, RemoteCall(fn, _wire_context(future)), args, kwargs)
             ex._pending_work_items[ex._queue_count] = work
             ex._work_ids.put(ex._queue_count)
             ex._queue_count += 1
@@ -260,7 +260,10 @@ class TracedExecutor(Executor):
         kind = executor_kind(executor)
         submit = getattr(type(executor).submit, "__wrapped__", type(executor).submit)
         self._submit: Callable[..., Future[Any]]
-        if isinstance(executor, ThreadPoolExecutor) and submit in (_STDLIB_THREAD_SUBMIT, TracedThreadPoolExecutor.submit):
+        if isinstance(executor, ThreadPoolExecutor) and submit in (
+            _STDLIB_THREAD_SUBMIT,
+            TracedThreadPoolExecutor.submit,
+        ):
             self._submit, remote = submit_to_thread_pool, False
         elif isinstance(executor, ProcessPoolExecutor) and submit in (
             _STDLIB_PROCESS_SUBMIT,
@@ -293,8 +296,8 @@ class TracedExecutor(Executor):
         # ProcessPoolExecutor.map: chunks of calls, one task each, flattened back in order.
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        results = super().map(partial(_process._process_chunk, fn), _batched(iterables, chunksize), timeout=timeout)  # type: ignore[attr-defined]
-        return _process._chain_from_iterable_of_lists(results)  # type: ignore[attr-defined,no-any-return]
+        results = super().map(partial(_process._process_chunk, fn), _batched(iterables, chunksize), timeout=timeout)
+        return _process._chain_from_iterable_of_lists(results)  # type: ignore[no-any-return]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:

@@ -70,8 +70,8 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"))
         wrap_function_wrapper(ThreadPoolExecutor, "submit", _submit_wrapper(submit_to_thread_pool, False))
         wrap_function_wrapper(ProcessPoolExecutor, "submit", _submit_wrapper(submit_to_process_pool, True))
-        concurrent.futures.wait = waiting.wait  # type: ignore[assignment]
-        concurrent.futures.as_completed = waiting.as_completed
+        concurrent.futures.wait = waiting.wait
+        concurrent.futures.as_completed = waiting.as_completed  # type: ignore[assignment]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unwrap(ThreadPoolExecutor, "submit")

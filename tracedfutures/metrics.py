@@ -9,6 +9,7 @@ definitions are recorded through prometheus_client's own metrics instead: see ``
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -60,7 +61,7 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
         raise ValueError("buckets must not be empty")
     if any(not math.isfinite(b) or b <= 0 for b in bounds):
         raise ValueError(f"buckets must be finite and positive (+Inf is implied): {bounds!r}")
-    if any(a >= b for a, b in zip(bounds, bounds[1:])):
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
         raise ValueError(f"buckets not in strictly increasing order: {bounds!r}")
     return bounds
 
@@ -177,7 +178,10 @@ class ExecutorRecorder(Protocol):
     def retrieved(self, lag: float) -> None: ...
     def unretrieved(self, label: str) -> None: ...
     def add_workers(self, count: int) -> None: ...
-    def error_label(self, exc: BaseException) -> str: ...
+
+    @property
+    def error_label(self) -> ErrorLabels:
+        """The capped ``error_type`` label of an exception."""
 
 
 class WaitRecorder(Protocol):
@@ -189,7 +193,8 @@ class WaitRecorder(Protocol):
 class MetricsBackend(Protocol):
     """Where one registry's metrics are recorded: in-process (``MetricsCollector``) or multiprocess."""
 
-    waits: WaitRecorder
+    @property
+    def waits(self) -> WaitRecorder: ...
 
     def executor(self, name: str) -> ExecutorRecorder: ...
 

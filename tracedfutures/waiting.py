@@ -7,10 +7,10 @@ what it raises; a span per call links to the task spans of the futures handed ba
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future
 from concurrent.futures import _base as _stdlib
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
@@ -129,7 +129,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     if timeout is not None:
         attributes[FUTURES_TIMEOUT] = float(timeout)
     call = _Call(AS_COMPLETED_SPAN, attributes)
-    inner = _stdlib_as_completed(fs, timeout)
+    inner = cast(Generator[Future[T], None, None], _stdlib_as_completed(fs, timeout))
     del fs  # the stdlib's generator drops each future it yields from its own set; this one must not keep them
     yielded = 0
     timed_out = False
