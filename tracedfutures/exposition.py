@@ -6,13 +6,19 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from tracedfutures import config
+from tracedfutures.metrics import MULTIPROCESS
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     if registry is not None:
         return registry
+    if MULTIPROCESS:  # every process's files, as prometheus_client's multiprocess mode documents
+        aggregated = CollectorRegistry()
+        MultiProcessCollector(aggregated)
+        return aggregated
     configured = config.defaults().registry
     return configured if configured is not None else prometheus_client.REGISTRY
 
