@@ -17,7 +17,7 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
         return registry
     if MULTIPROCESS:  # every process's files, as prometheus_client's multiprocess mode documents
         aggregated = CollectorRegistry()
-        MultiProcessCollector(aggregated)
+        MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
         return aggregated
     configured = config.defaults().registry
     return configured if configured is not None else prometheus_client.REGISTRY
