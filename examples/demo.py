@@ -2,7 +2,8 @@
 
 It runs tasks that succeed, fail and get cancelled, waits that time out and an as_completed loop, then prints
 what tracedfutures recorded (from the Prometheus registry and the finished spans) and serves ``/metrics`` on
-127.0.0.1 until ``--serve`` seconds have passed. No external server is needed.
+127.0.0.1 until ``--serve`` seconds have passed. No external server is needed; with
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set (Jaeger: ``http://localhost:4318``) the traces also go there over OTLP.
 
     python examples/demo.py [--port 9464] [--serve 0] [--tasks 200]
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import os
 import random
 import threading
 import time
 from collections import Counter
+from urllib.parse import urlparse
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -111,10 +114,17 @@ def main() -> None:
     args = parser.parse_args()
 
     registry = CollectorRegistry()
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "tracedfutures-demo"}))
+    exporter = InMemorySpanExporter()  # what the summary at the end reads
+    otlp = None
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        # Configured the standard way (OTEL_EXPORTER_OTLP_ENDPOINT / _PROTOCOL, OTEL_SERVICE_NAME, ...): to Jaeger.
+        otlp = tracedfutures.tracing.export_settings()
+        provider = tracedfutures.setup_tracing(os.environ.get("OTEL_SERVICE_NAME") or "tracedfutures-demo")
+        print(f"sending traces over OTLP {otlp.protocol} to {otlp.endpoint}")
+    else:
+        provider = TracerProvider(resource=Resource.create({"service.name": "tracedfutures-demo"}))
+        trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
     tracedfutures.configure(tracer_provider=provider, registry=registry)
     if args.port:
         tracedfutures.start_http_server(args.port, registry=registry)
@@ -124,6 +134,15 @@ def main() -> None:
     run_workload(args.tasks, registry, provider)
     print(f"workload done in {time.monotonic() - started:.2f}s")
     print(summary(registry, exporter.get_finished_spans()))
+    if otlp is not None:
+        provider.force_flush()
+        roots = [s for s in exporter.get_finished_spans() if s.parent is None and s.name == "demo workload"]
+        service = provider.resource.attributes.get("service.name")
+        host = urlparse(otlp.endpoint).hostname or "localhost"
+        print(f"\ntraces: OTLP {otlp.protocol} to {otlp.endpoint}, service.name {service!r}", end="")
+        print(" (failed exports are logged)")
+        for root in roots:
+            print(f"the demo's trace in Jaeger: http://{host}:16686/trace/{root.context.trace_id:032x}")
     if args.port and args.serve:
         print(f"\nserving /metrics for {args.serve:g}s more")
         time.sleep(args.serve)

@@ -7,6 +7,9 @@ so the executor handles it exactly as it would the bare exception. ``TracedFutur
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import time
 from typing import Any
 
@@ -15,6 +18,48 @@ from opentelemetry import trace
 
 _REMOTE_ATTR = "_tracedfutures_remote"
 _clock = time.time_ns
+
+
+def _new_token() -> int:
+    return int.from_bytes(os.urandom(8), "big") | 1
+
+
+#: This process, as a ``RemoteCall`` names the process that submitted it (a fork gets a new one): a call that
+#: runs where it was submitted (a user's executor of threads, Dask with processes=False) collects no spans.
+process_token = _new_token()
+_forking: Any = None  # the global tracer provider while this process forks
+_inherited: Any = None  # in a forked child: the global tracer provider the parent had when it forked
+
+
+def fork_inherited_provider() -> Any:
+    """The tracer provider this process inherited through fork as its global one (None if it was not forked
+    or had none then): a copy of the parent's, whose exporters must not run here."""
+    return _inherited
+
+
+def _before_fork() -> None:
+    global _forking
+    try:
+        _forking = trace.get_tracer_provider()
+    except Exception:
+        _forking = None
+
+
+def _after_fork_in_parent() -> None:
+    global _forking
+    _forking = None
+
+
+def _after_fork_in_child() -> None:
+    global _forking, _inherited, process_token
+    _inherited, _forking = _forking, None
+    process_token = _new_token()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
 
 WireContext = tuple[int, int, int]  # trace_id, span_id, trace_flags of the task span
 
@@ -39,7 +84,8 @@ class LocalCall:
 
 
 class Envelope:
-    """A task's result with the worker's (start_ns, end_ns), unwrapped by ``TracedFuture.set_result``."""
+    """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns), and
+    when the task's spans were collected in the worker, those spans (plain tuples) and how many were dropped."""
 
     __slots__ = ("data", "value")
 
@@ -52,36 +98,75 @@ class Envelope:
 
 
 class RemoteCall:
-    """Runs ``fn`` in a worker process with the task span's W3C context attached and times the real start."""
+    """Runs ``fn`` in a worker process with the task span's W3C context attached and times the real start.
 
-    __slots__ = ("fn", "parent")
+    ``origin`` is the submitting process's ``process_token`` when its task span records into an SDK tracer
+    provider (else 0): then, run in another process, the spans the task finishes there come back with its
+    outcome (see ``_worker_spans``). With 0 the call costs what it did before: no import, no collector.
+    """
 
-    def __init__(self, fn: Any, parent: WireContext | None) -> None:
+    __slots__ = ("fn", "origin", "parent")
+
+    def __init__(self, fn: Any, parent: WireContext | None, origin: int = 0) -> None:
         self.fn = fn
         self.parent = parent
+        self.origin = origin
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteCall, (self.fn, self.parent))
+        return (RemoteCall, (self.fn, self.parent, self.origin))
+
+    @property
+    def __name__(self) -> str:
+        """The function's name, which executors that name their tasks (Dask's keys) read, as they would untraced."""
+        fn = self.fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        name = getattr(fn, "__name__", None)
+        return name if isinstance(name, str) else type(fn).__name__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
         start = _clock()
         token = None
+        collected = None
         if self.parent is not None:
             trace_id, span_id, flags = self.parent
             span_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
             token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+            if self.origin and self.origin != process_token:
+                collected = _begin_collecting(trace_id, span_id)
         try:
             result = self.fn(*args, **kwargs)
         except BaseException as exc:
-            try:
-                exc.__dict__[_REMOTE_ATTR] = (start, _clock())
-            except Exception:  # an exception object that refuses attributes keeps its outcome, loses the timing
-                pass
+            # An exception object that refuses attributes keeps its outcome and loses the timing.
+            with contextlib.suppress(Exception):
+                exc.__dict__[_REMOTE_ATTR] = _worker_data(start, collected)
             raise
         finally:
             if token is not None:
                 otel_context.detach(token)
-        return Envelope(result, (start, _clock()))
+        return Envelope(result, _worker_data(start, collected))
+
+
+def _begin_collecting(trace_id: int, span_id: int) -> Any:
+    try:
+        from tracedfutures import _worker_spans
+
+        return _worker_spans.begin(trace_id, span_id)
+    except Exception:  # no SDK in this worker: the task runs, its spans stay here
+        return None
+
+
+def _worker_data(start: int, collected: Any) -> tuple[Any, ...]:
+    end = _clock()
+    if collected is None:
+        return (start, end)
+    try:
+        from tracedfutures import _worker_spans
+
+        records, dropped = _worker_spans.finish(collected)
+    except Exception:  # the outcome travels whatever happens to the spans
+        return (start, end)
+    return (start, end, records, dropped)
 
 
 def take_remote_data(exception: object) -> Any:

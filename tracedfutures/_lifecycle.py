@@ -9,6 +9,8 @@ This module imports no telemetry vendor.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from concurrent.futures import InvalidStateError
 from concurrent.futures._base import (
@@ -68,23 +70,70 @@ class Lifecycle:
     def submit(self, future: TracedFuture, fn: Any) -> None:
         future._tf_life = self
         future.submitted_ns = _clock()
-        for hook in self.hooks:
+        _run_hooks(self.hooks, "on_submit", future, fn)
+
+
+_telemetry = threading.local()
+
+
+def in_telemetry() -> bool:
+    """Whether this thread is inside tracedfutures' own telemetry (a hook, a wait span): a span processor or
+    exporter that submits to an instrumented executor from there must get the stdlib's submit, untraced, or
+    every span would make another task and another span (recursion, or a loop that never ends)."""
+    return getattr(_telemetry, "active", False)
+
+
+class TelemetryScope:
+    """``with TelemetryScope():`` marks this thread as inside tracedfutures' telemetry (see ``in_telemetry``)."""
+
+    __slots__ = ("outer",)
+
+    def __enter__(self) -> None:
+        self.outer = getattr(_telemetry, "active", False)
+        _telemetry.active = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        _telemetry.active = self.outer
+
+
+def _run_hooks(hooks: tuple[LifecycleHook, ...], method: str, *args: Any) -> None:
+    """Call ``method`` of every hook inside a telemetry scope; a hook that raises loses its telemetry only."""
+    with TelemetryScope():
+        for hook in hooks:
             try:
-                hook.on_submit(future, fn)
+                getattr(hook, method)(*args)
             except Exception as exc:
                 _hook_failed(hook, exc)
 
 
 _failures_logged: set[str] = set()
+# Re-entrant: a failure may be reported from garbage collection (a finalizer) in a thread that holds it.
+_failures_lock = threading.RLock()
 
 
 def telemetry_failed(where: str, exc: Exception) -> None:
     """Telemetry is lost, never the task: one warning for the first failure in the process, then debug logs."""
-    if where in _failures_logged:
-        return
-    level = logging.DEBUG if _failures_logged else logging.WARNING
-    _failures_logged.add(where)
-    _log.log(level, "tracedfutures: %s failed, its telemetry is incomplete: %r", where, exc)
+    with _failures_lock:
+        if where in _failures_logged:
+            return
+        level = logging.DEBUG if _failures_logged else logging.WARNING
+        _failures_logged.add(where)
+    try:
+        text = repr(exc)
+    except Exception:  # an exception whose repr fails must not make logging print its own traceback
+        text = type(exc).__qualname__
+    _log.log(level, "tracedfutures: %s failed, its telemetry is incomplete: %s", where, text)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child is a new process: fresh lock (a parent thread may have held it), its own first warning."""
+    global _failures_lock
+    _failures_lock = threading.RLock()
+    _failures_logged.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _hook_failed(hook: object, exc: Exception) -> None:
@@ -100,6 +149,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         "_tf_read",
         "_tf_span",
         "_tf_unretrieved",
+        "_tf_worker",
         "finished_ns",
         "ran",
         "started_ns",
@@ -109,6 +159,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self._tf_life: Lifecycle | None = None
+        self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self.submitted_ns = 0
@@ -137,20 +188,12 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     def _refused(self, method: str) -> None:
         life = self._tf_life
         if life is not None:
-            for hook in life.hooks:
-                try:
-                    hook.on_refused(self, method)
-                except Exception as exc:
-                    _hook_failed(hook, exc)
+            _run_hooks(life.hooks, "on_refused", self, method)
 
     def _finished(self) -> None:
         life = self._tf_life
         if life is not None:
-            for hook in life.hooks:
-                try:
-                    hook.on_finish(self)
-                except Exception as exc:
-                    _hook_failed(hook, exc)
+            _run_hooks(life.hooks, "on_finish", self)
 
     def _retrieved(self) -> None:
         with self._condition:
@@ -159,11 +202,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             self._tf_read = True
         life = self._tf_life
         if life is not None:
-            for hook in life.hooks:
-                try:
-                    hook.on_retrieved(self)
-                except Exception as exc:
-                    _hook_failed(hook, exc)
+            _run_hooks(life.hooks, "on_retrieved", self)
 
     # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -185,6 +224,8 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         life = self._tf_life
         if life is not None and life.remote and data is not None:
             self.started_ns = data[0]
+            if len(data) > 2:  # the spans the task finished in the worker, and how many were dropped
+                self._tf_worker = data[2:]
 
     # -- the transitions, mirroring concurrent.futures._base.Future ----------------------------------------------
     def cancel(self) -> bool:
@@ -220,11 +261,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if life is not None:
             if not life.remote:  # a remote task's real start comes back from the worker with its outcome
                 self.started_ns = _clock()
-            for hook in life.hooks:
-                try:
-                    hook.on_start(self)
-                except Exception as exc:
-                    _hook_failed(hook, exc)
+            _run_hooks(life.hooks, "on_start", self)
         return True
 
     def set_result(self, result: Any) -> None:

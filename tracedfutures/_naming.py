@@ -5,6 +5,7 @@ Everything here is low-cardinality by construction: no value ever comes from tas
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -44,17 +45,43 @@ def executor_name(executor: Executor, name: str | None) -> str:
     return cls if _NAME.fullmatch(cls) else "executor"
 
 
+def is_context_run(fn: Any) -> bool:
+    """Whether ``fn`` is ``partial(context.run, func, ...)``, what ``asyncio.to_thread`` submits."""
+    if not isinstance(fn, functools.partial) or not fn.args:
+        return False
+    run = fn.func
+    return type(getattr(run, "__self__", None)) is contextvars.Context and getattr(run, "__name__", "") == "run"
+
+
 def function_name(fn: Any) -> str:
-    """The qualified name of the code a task runs, with ``functools.partial`` and process-pool chunks unwrapped."""
+    """The qualified name of the code a task runs, with ``functools.partial``, process-pool chunks and
+    ``asyncio.to_thread``'s ``Context.run`` unwrapped."""
     while isinstance(fn, functools.partial):
-        fn = fn.args[0] if fn.func is _process._process_chunk and fn.args else fn.func
+        unwrap_first = fn.func is _process._process_chunk or is_context_run(fn)
+        fn = fn.args[0] if unwrap_first and fn.args else fn.func
     name = getattr(fn, "__qualname__", None)
-    return name if isinstance(name, str) else type(fn).__qualname__
+    return clean(name if isinstance(name, str) else type(fn).__qualname__)
 
 
 def error_type(cls: type[BaseException]) -> str:
     """The fully qualified class name of an exception (``builtins.`` left out, as users write it)."""
     module = cls.__module__
     if module == "builtins":
-        return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
+        return clean(cls.__qualname__)
+    return clean(f"{module if isinstance(module, str) else ''}.{cls.__qualname__}")
+
+
+#: The longest name kept whole in a label value or span name; longer ones are cut (and end with "...").
+MAX_NAME_LENGTH = 256
+
+
+def clean(name: str) -> str:
+    """``name`` as any exporter and scraper can take it: at most ``MAX_NAME_LENGTH`` characters, and valid UTF-8
+    (a lone surrogate, which a class or function name may hold, would make every scrape or export fail)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(name) > MAX_NAME_LENGTH:
+        name = name[: MAX_NAME_LENGTH - 3] + "..."
+    return name

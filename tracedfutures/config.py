@@ -7,6 +7,7 @@ the global tracer provider and prometheus_client's ``REGISTRY``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
+from tracedfutures import spans
 from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, collector_for, validate_buckets
 from tracedfutures.spans import get_tracer
 
@@ -23,6 +25,7 @@ class Defaults:
     tracer_provider: TracerProvider | None
     registry: CollectorRegistry | None
     buckets: tuple[float, ...]
+    record_exception_messages: bool = True
 
 
 _lock = threading.Lock()
@@ -35,17 +38,34 @@ def configure(
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
     buckets: Iterable[float] | None = None,
+    record_exception_messages: bool = True,
 ) -> None:
     """Set the process-wide defaults; arguments left out go back to the global tracer provider, ``REGISTRY``
-    and ``DEFAULT_BUCKETS``. Bad buckets raise ``ValueError`` here, not when a task runs.
+    and ``DEFAULT_BUCKETS``. Bad values raise ``TypeError`` / ``ValueError`` here, not when a task runs.
 
     Buckets apply to metrics first created after this call: configure before creating executors.
+    ``record_exception_messages=False`` keeps exception messages (which may carry task data) out of the
+    ``exception`` event of failed task spans, from now on: the event keeps the exception's type and frames.
     """
     global _defaults, _resolved
+    check_options(tracer_provider, registry)
+    if not isinstance(record_exception_messages, bool):
+        raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
     with _lock:
-        _defaults = Defaults(tracer_provider, registry, bounds)
+        _defaults = Defaults(tracer_provider, registry, bounds, record_exception_messages)
         _resolved = None
+        spans.record_exception_messages = record_exception_messages
+
+
+def check_options(tracer_provider: object, registry: object) -> None:
+    """Refuse, where they are given, a tracer provider or a registry that could only fail later."""
+    if registry is not None and not isinstance(registry, CollectorRegistry):
+        raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {type(registry).__qualname__}")
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
+        raise TypeError(
+            f"tracer_provider must be an OpenTelemetry TracerProvider, got {type(tracer_provider).__qualname__}"
+        )
 
 
 def defaults() -> Defaults:
@@ -67,8 +87,18 @@ def tracer_and_collector(
                     collector_for(d.registry, d.buckets),
                 )
         return resolved
+    check_options(tracer_provider, registry)
     d = _defaults
     return (
         get_tracer(tracer_provider if tracer_provider is not None else d.tracer_provider),
         collector_for(registry if registry is not None else d.registry, d.buckets),
     )
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a parent thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -9,6 +9,7 @@ executor: dropping one still shuts it down as the standard library does.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -25,10 +26,10 @@ from typing import Any, TypeVar
 from opentelemetry.trace import TracerProvider, set_span_in_context
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import config
+from tracedfutures import _calls, config
 from tracedfutures._calls import LocalCall, RemoteCall
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
-from tracedfutures._naming import executor_name, validate_name
+from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import SpanHook
 
@@ -108,9 +109,28 @@ def _wire_context(future: TracedFuture) -> tuple[int, int, int] | None:
     return (context.trace_id, context.span_id, int(context.trace_flags))
 
 
+try:  # the OpenTelemetry SDK is optional: without it no task asks its worker for spans
+    from tracedfutures._worker_spans import wants_worker_spans
+except ImportError:  # pragma: no cover - the tests run with the SDK
+
+    def wants_worker_spans(span: object) -> bool:
+        return False
+
+
+def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
+    """The call that travels: the task span's context, and whether the spans made in the worker come home."""
+    origin = _calls.process_token if wants_worker_spans(future._tf_span) else 0
+    return RemoteCall(fn, _wire_context(future), origin)
+
+
 def _local_call(future: TracedFuture, fn: Any) -> Any:
     span = future._tf_span
-    return fn if span is None else LocalCall(fn, set_span_in_context(span))
+    if span is None:
+        return fn
+    if is_context_run(fn):
+        # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
+        return partial(fn.func, LocalCall(fn.args[0], set_span_in_context(span)), *fn.args[1:], **fn.keywords)
+    return LocalCall(fn, set_span_in_context(span))
 
 
 def _refused_submit(future: TracedFuture, exc: BaseException) -> None:
@@ -158,7 +178,7 @@ def submit_to_process_pool(
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _process._global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            work = _process._WorkItem(future, RemoteCall(fn, _wire_context(future)), args, kwargs)
+            work = _process._WorkItem(future, _remote_call(future, fn), args, kwargs)
             ex._pending_work_items[ex._queue_count] = work
             ex._work_ids.put(ex._queue_count)
             ex._queue_count += 1
@@ -178,7 +198,7 @@ def submit_chained(executor: Executor, life: Lifecycle, fn: Callable[..., T], ar
     future = _ChainedFuture()
     life.submit(future, fn)
     try:
-        inner = executor.submit(RemoteCall(fn, _wire_context(future)), *args, **kwargs)
+        inner = executor.submit(_remote_call(future, fn), *args, **kwargs)
     except BaseException as exc:
         _refused_submit(future, exc)
         del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
@@ -258,7 +278,9 @@ class TracedExecutor(Executor):
             name = executor.name if name is None else name
             executor = executor.executor
         kind = executor_kind(executor)
-        submit = getattr(type(executor).submit, "__wrapped__", type(executor).submit)
+        submit = type(executor).submit
+        while hasattr(submit, "__wrapped__"):  # instrumentations (ours, opentelemetry-instrumentation-threading)
+            submit = submit.__wrapped__
         self._submit: Callable[..., Future[Any]]
         if isinstance(executor, ThreadPoolExecutor) and submit in (
             _STDLIB_THREAD_SUBMIT,
@@ -349,6 +371,7 @@ class TracedThreadPoolExecutor(ThreadPoolExecutor):
     ) -> None:
         if name is not None:
             validate_name(name)
+        config.check_options(tracer_provider, registry)
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._tf_life, self._tf_capacity = _lifecycle(self, name, "thread", False, tracer_provider, registry)
 
@@ -377,6 +400,7 @@ class TracedProcessPoolExecutor(ProcessPoolExecutor):
     ) -> None:
         if name is not None:
             validate_name(name)
+        config.check_options(tracer_provider, registry)
         super().__init__(*args, **kwargs)
         self._tf_life, self._tf_capacity = _lifecycle(self, name, "process", True, tracer_provider, registry)
 
@@ -386,3 +410,12 @@ class TracedProcessPoolExecutor(ProcessPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self._tf_capacity.release()
+
+
+def _after_fork_in_child() -> None:
+    global _capacities_lock
+    _capacities_lock = threading.Lock()  # a parent thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -17,17 +17,18 @@ before instrumenting are traced too) and ``concurrent.futures.wait`` / ``as_comp
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
 from tracedfutures import waiting
-from tracedfutures._lifecycle import Lifecycle
+from tracedfutures._lifecycle import Lifecycle, in_telemetry
 from tracedfutures.config import configure
 from tracedfutures.executor import _lifecycle, executor_kind, submit_to_process_pool, submit_to_thread_pool
 from tracedfutures.package import _instruments
@@ -51,13 +52,37 @@ def _instance_lifecycle(executor: Executor, remote: bool) -> Lifecycle:
 
 def _submit_wrapper(submit: Callable[..., Any], remote: bool) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if in_telemetry() or not is_instrumentation_enabled():
+            # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
+            # instrumentation) records: tracing it would make a span for every span, endlessly.
+            return wrapped(*args, **kwargs)
         if instance is None and args:  # called through the class: ThreadPoolExecutor.submit(executor, fn)
             instance, args = args[0], args[1:]
         if not args:  # no callable: the stdlib's own TypeError
             return wrapped(*args, **kwargs)
-        return submit(instance, _instance_lifecycle(instance, remote), args[0], args[1:], kwargs)
+        fn = _without_threading_wrapper(args[0])
+        return submit(instance, _instance_lifecycle(instance, remote), fn, args[1:], kwargs)
 
     return wrapper
+
+
+def _without_threading_wrapper(fn: Any) -> Any:
+    """The function that opentelemetry-instrumentation-threading wrapped, when it instrumented after us.
+
+    Its wrapper of ``ThreadPoolExecutor.submit`` then runs first and hands us a closure that attaches the
+    context current at submit: the very context our task span is made in, whose span is that task span's
+    parent. The task runs with its task span attached once, by us, and is named after the real function,
+    exactly as when the threading instrumentation is not there (or instrumented before us: then our wrapper
+    runs first and never calls its).
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None or code.co_name != "wrapped_func":
+        return fn
+    if getattr(fn, "__module__", None) != "opentelemetry.instrumentation.threading":
+        return fn
+    cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
+    cell = cells.get("original_func")
+    return fn if cell is None else cell.cell_contents
 
 
 class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -67,7 +92,8 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"))
+        options = {key: kwargs[key] for key in ("buckets", "record_exception_messages") if key in kwargs}
+        configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"), **options)
         wrap_function_wrapper(ThreadPoolExecutor, "submit", _submit_wrapper(submit_to_thread_pool, False))
         wrap_function_wrapper(ProcessPoolExecutor, "submit", _submit_wrapper(submit_to_process_pool, True))
         concurrent.futures.wait = waiting.wait
@@ -79,3 +105,12 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for name, function in _STDLIB_FUNCTIONS.items():
             setattr(concurrent.futures, name, function)
         configure()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a parent thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

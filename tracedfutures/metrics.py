@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.samples import Exemplar
 
+from tracedfutures._lifecycle import telemetry_failed
 from tracedfutures._naming import error_type
 
 if TYPE_CHECKING:
@@ -56,7 +57,12 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     """Return ``buckets`` as a tuple of finite, positive, strictly increasing bounds, else raise ``ValueError``."""
-    bounds = tuple(float(b) for b in buckets)
+    if isinstance(buckets, (str, bytes)):
+        raise ValueError(f"buckets must be numbers, got {buckets!r}")
+    try:
+        bounds = tuple(float(b) for b in buckets)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"buckets must be an iterable of numbers: {exc}") from None
     if not bounds:
         raise ValueError("buckets must not be empty")
     if any(not math.isfinite(b) or b <= 0 for b in bounds):
@@ -202,12 +208,13 @@ class MetricsBackend(Protocol):
 class ErrorLabels:
     """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
 
-    __slots__ = ("_labels", "_lock", "_names")
+    __slots__ = ("_labels", "_lock", "_names", "_pid")
 
     def __init__(self) -> None:
         self._labels: dict[type[BaseException], str] = {}
         self._names: set[str] = set()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def __call__(self, exc: BaseException) -> str:
         cls = type(exc)
@@ -215,6 +222,8 @@ class ErrorLabels:
         if label is not None:
             return label
         label = error_type(cls)
+        if self._pid != os.getpid():  # a forked child: the parent may have held the lock at fork
+            self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
             if label in self._names:
                 return label
@@ -457,7 +466,7 @@ class MetricsHook:
         recorder.finished(future.ran, outcome, label, timings, trace)
         if outcome == "error":
             # Counted when the future is collected unless a caller reads it first (see on_retrieved).
-            finalizer = weakref.finalize(future, recorder.unretrieved, label)
+            finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
             finalizer.atexit = False
             future._tf_unretrieved = finalizer
             if future._tf_read:
@@ -473,6 +482,14 @@ class MetricsHook:
             finalizer.detach()
         if future.outcome != "cancelled":
             self.recorder.retrieved(max(time.time_ns() - future.finished_ns, 0) / 1e9)
+
+
+def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:
+    """The finalizer of a failed future nobody read: runs from garbage collection, so it must never raise."""
+    try:
+        recorder.unretrieved(label)
+    except Exception as exc:
+        telemetry_failed("MetricsHook", exc)
 
 
 # -- one backend per registry -------------------------------------------------------------------------------------
@@ -517,7 +534,12 @@ def _reset_after_fork() -> None:
     _collectors_lock = threading.Lock()
     for collector in list(_collectors.values()):
         if collector is not None:
+            # The executors the child inherited are still live objects there: keep their workers counted, so
+            # that shutting one down in the child brings the gauge back to 0, not below.
+            workers = {name: stats.max_workers for name, stats in collector.executors.items()}
             collector.reset()
+            for name, count in workers.items():
+                collector.executors[name].max_workers = count
 
 
 if hasattr(os, "register_at_fork"):

@@ -9,6 +9,7 @@ this mode. Process pools never need it: their tasks are recorded in the submitti
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -122,6 +123,11 @@ class MultiprocessMetrics:
         self.waits = MultiprocessWaits(self.metrics)
         self._series: dict[str, MultiprocessSeries] = {}
         self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # one per process, kept for its life anyway
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at fork
 
     def executor(self, name: str) -> MultiprocessSeries:
         with self._lock:

@@ -6,6 +6,7 @@ attributes (an exception's message appears only in its ``exception`` event).
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -26,6 +27,8 @@ EXECUTOR_KIND = "executor.kind"
 CODE_FUNCTION = "code.function"
 QUEUE_DURATION = "executor.task.queue_duration"  # seconds, submit to the callable's real start
 CANCELLED = "executor.task.cancelled"
+#: Spans the task finished in a worker process beyond the ``MAX_WORKER_SPANS`` that travel home (only when > 0).
+WORKER_SPANS_DROPPED = "executor.task.worker_spans_dropped"
 RUNNING_EVENT = "running"
 
 WAIT_SPAN = "futures.wait"
@@ -79,11 +82,14 @@ class SpanHook:
 
     def on_finish(self, future: TracedFuture) -> None:
         span = future._tf_span
+        worker, future._tf_worker = future._tf_worker, None
         if span is None:
             return
         future._tf_span = None  # the span is not kept alive by a finished future
         if self.remote and future.started_ns:
             _mark_running(span, future)
+        if worker is not None:
+            _worker_spans_home(span, worker)
         outcome = future.outcome
         if outcome == "cancelled":
             span.set_attribute(CANCELLED, True)
@@ -91,7 +97,7 @@ class SpanHook:
             exc = future._exception
             assert exc is not None
             span.set_attribute(ERROR_TYPE, error_type(type(exc)))
-            span.record_exception(exc, timestamp=future.finished_ns)
+            record_exception(span, exc, future.finished_ns)
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=future.finished_ns)
 
@@ -100,6 +106,34 @@ class SpanHook:
 
     def on_retrieved(self, future: TracedFuture) -> None:
         """Reading a result happens after the task span ended; metrics time it."""
+
+
+#: Whether the ``exception`` event of a failed task carries the exception's message (``configure()`` sets it).
+record_exception_messages = True
+
+
+def record_exception(span: Span, exc: BaseException, timestamp: int) -> None:
+    """The ``exception`` event; without messages it keeps the type and the frames, and drops every message
+    (the exception's, its notes, and those of chained exceptions, which may hold task data)."""
+    if record_exception_messages:
+        span.record_exception(exc, timestamp=timestamp)
+        return
+    kind = error_type(type(exc))
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    stacktrace = f"Traceback (most recent call last):\n{frames}{kind}\n" if frames else f"{kind}\n"
+    span.add_event("exception", {"exception.type": kind, "exception.stacktrace": stacktrace}, timestamp)
+
+
+def _worker_spans_home(span: Span, worker: Any) -> None:
+    """Export the spans the task finished in its worker (children of ``span``, ended before it) and count the
+    ones that did not travel."""
+    records, dropped = worker
+    if dropped:
+        span.set_attribute(WORKER_SPANS_DROPPED, dropped)
+    if records:
+        from tracedfutures import _worker_spans  # the SDK is there: the worker was asked by an SDK span
+
+        _worker_spans.export(span, records)
 
 
 def _mark_running(span: Span, future: TracedFuture) -> None:

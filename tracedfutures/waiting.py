@@ -6,6 +6,7 @@ what it raises; a span per call links to the task spans of the futures handed ba
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future
@@ -15,7 +16,7 @@ from typing import Any, TypeVar, cast
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from tracedfutures import config
-from tracedfutures._lifecycle import telemetry_failed
+from tracedfutures._lifecycle import TelemetryScope, telemetry_failed
 from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
@@ -51,6 +52,13 @@ def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_wh
     return any(not f.cancelled() and getattr(f, "_exception", None) is not None for f in done)
 
 
+def _timeout_attribute(attributes: dict[str, Any], timeout: object) -> None:
+    """Record a numeric timeout; any other value is left to the stdlib to accept or refuse, as it would."""
+    if isinstance(timeout, (int, float)):
+        with contextlib.suppress(OverflowError):  # an int too large for a float
+            attributes[FUTURES_TIMEOUT] = float(timeout)
+
+
 class _Call:
     """The telemetry of one wait / as_completed call; every method swallows telemetry failures."""
 
@@ -63,8 +71,9 @@ class _Call:
         self.span: Span = INVALID_SPAN
         self.collector: MetricsBackend | None = None
         try:
-            tracer, self.collector = config.tracer_and_collector()
-            self.span = start_wait_span(tracer, name, self.start, attributes)
+            with TelemetryScope():
+                tracer, self.collector = config.tracer_and_collector()
+                self.span = start_wait_span(tracer, name, self.start, attributes)
         except Exception as exc:
             telemetry_failed(name, exc)
 
@@ -86,7 +95,8 @@ class _Call:
         end = _clock()
         try:
             attributes[FUTURES_LINKS_DROPPED] = self.traced - self.links
-            end_wait_span(self.span, end, attributes, error)
+            with TelemetryScope():
+                end_wait_span(self.span, end, attributes, error)
         except Exception as exc:
             telemetry_failed("wait span", exc)
         return end
@@ -97,8 +107,7 @@ def wait(
 ) -> _stdlib.DoneAndNotDoneFutures[T]:
     """``concurrent.futures.wait``, with a ``futures.wait`` span and the ``futures_wait_seconds`` histogram."""
     attributes: dict[str, Any] = {FUTURES_RETURN_WHEN: return_when if return_when in RETURN_WHEN else "invalid"}
-    if timeout is not None:
-        attributes[FUTURES_TIMEOUT] = float(timeout)
+    _timeout_attribute(attributes, timeout)
     call = _Call(WAIT_SPAN, attributes)
     try:
         result = _stdlib_wait(fs, timeout, return_when)
@@ -126,8 +135,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     """
     fs = set(fs)
     attributes: dict[str, Any] = {FUTURES_COUNT: len(fs)}
-    if timeout is not None:
-        attributes[FUTURES_TIMEOUT] = float(timeout)
+    _timeout_attribute(attributes, timeout)
     call = _Call(AS_COMPLETED_SPAN, attributes)
     inner = cast(Generator[Future[T], None, None], _stdlib_as_completed(fs, timeout))
     del fs  # the stdlib's generator drops each future it yields from its own set; this one must not keep them
@@ -142,7 +150,10 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
             except StopIteration:
                 break
             if call.collector is not None:
-                call.collector.waits.observe_as_completed_next((_clock() - before) / 1e9)
+                try:
+                    call.collector.waits.observe_as_completed_next((_clock() - before) / 1e9)
+                except Exception as exc:
+                    telemetry_failed("as_completed metrics", exc)
             yielded += 1
             call.link((future,))
             handoff = [future]
