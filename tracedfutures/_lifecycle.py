@@ -196,10 +196,11 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             _run_hooks(life.hooks, "on_finish", self)
 
     def _retrieved(self) -> None:
-        with self._condition:
-            if self._tf_read or self._state != FINISHED:
-                return
-            self._tf_read = True
+        # No lock: two threads reading a result for the very first time at the same instant may both time the
+        # lag; nothing else depends on being first (the unretrieved-exception mark is cleared either way).
+        if self._tf_read or self._state != FINISHED:
+            return
+        self._tf_read = True
         life = self._tf_life
         if life is not None:
             _run_hooks(life.hooks, "on_retrieved", self)

@@ -23,7 +23,7 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, TypeVar
 
-from opentelemetry.trace import TracerProvider, set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, TracerProvider, set_span_in_context
 from prometheus_client import CollectorRegistry
 
 from tracedfutures import _calls, config
@@ -31,7 +31,7 @@ from tracedfutures._calls import LocalCall, RemoteCall
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
-from tracedfutures.spans import SpanHook
+from tracedfutures.spans import span_hook
 
 T = TypeVar("T")
 
@@ -96,7 +96,8 @@ def _lifecycle(
     label = executor_name(executor, name)
     tracer, collector = config.tracer_and_collector(tracer_provider, registry)
     stats = collector.executor(label) if collector is not None else None
-    hooks: list[LifecycleHook] = [SpanHook(tracer, label, kind, remote)]
+    spans = span_hook(tracer, label, kind, remote)
+    hooks: list[LifecycleHook] = [] if spans is None else [spans]
     if stats is not None:
         hooks.append(MetricsHook(stats))
     return Lifecycle(label, kind, tuple(hooks), remote), _capacity(executor, stats)
@@ -124,9 +125,11 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
 
 
 def _local_call(future: TracedFuture, fn: Any) -> Any:
-    span = future._tf_span
+    span: Any = future._tf_span
     if span is None:
-        return fn
+        if future._tf_context is None:
+            return fn
+        span = NonRecordingSpan(future._tf_context)  # an unsampled parent: its children stay unsampled
     if is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
         return partial(fn.func, LocalCall(fn.args[0], set_span_in_context(span)), *fn.args[1:], **fn.keywords)

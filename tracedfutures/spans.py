@@ -51,18 +51,56 @@ def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
         return trace.NoOpTracer()
 
 
+def span_hook(tracer: Tracer, name: str, kind: Kind, remote: bool) -> SpanHook | None:
+    """The span side of an executor's lifecycle, or None when its tracer can never record (a no-op tracer)."""
+    if isinstance(tracer, trace.NoOpTracer):
+        return None
+    return SpanHook(tracer, name, kind, remote)
+
+
+def _drops_unsampled_children(tracer: Tracer) -> bool:
+    """Whether ``tracer`` is an SDK tracer whose sampler drops every child of a parent that is not sampled (the
+    default ``ParentBased``): then a span that could only be dropped need not be made at all."""
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    except ImportError:  # API only: no SDK tracer to ask
+        return False
+    sampler = getattr(tracer, "sampler", None)
+    return (
+        isinstance(sampler, ParentBased)
+        and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+        and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+    )
+
+
+def _no_global_provider() -> bool:
+    # The API's global provider is unset until set_tracer_provider(): a proxy tracer then records nothing.
+    return trace._TRACER_PROVIDER is None
+
+
 class SpanHook:
     """The span side of the lifecycle: a task span from submit to completion, with a ``running`` event."""
 
-    __slots__ = ("attributes", "name", "remote", "tracer")
+    __slots__ = ("attributes", "drops_unsampled", "name", "proxy", "remote", "tracer")
 
     def __init__(self, tracer: Tracer, name: str, kind: Kind, remote: bool) -> None:
         self.tracer = tracer
         self.name = name
         self.remote = remote
         self.attributes = {EXECUTOR_NAME: name, EXECUTOR_KIND: kind}
+        self.proxy = isinstance(tracer, trace.ProxyTracer)
+        self.drops_unsampled = _drops_unsampled_children(tracer)
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        # No span object at all when nothing would record it; the caller's (unsampled) context still travels,
+        # so spans the task starts stay unsampled children rather than new root traces.
+        if self.proxy and _no_global_provider():
+            return
+        if self.drops_unsampled:
+            parent = trace.get_current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                future._tf_context = parent
+                return
         fname = function_name(fn)
         span = self.tracer.start_span(
             f"{self.name} {fname}",
