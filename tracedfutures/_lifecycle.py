@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from concurrent.futures._base import (
     CANCELLED,
@@ -58,7 +59,7 @@ class LifecycleHook(Protocol):
 class Lifecycle:
     """One executor's view of its tasks: its name, kind and the hooks that record them."""
 
-    __slots__ = ("hooks", "kind", "name", "remote")
+    __slots__ = ("hooks", "kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote")
 
     def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool) -> None:
         self.name = name
@@ -66,11 +67,17 @@ class Lifecycle:
         self.hooks = hooks
         # Remote tasks run their callable elsewhere: the real start and worker data come back with the outcome.
         self.remote = remote
+        # Each transition's bound hook methods, looked up once rather than per task.
+        self.on_submit = tuple(hook.on_submit for hook in hooks)
+        self.on_start = tuple(hook.on_start for hook in hooks)
+        self.on_finish = tuple(hook.on_finish for hook in hooks)
+        self.on_refused = tuple(hook.on_refused for hook in hooks)
+        self.on_retrieved = tuple(hook.on_retrieved for hook in hooks)
 
     def submit(self, future: TracedFuture, fn: Any) -> None:
         future._tf_life = self
         future.submitted_ns = _clock()
-        _run_hooks(self.hooks, "on_submit", future, fn)
+        _run_hooks(self.on_submit, future, fn)
 
 
 _telemetry = threading.local()
@@ -96,14 +103,32 @@ class TelemetryScope:
         _telemetry.active = self.outer
 
 
-def _run_hooks(hooks: tuple[LifecycleHook, ...], method: str, *args: Any) -> None:
-    """Call ``method`` of every hook inside a telemetry scope; a hook that raises loses its telemetry only."""
-    with TelemetryScope():
-        for hook in hooks:
-            try:
-                getattr(hook, method)(*args)
-            except Exception as exc:
-                _hook_failed(hook, exc)
+#: Scopes matter only while the stock executors are instrumented (the instrumentor turns them on): elsewhere the
+#: hot path does without the thread-local bookkeeping.
+_scoped = False
+
+
+def use_telemetry_scopes(on: bool) -> None:
+    global _scoped
+    _scoped = on
+
+
+def _run_hooks(calls: tuple[Callable[..., None], ...], *args: Any) -> None:
+    """Call one transition's hook methods (inside a telemetry scope when needed); a hook that raises loses its
+    telemetry only."""
+    if _scoped:
+        with TelemetryScope():
+            _call_hooks(calls, args)
+    else:
+        _call_hooks(calls, args)
+
+
+def _call_hooks(calls: tuple[Callable[..., None], ...], args: tuple[Any, ...]) -> None:
+    for call in calls:
+        try:
+            call(*args)
+        except Exception as exc:
+            _hook_failed(call, exc)
 
 
 _failures_logged: set[str] = set()
@@ -136,8 +161,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _hook_failed(hook: object, exc: Exception) -> None:
-    telemetry_failed(type(hook).__qualname__, exc)
+def _hook_failed(call: Callable[..., None], exc: Exception) -> None:
+    telemetry_failed(type(getattr(call, "__self__", call)).__qualname__, exc)
 
 
 class TracedFuture(Future):  # type: ignore[type-arg]
@@ -188,12 +213,12 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     def _refused(self, method: str) -> None:
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.hooks, "on_refused", self, method)
+            _run_hooks(life.on_refused, self, method)
 
     def _finished(self) -> None:
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.hooks, "on_finish", self)
+            _run_hooks(life.on_finish, self)
 
     def _retrieved(self) -> None:
         # No lock: two threads reading a result for the very first time at the same instant may both time the
@@ -203,7 +228,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         self._tf_read = True
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.hooks, "on_retrieved", self)
+            _run_hooks(life.on_retrieved, self)
 
     # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -262,7 +287,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if life is not None:
             if not life.remote:  # a remote task's real start comes back from the worker with its outcome
                 self.started_ns = _clock()
-            _run_hooks(life.hooks, "on_start", self)
+            _run_hooks(life.on_start, self)
         return True
 
     def set_result(self, result: Any) -> None:

@@ -28,7 +28,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from wrapt import wrap_function_wrapper
 
 from tracedfutures import waiting
-from tracedfutures._lifecycle import Lifecycle, in_telemetry
+from tracedfutures._lifecycle import Lifecycle, in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
 from tracedfutures.executor import _lifecycle, executor_kind, submit_to_process_pool, submit_to_thread_pool
 from tracedfutures.package import _instruments
@@ -98,12 +98,14 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrap_function_wrapper(ProcessPoolExecutor, "submit", _submit_wrapper(submit_to_process_pool, True))
         concurrent.futures.wait = waiting.wait
         concurrent.futures.as_completed = waiting.as_completed  # type: ignore[assignment]
+        use_telemetry_scopes(True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unwrap(ThreadPoolExecutor, "submit")
         unwrap(ProcessPoolExecutor, "submit")
         for name, function in _STDLIB_FUNCTIONS.items():
             setattr(concurrent.futures, name, function)
+        use_telemetry_scopes(False)
         configure()
 
 

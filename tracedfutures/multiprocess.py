@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -34,6 +34,9 @@ from tracedfutures.metrics import (
     Definition,
     ErrorLabels,
 )
+
+if TYPE_CHECKING:
+    from tracedfutures._lifecycle import TracedFuture
 
 
 def _metric(definition: Definition, buckets: tuple[float, ...]) -> Any:
@@ -64,11 +67,11 @@ class MultiprocessSeries:
         for outcome in ("success", "cancelled"):
             metrics[COMPLETED].labels(name, outcome, "")
 
-    def submitted(self) -> None:
+    def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._submitted.inc()
         self._queued.inc()
 
-    def started(self) -> None:
+    def started(self, future: TracedFuture) -> None:
         self._queued.dec()
         self._running.inc()
 
