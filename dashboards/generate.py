@@ -1,5 +1,6 @@
 """Dashboards and alert rules as code: writes the two Grafana dashboards (tracedfutures-*.json), the alert
-rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml) and the README's dashboards section (readme.py).
+rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml) and the README's dashboards section
+(readme.py).
 
     python dashboards/generate.py          # rewrite the checked-in files
     python dashboards/check.py             # fail if they differ from what this script makes, lint, promtool

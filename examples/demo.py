@@ -11,6 +11,7 @@ what tracedfutures recorded (from the Prometheus registry and the finished spans
 from __future__ import annotations
 
 import argparse
+import contextlib
 import concurrent.futures as cf
 import os
 import random
@@ -76,12 +77,10 @@ def run_workload(tasks: int, registry: CollectorRegistry, provider: TracerProvid
                 pass
         except cf.TimeoutError:
             pass
-        tracedfutures.wait(fetches + [slow], return_when=cf.ALL_COMPLETED)
+        tracedfutures.wait([*fetches, slow], return_when=cf.ALL_COMPLETED)
         # A refused transition, counted rather than hidden.
-        try:
+        with contextlib.suppress(cf.InvalidStateError):
             resizes[0].set_result(0)
-        except cf.InvalidStateError:
-            pass
         print(f"cancelled {cancelled} queued tasks")
 
 

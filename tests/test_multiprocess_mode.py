@@ -76,7 +76,8 @@ def test_forked_processes_aggregate_exactly(tmp_path: Path) -> None:
 
     assert _sample(live, "executor_tasks_submitted_total", executor="web") == 36
     assert _sample(live, "executor_tasks_completed_total", executor="web", outcome="success", error_type="") == 30
-    assert _sample(live, "executor_tasks_completed_total", executor="web", outcome="error", error_type="ValueError") == 6
+    errors = _sample(live, "executor_tasks_completed_total", executor="web", outcome="error", error_type="ValueError")
+    assert errors == 6
     assert _sample(live, "executor_task_run_seconds_count", executor="web", outcome="success") == 30
     assert _sample(live, "executor_task_queue_seconds_count", executor="web") == 36
     assert _sample(live, "futures_wait_seconds_count", return_when="ALL_COMPLETED", timed_out="false") == 3
