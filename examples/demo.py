@@ -11,8 +11,8 @@ what tracedfutures recorded (from the Prometheus registry and the finished spans
 from __future__ import annotations
 
 import argparse
-import contextlib
 import concurrent.futures as cf
+import contextlib
 import os
 import random
 import threading
