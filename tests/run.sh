@@ -45,12 +45,15 @@ stage "venv 3.13" tf_venv 3.13 .venv-3.13 tests/requirements.txt
 
 stage "ruff" .venv-3.11/bin/ruff check tracedfutures tests examples benchmarks dashboards
 stage "mypy" .venv-3.11/bin/mypy
+stage "prometheus + promtool" tf_prometheus  # before the unit tests: tests/test_security.py runs promtool too
 stage "unit tests 3.11" .venv-3.11/bin/python -m pytest tests -q -p no:randomly --ignore=tests/cpython --ignore=tests/prometheus
 stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus
-stage "prometheus + promtool" tf_prometheus
 stage "dashboards, alert rules, real Prometheus" .venv-3.11/bin/python -m pytest tests/prometheus -q -p no:randomly
 stage "CPython suite 3.10" .venv-3.10/bin/python tests/cpython/run_stdlib_suite.py
 stage "CPython suite 3.13" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py
+# Stress (about 40 s and 90 s on 2 cores): 200,000 tasks from 16 threads, exact counts; 1,000,000 tasks, flat memory.
+stage "stress: load, 200,000 tasks" .venv-3.11/bin/python tests/stress/load.py 200000
+stage "stress: soak, 1,000,000 tasks" .venv-3.11/bin/python tests/stress/soak.py 1000000
 
 echo
 if [ "$failed" -ne 0 ]; then

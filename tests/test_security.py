@@ -57,6 +57,12 @@ def normalized(outcome: tuple[str, Any]) -> tuple[str, Any]:
     return kind, value
 
 
+def done_future(executor: Any) -> Any:
+    future = executor.submit(square, 2)
+    future.result(TIMEOUT)
+    return future
+
+
 CALLS: dict[str, Callable[[Any], Any]] = {
     "non-callable int": lambda ex: ex.submit(5).result(TIMEOUT),
     "non-callable None": lambda ex: ex.submit(None).result(TIMEOUT),
@@ -67,7 +73,8 @@ CALLS: dict[str, Callable[[Any], Any]] = {
     "map non-iterable": lambda ex: list(ex.map(square, 5)),
     "map bad timeout": lambda ex: list(ex.map(square, [1], timeout="soon")),
     "map chunksize 0": lambda ex: list(ex.map(square, [1], chunksize=0)),
-    "result bad timeout": lambda ex: ex.submit(square, 2).result(timeout="soon"),
+    "result bad timeout, done": lambda ex: done_future(ex).result(timeout="soon"),
+    "exception bad timeout, done": lambda ex: done_future(ex).exception(timeout="soon"),
     "shutdown bad keyword": lambda ex: ex.shutdown(wait=True, now=True),
 }
 
