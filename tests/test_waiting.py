@@ -192,10 +192,10 @@ def test_as_completed_timeout(telemetry: Telemetry, kind: str) -> None:
     finished.result(TIMEOUT)
     futures = [finished, executor.submit(gate.task), executor.submit(gate.task)]
     yielded = []
-    with pytest.raises(TimeoutError) as ours:
+    with pytest.raises(concurrent.futures.TimeoutError) as ours:
         for future in tracedfutures.as_completed(futures, timeout=0.05):
             yielded.append(future)
-    with pytest.raises(TimeoutError) as stdlib:
+    with pytest.raises(concurrent.futures.TimeoutError) as stdlib:
         list(concurrent.futures.as_completed(futures, timeout=0.01))
     assert type(ours.value) is type(stdlib.value) is concurrent.futures.TimeoutError
     assert ours.value.args == stdlib.value.args == ("2 (of 3) futures unfinished",)
