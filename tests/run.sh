@@ -51,6 +51,7 @@ stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/
 stage "dashboards, alert rules, real Prometheus" .venv-3.11/bin/python -m pytest tests/prometheus -q -p no:randomly
 stage "CPython suite 3.10" .venv-3.10/bin/python tests/cpython/run_stdlib_suite.py
 stage "CPython suite 3.13" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py
+stage "CPython suite 3.13, instrumentor" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py --mode instrumentor
 # Stress (about 40 s and 90 s on 2 cores): 200,000 tasks from 16 threads, exact counts; 1,000,000 tasks, flat memory.
 stage "stress: load, 200,000 tasks" .venv-3.11/bin/python tests/stress/load.py 200000
 stage "stress: soak, 1,000,000 tasks" .venv-3.11/bin/python tests/stress/soak.py 1000000
