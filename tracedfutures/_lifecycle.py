@@ -294,44 +294,32 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         data = None
         if type(result) is Envelope:
             data, result = result.data, result.value
-        with self._condition:
-            if self._state in _DONE:
-                state = self._state
-                refused = True
-            else:
-                refused = False
-                self._result = result
-                self._state = FINISHED
-                self.finished_ns = _clock()
-                for waiter in self._waiters:
-                    waiter.add_result(self)
-                self._condition.notify_all()
-        if refused:
-            self._refused("set_result")
-            raise InvalidStateError(f"{state}: {self!r}")
-        self._accept_remote(data)
-        self._finished()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._settle("set_result", result, None, data)
 
     def set_exception(self, exception: BaseException | None) -> None:
         data = None
         life = self._tf_life
         if life is not None and life.remote:
             data = take_remote_data(exception)
+        self._settle("set_exception", None, exception, data)
+
+    def _settle(self, method: str, result: Any, exception: BaseException | None, data: Any) -> None:
+        """The body the stdlib's set_result and set_exception share: FINISHED with a result or an exception."""
         with self._condition:
-            if self._state in _DONE:
-                state = self._state
-                refused = True
-            else:
-                refused = False
+            state = self._state
+            if state not in _DONE:
+                self._result = result
                 self._exception = exception
                 self._state = FINISHED
                 self.finished_ns = _clock()
                 for waiter in self._waiters:
-                    waiter.add_exception(self)
+                    if method == "set_result":
+                        waiter.add_result(self)
+                    else:
+                        waiter.add_exception(self)
                 self._condition.notify_all()
-        if refused:
-            self._refused("set_exception")
+        if state in _DONE:
+            self._refused(method)
             raise InvalidStateError(f"{state}: {self!r}")
         self._accept_remote(data)
         self._finished()
