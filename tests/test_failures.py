@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from conftest import PROCESS_KINDS, THREAD_KINDS, Telemetry, labels, outcome_of, stock_executor
+from faultsupport import BrokenProcessor
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from support import CustomError, fail, square
 
@@ -19,19 +20,6 @@ import tracedfutures
 
 TIMEOUT = 30
 TASKS = 38  # submitted by workload()
-
-
-class BrokenProcessor(SpanProcessor):
-    def __init__(self, where: str) -> None:
-        self.where = where
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        if self.where == "on_start":
-            raise RuntimeError("on_start is broken")
-
-    def on_end(self, span: Any) -> None:
-        if self.where == "on_end":
-            raise RuntimeError("on_end is broken")
 
 
 class BrokenExporter(SpanExporter):
