@@ -8,12 +8,15 @@ source tests/tools/venv.sh
 passed=0
 failed=0
 failures=()
-stage() {  # stage NAME COMMAND...: run one stage, keep going, remember the outcome
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+stage_log() { echo "$logs/$(printf '%s' "$1" | tr -c 'A-Za-z0-9' '_').log"; }
+stage() {  # stage NAME COMMAND...: run one stage, keep going, remember the outcome (and the stage's output)
     local name=$1; shift
     echo
     echo "=== $name"
     local start=$SECONDS
-    if "$@"; then
+    if "$@" 2>&1 | tee "$(stage_log "$name")"; then
         passed=$((passed + 1))
         echo "=== $name: ok ($((SECONDS - start))s)"
     else
@@ -58,6 +61,13 @@ stage "stress: soak, 1,000,000 tasks" .venv-3.11/bin/python tests/stress/soak.py
 
 echo
 if [ "$failed" -ne 0 ]; then
+    # Again at the very end, where a truncated CI log still shows it: what each failed stage said last.
+    for name in "${failures[@]}"; do
+        echo "--- $name: its failure lines and its last 40 lines"
+        grep -E '^(FAILED|ERROR|FAIL|ENV CHANGED|Timeout|Thread 0x|E  )' "$(stage_log "$name")" | head -n 40
+        echo "..."
+        tail -n 40 "$(stage_log "$name")"
+    done
     printf 'failed stage: %s\n' "${failures[@]}"
 fi
 echo "stages: $passed passed, $failed failed"
