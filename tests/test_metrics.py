@@ -157,6 +157,37 @@ def test_counts_are_exact_under_concurrent_submitters(telemetry: Telemetry, kind
     assert len(telemetry.spans()) == 16000
 
 
+def test_counts_of_ended_threads_are_folded_in_exactly(telemetry: Telemetry) -> None:
+    """Each thread counts its own tasks without a lock; a thread that ends leaves its counts in the totals, and
+    the per-thread table stays as small as the set of live threads however many come and go."""
+    from tracedfutures import metrics
+
+    submitted_seen: list[float] = []
+    for _ in range(30):  # 30 pools of 3 workers, each shut down: 90 worker threads that end
+        executor = telemetry.executor("thread", max_workers=3)
+        futures = [executor.submit(raise_ if i % 5 == 0 else square, ValueError(i) if i % 5 == 0 else i)
+                   for i in range(20)]  # fmt: skip
+        for future in futures:
+            future.exception(TIMEOUT)
+        executor.shutdown()
+        submitted_seen.append(telemetry.value("executor_tasks_submitted_total", executor="pool") or 0.0)
+    assert submitted_seen == [20.0 * (r + 1) for r in range(30)]
+    assert telemetry.series("executor_tasks_completed_total") == {
+        labels(executor="pool", outcome="success", error_type=""): 480,
+        labels(executor="pool", outcome="cancelled", error_type=""): 0,
+        labels(executor="pool", outcome="error", error_type="ValueError"): 120,
+    }
+    assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 600
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+    collector = metrics._collectors[telemetry.registry]
+    assert isinstance(collector, metrics.MetricsCollector)
+    stats = collector.executors["pool"]
+    # Only this (submitting) thread is left: every worker's counts were folded into the retired totals.
+    assert [counts.thread() for counts in stats._threads if counts.thread] == [threading.current_thread()]
+    assert stats.retired.started == 600
+
+
 def test_scrape_text(telemetry: Telemetry) -> None:
     executor = telemetry.executor("thread", max_workers=2, name="scraped")
     assert executor.submit(square, 2).result(TIMEOUT) == 4

@@ -243,7 +243,7 @@ _RawExemplar = tuple[int, int, float, float]
 class _Histogram:
     """Bucket counts (not cumulative; the last one is +Inf), a sum, and the latest exemplar of each bucket.
 
-    Callers hold the owner's lock.
+    Written by one thread at a time: its shard's thread, or a caller holding the owner's lock.
     """
 
     __slots__ = ("bounds", "counts", "exemplars", "sum")
@@ -263,6 +263,15 @@ class _Histogram:
                 self.exemplars = [None] * len(self.counts)
             self.exemplars[index] = (trace[0], trace[1], seconds, time.time())
 
+    def add(self, other: _Histogram) -> None:
+        """Fold ``other`` in: counts and sums add up, each bucket keeps the newer exemplar."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.sum += other.sum
+        if other.exemplars is not None:
+            mine = self.exemplars or [None] * len(self.counts)
+            self.exemplars = [b if a is None or (b is not None and b[3] >= a[3]) else a
+                              for a, b in zip(mine, other.exemplars)]  # fmt: skip
+
     def snapshot(self) -> tuple[list[tuple[Any, ...]], float]:
         buckets: list[tuple[Any, ...]] = []
         total = 0
@@ -277,8 +286,45 @@ class _Histogram:
         return buckets, self.sum
 
 
+class _TaskCounts:
+    """The per-task counts of one executor name made by one thread, which alone writes them (no lock); or, for
+    the owner's ``retired`` totals, those of threads that have ended, folded in under the owner's lock."""
+
+    __slots__ = ("completed", "ended_after_start", "queue", "run", "started", "submitted", "thread", "unstarted")
+
+    def __init__(self, buckets: tuple[float, ...], thread: weakref.ref[threading.Thread] | None) -> None:
+        self.thread = thread
+        self.submitted = 0
+        self.started = 0  # entered RUNNING here
+        self.unstarted = 0  # finished without entering RUNNING here (cancelled, or run by another executor)
+        self.ended_after_start = 0
+        self.completed: dict[tuple[str, str], int] = {}
+        self.queue = _Histogram(buckets)
+        self.run = {"success": _Histogram(buckets), "error": _Histogram(buckets)}
+
+    def alive(self) -> bool:
+        thread = self.thread() if self.thread is not None else None
+        return thread is not None and thread.is_alive()
+
+    def add(self, other: _TaskCounts) -> None:
+        self.submitted += other.submitted
+        self.started += other.started
+        self.unstarted += other.unstarted
+        self.ended_after_start += other.ended_after_start
+        for key, count in list(other.completed.items()):
+            self.completed[key] = self.completed.get(key, 0) + count
+        self.queue.add(other.queue)
+        for outcome, hist in self.run.items():
+            hist.add(other.run[outcome])
+
+
 class ExecutorStats:
-    """Everything counted for one executor name in one registry, shared by every executor of that name."""
+    """Everything counted for one executor name in one registry, shared by every executor of that name.
+
+    The counts every task makes go to the calling thread's own ``_TaskCounts``, without a lock: threads that
+    submit, run and finish tasks at once never wait on each other. A scrape adds them up (an ended thread's
+    counts are folded into ``retired`` first), so exposition stays exact; the rare events take ``lock``.
+    """
 
     def __init__(self, name: str, buckets: tuple[float, ...]) -> None:
         self.name = name
@@ -287,31 +333,44 @@ class ExecutorStats:
         self.reset()
 
     def reset(self) -> None:
-        """Zero everything, with a fresh lock (also what a forked child does)."""
+        """Zero everything, with a fresh lock and fresh per-thread counts (also what a forked child does)."""
         # Re-entrant: the unretrieved-exception finalizer may run from garbage collection in a thread that
         # already holds it.
         self.lock = threading.RLock()
-        self.submitted_count = 0
-        self.left_queue = 0
-        self.started_count = 0
-        self.ended_after_start = 0
+        self._local = threading.local()
+        self._threads: list[_TaskCounts] = []
+        self.retired = _TaskCounts(self.buckets, None)
         self.max_workers = 0
-        # Errors always carry their type, so their series appear with the first error of each type.
-        self.completed: dict[tuple[str, str], int] = {("success", ""): 0, ("cancelled", ""): 0}
-        self.queue = _Histogram(self.buckets)
-        self.run = {"success": _Histogram(self.buckets), "error": _Histogram(self.buckets)}
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
         self.result_lag = _Histogram(self.buckets)
         self.unretrieved_count: dict[str, int] = {}
 
+    def _counts(self) -> _TaskCounts:
+        """This thread's counts (made on its first task, when ended threads' counts are folded in)."""
+        try:
+            return self._local.counts  # type: ignore[no-any-return]
+        except AttributeError:
+            counts = _TaskCounts(self.buckets, weakref.ref(threading.current_thread()))
+            with self.lock:
+                self._fold_ended()
+                self._threads.append(counts)
+            self._local.counts = counts
+            return counts
+
+    def _fold_ended(self) -> None:
+        """Fold the counts of threads that have ended into ``retired`` (under ``lock``): the list stays as long
+        as the live threads, however many threads come and go."""
+        ended = [counts for counts in self._threads if not counts.alive()]
+        if ended:
+            self._threads = [counts for counts in self._threads if counts.alive()]
+            for counts in ended:
+                self.retired.add(counts)
+
     def submitted(self, future: TracedFuture, fn: Any) -> None:
-        with self.lock:
-            self.submitted_count += 1
+        self._counts().submitted += 1
 
     def started(self, future: TracedFuture) -> None:
-        with self.lock:
-            self.left_queue += 1
-            self.started_count += 1
+        self._counts().started += 1
 
     def finished(
         self,
@@ -321,16 +380,17 @@ class ExecutorStats:
         timings: tuple[float, float] | None,
         trace: tuple[int, int] | None,
     ) -> None:
+        counts = self._counts()
+        if ran:
+            counts.ended_after_start += 1
+        else:
+            counts.unstarted += 1
         key = (outcome, error_label)
-        with self.lock:
-            if ran:
-                self.ended_after_start += 1
-            else:
-                self.left_queue += 1
-            self.completed[key] = self.completed.get(key, 0) + 1
-            if timings is not None:
-                self.queue.observe(timings[0], trace)
-                self.run[outcome].observe(timings[1], trace)
+        completed = counts.completed
+        completed[key] = completed.get(key, 0) + 1
+        if timings is not None:
+            counts.queue.observe(timings[0], trace)
+            counts.run[outcome].observe(timings[1], trace)
 
     def refused(self, method: str) -> None:
         with self.lock:
@@ -348,17 +408,31 @@ class ExecutorStats:
         with self.lock:
             self.max_workers += count
 
+    def totals(self) -> _TaskCounts:
+        """The sum of every thread's counts, now."""
+        total = _TaskCounts(self.buckets, None)
+        # Both outcomes without an error type are exposed from the start, at 0.
+        total.completed = {("success", ""): 0, ("cancelled", ""): 0}
+        with self.lock:
+            self._fold_ended()
+            total.add(self.retired)
+            for counts in self._threads:
+                total.add(counts)
+        return total
+
     def collect_into(self, families: dict[Definition, Any]) -> None:
         name = self.name
+        total = self.totals()
+        families[SUBMITTED].add_metric([name], total.submitted)
+        for (outcome, etype), count in total.completed.items():
+            families[COMPLETED].add_metric([name, outcome, etype], count)
+        families[QUEUE].add_metric([name], *total.queue.snapshot())
+        for outcome, hist in total.run.items():
+            families[RUN].add_metric([name, outcome], *hist.snapshot())
+        # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
+        families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted, 0))
+        families[RUNNING].add_metric([name], max(total.started - total.ended_after_start, 0))
         with self.lock:
-            families[SUBMITTED].add_metric([name], self.submitted_count)
-            for (outcome, etype), count in self.completed.items():
-                families[COMPLETED].add_metric([name, outcome, etype], count)
-            families[QUEUE].add_metric([name], *self.queue.snapshot())
-            for outcome, hist in self.run.items():
-                families[RUN].add_metric([name, outcome], *hist.snapshot())
-            families[QUEUED].add_metric([name], max(self.submitted_count - self.left_queue, 0))
-            families[RUNNING].add_metric([name], max(self.started_count - self.ended_after_start, 0))
             families[MAX_WORKERS].add_metric([name], self.max_workers)
             for method, count in self.invalid.items():
                 families[INVALID].add_metric([name, method], count)

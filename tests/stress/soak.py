@@ -74,7 +74,8 @@ def tables(registry: CollectorRegistry) -> dict[str, int]:
     }
     for name, stats in collector.executors.items():
         sizes[f"{name}: error labels"] = len(stats.error_label._names)
-        sizes[f"{name}: completed series"] = len(stats.completed)
+        sizes[f"{name}: completed series"] = len(stats.totals().completed)
+        sizes[f"{name}: per-thread counts"] = len(stats._threads)
         sizes[f"{name}: unretrieved series"] = len(stats.unretrieved_count)
     return sizes
 
