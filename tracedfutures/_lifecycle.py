@@ -116,19 +116,19 @@ def use_telemetry_scopes(on: bool) -> None:
 def _run_hooks(calls: tuple[Callable[..., None], ...], *args: Any) -> None:
     """Call one transition's hook methods (inside a telemetry scope when needed); a hook that raises loses its
     telemetry only."""
-    if _scoped:
-        with TelemetryScope():
-            _call_hooks(calls, args)
-    else:
-        _call_hooks(calls, args)
-
-
-def _call_hooks(calls: tuple[Callable[..., None], ...], args: tuple[Any, ...]) -> None:
-    for call in calls:
-        try:
-            call(*args)
-        except Exception as exc:
-            _hook_failed(call, exc)
+    scoped = _scoped
+    if scoped:
+        outer = getattr(_telemetry, "active", False)
+        _telemetry.active = True
+    try:
+        for call in calls:
+            try:
+                call(*args)
+            except Exception as exc:
+                _hook_failed(call, exc)
+    finally:
+        if scoped:
+            _telemetry.active = outer
 
 
 _failures_logged: set[str] = set()
@@ -215,11 +215,6 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if life is not None:
             _run_hooks(life.on_refused, self, method)
 
-    def _finished(self) -> None:
-        life = self._tf_life
-        if life is not None:
-            _run_hooks(life.on_finish, self)
-
     def _retrieved(self) -> None:
         # No lock: two threads reading a result for the very first time at the same instant may both time the
         # lag; nothing else depends on being first (the unretrieved-exception mark is cleared either way).
@@ -233,22 +228,21 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
     def result(self, timeout: float | None = None) -> Any:
         try:
-            return super().result(timeout)
+            return Future.result(self, timeout)
         finally:
             if not self._tf_read:
                 self._retrieved()
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
-            return super().exception(timeout)
+            return Future.exception(self, timeout)
         finally:
             if not self._tf_read:
                 self._retrieved()
 
-    def _accept_remote(self, data: Any) -> None:
+    def _accept_remote(self, life: Lifecycle, data: Any) -> None:
         """Take the worker's timestamps that travelled back with the outcome (see ``_remote``)."""
-        life = self._tf_life
-        if life is not None and life.remote and data is not None:
+        if life.remote:
             self.started_ns = data[0]
             if len(data) > 2:  # the spans the task finished in the worker, and how many were dropped
                 self._tf_worker = data[2:]
@@ -263,7 +257,9 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             self._state = CANCELLED
             self.finished_ns = _clock()
             self._condition.notify_all()
-        self._finished()
+        life = self._tf_life
+        if life is not None:
+            _run_hooks(life.on_finish, self)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -321,6 +317,9 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if state in _DONE:
             self._refused(method)
             raise InvalidStateError(f"{state}: {self!r}")
-        self._accept_remote(data)
-        self._finished()
+        life = self._tf_life
+        if life is not None:
+            if data is not None:
+                self._accept_remote(life, data)
+            _run_hooks(life.on_finish, self)
         self._invoke_callbacks()  # type: ignore[attr-defined]

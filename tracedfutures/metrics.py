@@ -9,6 +9,7 @@ definitions are recorded through prometheus_client's own metrics instead: see ``
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -171,17 +172,13 @@ class ExecutorRecorder(Protocol):
     def submitted(self, future: TracedFuture, fn: Any) -> None: ...
     def started(self, future: TracedFuture) -> None: ...
     def finished(
-        self,
-        ran: bool,
-        outcome: str,
-        error_label: str,
-        timings: tuple[float, float] | None,
-        trace: tuple[int, int] | None,
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
     ) -> None:
-        """A task ended; ``ran``: it had started; ``timings``: (queue, run) seconds when its start is known."""
+        """A task ended; ``ran``: it had started; ``queue_ns`` / ``run_ns``: its queue and run durations when
+        its start is known, else -1 (durations cross this interface in integer nanoseconds)."""
 
     def refused(self, method: str) -> None: ...
-    def retrieved(self, lag: float) -> None: ...
+    def retrieved(self, lag_ns: int) -> None: ...
     def unretrieved(self, label: str) -> None: ...
     def add_workers(self, count: int) -> None: ...
 
@@ -191,9 +188,9 @@ class ExecutorRecorder(Protocol):
 
 
 class WaitRecorder(Protocol):
-    def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None: ...
-    def observe_as_completed(self, timed_out: bool, seconds: float) -> None: ...
-    def observe_as_completed_next(self, seconds: float) -> None: ...
+    def observe_wait(self, return_when: str, timed_out: bool, ns: int) -> None: ...
+    def observe_as_completed(self, timed_out: bool, ns: int) -> None: ...
+    def observe_as_completed_next(self, ns: int) -> None: ...
 
 
 class MetricsBackend(Protocol):
@@ -240,28 +237,36 @@ class ErrorLabels:
 _RawExemplar = tuple[int, int, float, float]
 
 
+@functools.lru_cache(maxsize=16)
+def _layout(buckets: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Bucket bounds in whole nanoseconds (``ns <= bound`` exactly when ``ns / 1e9 <= seconds``), and the ``le``
+    label of each bucket, +Inf last."""
+    return tuple(math.floor(round(b * 1e9, 3)) for b in buckets), (*map(repr, buckets), "+Inf")
+
+
 class _Histogram:
-    """Bucket counts (not cumulative; the last one is +Inf), a sum, and the latest exemplar of each bucket.
+    """Bucket counts (not cumulative; the last one is +Inf), a sum, and the latest exemplar of each bucket, kept
+    in integer nanoseconds (no float arithmetic per observation) and exposed in seconds.
 
     Written by one thread at a time: its shard's thread, or a caller holding the owner's lock.
     """
 
-    __slots__ = ("bounds", "counts", "exemplars", "sum")
+    __slots__ = ("bounds", "counts", "exemplars", "labels", "sum")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.bounds, self.labels = _layout(buckets)
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0
         self.exemplars: list[_RawExemplar | None] | None = None
 
-    def observe(self, seconds: float, trace: tuple[int, int] | None = None) -> None:
-        index = bisect_left(self.bounds, seconds)
+    def observe(self, ns: int, trace: tuple[int, int] | None = None) -> None:
+        index = bisect_left(self.bounds, ns)
         self.counts[index] += 1
-        self.sum += seconds
+        self.sum += ns
         if trace is not None:
             if self.exemplars is None:
                 self.exemplars = [None] * len(self.counts)
-            self.exemplars[index] = (trace[0], trace[1], seconds, time.time())
+            self.exemplars[index] = (trace[0], trace[1], ns / 1e9, time.time())
 
     def add(self, other: _Histogram) -> None:
         """Fold ``other`` in: counts and sums add up, each bucket keeps the newer exemplar."""
@@ -276,21 +281,23 @@ class _Histogram:
         buckets: list[tuple[Any, ...]] = []
         total = 0
         exemplars = self.exemplars or [None] * len(self.counts)
-        for bound, count, raw in zip((*map(repr, self.bounds), "+Inf"), self.counts, exemplars):
+        for bound, count, raw in zip(self.labels, self.counts, exemplars):
             total += count
             if raw is None:
                 buckets.append((bound, float(total)))
             else:
                 labels = {"trace_id": format(raw[0], "032x"), "span_id": format(raw[1], "016x")}
                 buckets.append((bound, float(total), Exemplar(labels, raw[2], raw[3])))
-        return buckets, self.sum
+        return buckets, self.sum / 1e9
 
 
 class _TaskCounts:
     """The per-task counts of one executor name made by one thread, which alone writes them (no lock); or, for
     the owner's ``retired`` totals, those of threads that have ended, folded in under the owner's lock."""
 
-    __slots__ = ("completed", "ended_after_start", "queue", "run", "started", "submitted", "thread", "unstarted")
+    __slots__ = (
+        "completed", "ended_after_start", "queue", "result_lag", "run", "started", "submitted", "thread", "unstarted"
+    )  # fmt: skip
 
     def __init__(self, buckets: tuple[float, ...], thread: weakref.ref[threading.Thread] | None) -> None:
         self.thread = thread
@@ -301,6 +308,7 @@ class _TaskCounts:
         self.completed: dict[tuple[str, str], int] = {}
         self.queue = _Histogram(buckets)
         self.run = {"success": _Histogram(buckets), "error": _Histogram(buckets)}
+        self.result_lag = _Histogram(buckets)
 
     def alive(self) -> bool:
         thread = self.thread() if self.thread is not None else None
@@ -316,6 +324,7 @@ class _TaskCounts:
         self.queue.add(other.queue)
         for outcome, hist in self.run.items():
             hist.add(other.run[outcome])
+        self.result_lag.add(other.result_lag)
 
 
 class ExecutorStats:
@@ -342,7 +351,6 @@ class ExecutorStats:
         self.retired = _TaskCounts(self.buckets, None)
         self.max_workers = 0
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
-        self.result_lag = _Histogram(self.buckets)
         self.unretrieved_count: dict[str, int] = {}
 
     def _counts(self) -> _TaskCounts:
@@ -373,12 +381,7 @@ class ExecutorStats:
         self._counts().started += 1
 
     def finished(
-        self,
-        ran: bool,
-        outcome: str,
-        error_label: str,
-        timings: tuple[float, float] | None,
-        trace: tuple[int, int] | None,
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
     ) -> None:
         counts = self._counts()
         if ran:
@@ -388,17 +391,16 @@ class ExecutorStats:
         key = (outcome, error_label)
         completed = counts.completed
         completed[key] = completed.get(key, 0) + 1
-        if timings is not None:
-            counts.queue.observe(timings[0], trace)
-            counts.run[outcome].observe(timings[1], trace)
+        if run_ns >= 0:
+            counts.queue.observe(queue_ns, trace)
+            counts.run[outcome].observe(run_ns, trace)
 
     def refused(self, method: str) -> None:
         with self.lock:
             self.invalid[method] = self.invalid.get(method, 0) + 1
 
-    def retrieved(self, lag: float) -> None:
-        with self.lock:
-            self.result_lag.observe(lag)
+    def retrieved(self, lag_ns: int) -> None:
+        self._counts().result_lag.observe(lag_ns)
 
     def unretrieved(self, label: str) -> None:
         with self.lock:
@@ -432,11 +434,11 @@ class ExecutorStats:
         # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
         families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted, 0))
         families[RUNNING].add_metric([name], max(total.started - total.ended_after_start, 0))
+        families[RESULT_LAG].add_metric([name], *total.result_lag.snapshot())
         with self.lock:
             families[MAX_WORKERS].add_metric([name], self.max_workers)
             for method, count in self.invalid.items():
                 families[INVALID].add_metric([name, method], count)
-            families[RESULT_LAG].add_metric([name], *self.result_lag.snapshot())
             for etype, count in self.unretrieved_count.items():
                 families[UNRETRIEVED].add_metric([name, etype], count)
 
@@ -454,19 +456,19 @@ class WaitStats:
         self.as_completed = {to: _Histogram(self.buckets) for to in ("false", "true")}
         self.as_completed_next = _Histogram(self.buckets)
 
-    def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None:
+    def observe_wait(self, return_when: str, timed_out: bool, ns: int) -> None:
         hist = self.wait.get((return_when, "true" if timed_out else "false"))
         if hist is not None:
             with self.lock:
-                hist.observe(seconds)
+                hist.observe(ns)
 
-    def observe_as_completed(self, timed_out: bool, seconds: float) -> None:
+    def observe_as_completed(self, timed_out: bool, ns: int) -> None:
         with self.lock:
-            self.as_completed["true" if timed_out else "false"].observe(seconds)
+            self.as_completed["true" if timed_out else "false"].observe(ns)
 
-    def observe_as_completed_next(self, seconds: float) -> None:
+    def observe_as_completed_next(self, ns: int) -> None:
         with self.lock:
-            self.as_completed_next.observe(seconds)
+            self.as_completed_next.observe(ns)
 
     def collect_into(self, families: dict[Definition, Any]) -> None:
         with self.lock:
@@ -529,12 +531,14 @@ class MetricsHook:
         outcome = future.outcome
         label = recorder.error_label(future._exception) if outcome == "error" else ""  # type: ignore[arg-type]
         started = future.started_ns
-        timings = None
-        if started and outcome != "cancelled":
-            timings = (max(started - future.submitted_ns, 0) / 1e9, max(future.finished_ns - started, 0) / 1e9)
+        queue_ns = run_ns = -1
+        if started and outcome != "cancelled":  # wall clocks may step back: a negative duration counts as 0
+            queue_ns = started - future.submitted_ns
+            run_ns = future.finished_ns - started
+            queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
         context = future._tf_context
         trace = (context.trace_id, context.span_id) if context is not None and context.trace_flags.sampled else None
-        recorder.finished(future.ran, outcome, label, timings, trace)
+        recorder.finished(future.ran, outcome, label, queue_ns, run_ns, trace)
         if outcome == "error":
             # Counted when the future is collected unless a caller reads it first (see on_retrieved).
             finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
@@ -552,7 +556,8 @@ class MetricsHook:
             future._tf_unretrieved = None
             finalizer.detach()
         if future.outcome != "cancelled":
-            self.recorder.retrieved(max(time.time_ns() - future.finished_ns, 0) / 1e9)
+            lag_ns = time.time_ns() - future.finished_ns
+            self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
 
 
 def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:

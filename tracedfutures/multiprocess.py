@@ -76,24 +76,19 @@ class MultiprocessSeries:
         self._running.inc()
 
     def finished(
-        self,
-        ran: bool,
-        outcome: str,
-        error_label: str,
-        timings: tuple[float, float] | None,
-        trace: tuple[int, int] | None,
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
     ) -> None:
         (self._running if ran else self._queued).dec()
         self.metrics[COMPLETED].labels(self.name, outcome, error_label).inc()
-        if timings is not None:
-            self._queue.observe(timings[0])
-            self._run[outcome].observe(timings[1])
+        if run_ns >= 0:
+            self._queue.observe(queue_ns / 1e9)
+            self._run[outcome].observe(run_ns / 1e9)
 
     def refused(self, method: str) -> None:
         self.metrics[INVALID].labels(self.name, method).inc()
 
-    def retrieved(self, lag: float) -> None:
-        self._lag.observe(lag)
+    def retrieved(self, lag_ns: int) -> None:
+        self._lag.observe(lag_ns / 1e9)
 
     def unretrieved(self, label: str) -> None:
         self.metrics[UNRETRIEVED].labels(self.name, label).inc()
@@ -108,14 +103,14 @@ class MultiprocessWaits:
     def __init__(self, metrics: dict[Definition, Any]) -> None:
         self.metrics = metrics
 
-    def observe_wait(self, return_when: str, timed_out: bool, seconds: float) -> None:
-        self.metrics[WAIT].labels(return_when, "true" if timed_out else "false").observe(seconds)
+    def observe_wait(self, return_when: str, timed_out: bool, ns: int) -> None:
+        self.metrics[WAIT].labels(return_when, "true" if timed_out else "false").observe(ns / 1e9)
 
-    def observe_as_completed(self, timed_out: bool, seconds: float) -> None:
-        self.metrics[AS_COMPLETED].labels("true" if timed_out else "false").observe(seconds)
+    def observe_as_completed(self, timed_out: bool, ns: int) -> None:
+        self.metrics[AS_COMPLETED].labels("true" if timed_out else "false").observe(ns / 1e9)
 
-    def observe_as_completed_next(self, seconds: float) -> None:
-        self.metrics[AS_COMPLETED_NEXT].observe(seconds)
+    def observe_as_completed_next(self, ns: int) -> None:
+        self.metrics[AS_COMPLETED_NEXT].observe(ns / 1e9)
 
 
 class MultiprocessMetrics:

@@ -122,7 +122,7 @@ def wait(
     )
     if call.collector is not None:
         try:
-            call.collector.waits.observe_wait(return_when, timed_out, (end - call.start) / 1e9)
+            call.collector.waits.observe_wait(return_when, timed_out, end - call.start)
         except Exception as exc:
             telemetry_failed("wait metrics", exc)
     return result
@@ -151,7 +151,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
                 break
             if call.collector is not None:
                 try:
-                    call.collector.waits.observe_as_completed_next((_clock() - before) / 1e9)
+                    call.collector.waits.observe_as_completed_next(_clock() - before)
                 except Exception as exc:
                     telemetry_failed("as_completed metrics", exc)
             yielded += 1
@@ -172,6 +172,6 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
         end = call.end({FUTURES_DONE: yielded, FUTURES_TIMED_OUT: timed_out}, error)
         if call.collector is not None:
             try:
-                call.collector.waits.observe_as_completed(timed_out, (end - call.start) / 1e9)
+                call.collector.waits.observe_as_completed(timed_out, end - call.start)
             except Exception as exc:
                 telemetry_failed("as_completed metrics", exc)
