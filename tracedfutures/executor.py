@@ -23,7 +23,8 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, TypeVar
 
-from opentelemetry.trace import NonRecordingSpan, TracerProvider, set_span_in_context
+from opentelemetry import context as otel_context
+from opentelemetry.trace import TracerProvider, set_span_in_context
 from prometheus_client import CollectorRegistry
 
 from tracedfutures import _calls, config
@@ -125,15 +126,19 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
 
 
 def _local_call(future: TracedFuture, fn: Any) -> Any:
-    span: Any = future._tf_span
-    if span is None:
-        if future._tf_context is None:
-            return fn
-        span = NonRecordingSpan(future._tf_context)  # an unsampled parent: its children stay unsampled
+    """``fn`` wrapped to run in the task span's context; called in the submitting thread, during submit."""
+    span = future._tf_span
+    if span is not None:
+        ctx = set_span_in_context(span)
+    elif future._tf_context is not None:
+        # No task span, an unsampled parent: the caller's own context carries it, so its children stay unsampled.
+        ctx = otel_context.get_current()
+    else:
+        return fn
     if is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
-        return partial(fn.func, LocalCall(fn.args[0], set_span_in_context(span)), *fn.args[1:], **fn.keywords)
-    return LocalCall(fn, set_span_in_context(span))
+        return partial(fn.func, LocalCall(fn.args[0], ctx), *fn.args[1:], **fn.keywords)
+    return LocalCall(fn, ctx)
 
 
 def _refused_submit(future: TracedFuture, exc: BaseException) -> None:
