@@ -230,7 +230,11 @@ class FutureAgainstStdlib(RuleBasedStateMachine):
             assert events == (["running"] if self.ran and not self.remote else []) + (
                 ["exception"] if self.outcome == "error" else []
             )
-        assert self.traced._tf_span is None if done else self.traced._tf_span is not None
+        # A remote task's span lives from submit to completion; a thread pool task's only while it runs (until it
+        # starts, the future holds the caller's context instead); a finished future holds neither.
+        holds_span = not done and (self.remote or self.ran)
+        assert (self.traced._tf_span is not None) == holds_span
+        assert (self.traced._tf_pending is not None) == (not done and not self.remote and not self.ran)
 
 
 class RemoteFutureAgainstStdlib(FutureAgainstStdlib):

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from tracedfutures._calls import Envelope, take_remote_data
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, SpanContext
 
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
@@ -171,6 +172,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     __slots__ = (
         "_tf_context",
         "_tf_life",
+        "_tf_pending",
         "_tf_read",
         "_tf_span",
         "_tf_unretrieved",
@@ -186,6 +188,8 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         self._tf_life: Lifecycle | None = None
         self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
+        # A thread pool task's span is made when it starts: until then, the caller's context and the span name.
+        self._tf_pending: tuple[Context, str] | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self.submitted_ns = 0
         self.started_ns = 0

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import TracerProvider, set_span_in_context
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracedfutures import _calls, config
@@ -126,19 +126,20 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
 
 
 def _local_call(future: TracedFuture, fn: Any) -> Any:
-    """``fn`` wrapped to run in the task span's context; called in the submitting thread, during submit."""
-    span = future._tf_span
-    if span is not None:
-        ctx = set_span_in_context(span)
+    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts); called in the
+    submitting thread, during submit."""
+    if future._tf_pending is not None:
+        call = LocalCall(fn, future._tf_pending[0], future)  # the task span is made when the task starts
     elif future._tf_context is not None:
         # No task span, an unsampled parent: the caller's own context carries it, so its children stay unsampled.
-        ctx = otel_context.get_current()
+        call = LocalCall(fn, otel_context.get_current())
     else:
         return fn
     if is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
-        return partial(fn.func, LocalCall(fn.args[0], ctx), *fn.args[1:], **fn.keywords)
-    return LocalCall(fn, ctx)
+        call.fn = fn.args[0]
+        return partial(fn.func, call, *fn.args[1:], **fn.keywords)
+    return call
 
 
 def _refused_submit(future: TracedFuture, exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
@@ -18,6 +19,8 @@ from tracedfutures._naming import error_type, function_name
 from tracedfutures.version import __version__
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
     from tracedfutures._lifecycle import Kind, TracedFuture
 
 TRACER_NAME = "tracedfutures"
@@ -102,30 +105,47 @@ class SpanHook:
                 future._tf_context = parent
                 return
         fname = function_name(fn)
+        if self.remote:  # the task span's context travels with the call: it is made now
+            self._start_span(future, None, fname, {})
+        else:
+            # A thread pool's task span is made when the task starts, timed from submit: a queued task holds the
+            # caller's context and a name, not a span (a deep queue of spans costs the garbage collector dearly).
+            future._tf_pending = (otel_context.get_current(), fname)
+
+    def _start_span(self, future: TracedFuture, parent: Context | None, fname: str, extra: dict[str, Any]) -> Span:
         span = self.tracer.start_span(
             f"{self.name} {fname}",
+            context=parent,
             kind=SpanKind.INTERNAL,
-            attributes={**self.attributes, CODE_FUNCTION: fname},
+            attributes={**self.attributes, CODE_FUNCTION: fname, **extra},
             start_time=future.submitted_ns,
         )
         context = span.get_span_context()
         if context.is_valid:
             future._tf_span = span
             future._tf_context = context
+        return span
 
     def on_start(self, future: TracedFuture) -> None:
-        span = future._tf_span
-        if span is not None and not self.remote:
-            _mark_running(span, future)
+        pending = future._tf_pending
+        if pending is not None:
+            future._tf_pending = None
+            span = self._start_span(future, pending[0], pending[1], {QUEUE_DURATION: _queue_duration(future)})
+            span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
 
     def on_finish(self, future: TracedFuture) -> None:
+        pending = future._tf_pending
+        if pending is not None:  # ended without starting (cancelled, refused): its span is made now
+            future._tf_pending = None
+            self._start_span(future, pending[0], pending[1], {})
         span = future._tf_span
         worker, future._tf_worker = future._tf_worker, None
         if span is None:
             return
         future._tf_span = None  # the span is not kept alive by a finished future
         if self.remote and future.started_ns:
-            _mark_running(span, future)
+            span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
+            span.set_attribute(QUEUE_DURATION, _queue_duration(future))
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome
@@ -174,9 +194,8 @@ def _worker_spans_home(span: Span, worker: Any) -> None:
         _worker_spans.export(span, records)
 
 
-def _mark_running(span: Span, future: TracedFuture) -> None:
-    span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
-    span.set_attribute(QUEUE_DURATION, max(future.started_ns - future.submitted_ns, 0) / 1e9)
+def _queue_duration(future: TracedFuture) -> float:
+    return max(future.started_ns - future.submitted_ns, 0) / 1e9
 
 
 def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
