@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import sys
+import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future
 from typing import Any
 
@@ -235,6 +236,31 @@ def test_as_completed_is_lazy_and_ends_its_span_when_closed(telemetry: Telemetry
         "futures.timed_out": False,
         "futures.links_dropped": 0,
     }
+    assert telemetry.histogram("futures_as_completed_seconds", timed_out="false")[0] == 1
+
+
+def test_as_completed_steps_batched_yet_a_blocked_step_shows_at_once(telemetry: Telemetry) -> None:
+    """Steps that did not block reach the histogram in batches (and all of them by the end); a step that blocked
+    is there as soon as its future is yielded."""
+    done: list[Future[Any]] = []
+    for i in range(600):
+        future: Future[Any] = Future()
+        future.set_result(i)
+        done.append(future)
+    pending: Future[Any] = Future()
+    timer = threading.Timer(0.05, pending.set_result, args=(None,))
+    iterator = tracedfutures.as_completed([*done, pending], timeout=TIMEOUT)
+    for _ in range(600):
+        next(iterator)
+    steps = telemetry.histogram("futures_as_completed_next_seconds")[0]
+    # Batches of 256 were handed over (two, unless a step blocked over 1 ms); fewer than 256 steps are held.
+    assert 600 - 256 < steps <= 600
+    timer.start()
+    assert next(iterator) is pending  # blocked about 50 ms: handed over at once, with the steps before it
+    count, total = telemetry.histogram("futures_as_completed_next_seconds")[:2]
+    assert count == 601 and total >= 0.04
+    assert list(iterator) == []
+    assert telemetry.histogram("futures_as_completed_next_seconds")[0] == 601
     assert telemetry.histogram("futures_as_completed_seconds", timed_out="false")[0] == 1
 
 

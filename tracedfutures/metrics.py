@@ -190,7 +190,8 @@ class ExecutorRecorder(Protocol):
 class WaitRecorder(Protocol):
     def observe_wait(self, return_when: str, timed_out: bool, ns: int) -> None: ...
     def observe_as_completed(self, timed_out: bool, ns: int) -> None: ...
-    def observe_as_completed_next(self, ns: int) -> None: ...
+    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
+        """The time each of several ``as_completed`` steps blocked before yielding its future."""
 
 
 class MetricsBackend(Protocol):
@@ -466,9 +467,11 @@ class WaitStats:
         with self.lock:
             self.as_completed["true" if timed_out else "false"].observe(ns)
 
-    def observe_as_completed_next(self, ns: int) -> None:
+    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
         with self.lock:
-            self.as_completed_next.observe(ns)
+            observe = self.as_completed_next.observe
+            for ns in steps:
+                observe(ns)
 
     def collect_into(self, families: dict[Definition, Any]) -> None:
         with self.lock:

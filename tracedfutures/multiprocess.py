@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -109,8 +110,10 @@ class MultiprocessWaits:
     def observe_as_completed(self, timed_out: bool, ns: int) -> None:
         self.metrics[AS_COMPLETED].labels("true" if timed_out else "false").observe(ns / 1e9)
 
-    def observe_as_completed_next(self, ns: int) -> None:
-        self.metrics[AS_COMPLETED_NEXT].observe(ns / 1e9)
+    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
+        histogram = self.metrics[AS_COMPLETED_NEXT]
+        for ns in steps:
+            histogram.observe(ns / 1e9)
 
 
 class MultiprocessMetrics:

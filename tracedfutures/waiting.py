@@ -82,14 +82,23 @@ class _Call:
         if not span.is_recording():
             return
         try:
-            for future in futures:
-                if getattr(future, "_tf_context", None) is None:
-                    continue
-                self.traced += 1
-                if self.links < MAX_LINKS and link_task_span(span, future):
-                    self.links += 1
+            remaining = iter(futures)
+            for future in remaining:
+                self.link_one(future)
+                if self.links >= MAX_LINKS:
+                    break
+            # Past the cap the rest are only counted, for futures.links_dropped.
+            self.traced += sum(1 for f in remaining if getattr(f, "_tf_context", None) is not None)
         except Exception as exc:
             telemetry_failed("span links", exc)
+
+    def link_one(self, future: Any) -> None:
+        """Link one future's task span while there is room; past ``MAX_LINKS`` only count it (no span call)."""
+        if getattr(future, "_tf_context", None) is None:
+            return
+        self.traced += 1
+        if self.links < MAX_LINKS and link_task_span(self.span, future):
+            self.links += 1
 
     def end(self, attributes: dict[str, Any], error: BaseException | None = None) -> int:
         end = _clock()
@@ -142,6 +151,10 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     yielded = 0
     timed_out = False
     error: BaseException | None = None
+    recording = call.span.is_recording()
+    # Each step's blocked time, handed to the histogram in batches (one lock per batch, not per future): at the
+    # end, every STEP_BATCH steps, and after any step that blocked, so slow iterations show up as they go.
+    steps: list[int] = []
     try:
         while True:
             before = _clock()
@@ -149,13 +162,17 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
                 future = next(inner)
             except StopIteration:
                 break
-            if call.collector is not None:
-                try:
-                    call.collector.waits.observe_as_completed_next(_clock() - before)
-                except Exception as exc:
-                    telemetry_failed("as_completed metrics", exc)
+            blocked = _clock() - before
+            steps.append(blocked)
+            if blocked > _STEP_FLUSH_NS or len(steps) >= _STEP_BATCH:
+                _observe_steps(call, steps)
             yielded += 1
-            call.link((future,))
+            if recording:
+                try:
+                    call.link_one(future)
+                except Exception as exc:
+                    recording = False
+                    telemetry_failed("span links", exc)
             handoff = [future]
             del future  # nor keep the yielded one while suspended (bpo-14406), as the stdlib takes care not to
             yield handoff.pop()
@@ -170,8 +187,23 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     finally:
         inner.close()
         end = call.end({FUTURES_DONE: yielded, FUTURES_TIMED_OUT: timed_out}, error)
+        _observe_steps(call, steps)
         if call.collector is not None:
             try:
                 call.collector.waits.observe_as_completed(timed_out, end - call.start)
             except Exception as exc:
                 telemetry_failed("as_completed metrics", exc)
+
+
+_STEP_BATCH = 256
+_STEP_FLUSH_NS = 1_000_000
+
+
+def _observe_steps(call: _Call, steps: list[int]) -> None:
+    """Hand the collected ``as_completed`` step durations to the histogram and empty ``steps``."""
+    if call.collector is not None and steps:
+        try:
+            call.collector.waits.observe_as_completed_steps(steps)
+        except Exception as exc:
+            telemetry_failed("as_completed metrics", exc)
+    steps.clear()
