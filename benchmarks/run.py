@@ -30,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
@@ -585,13 +586,47 @@ def _retained(make: Callable[[], Executor], tel: Telemetry, n: int) -> tuple[flo
     return (second - first) / n, cycles / n
 
 
+def _queued(make: Callable[[int], Executor], tel: Telemetry, n: int) -> float:
+    """Bytes allocated per task while ``n`` tasks wait in the queue of a one-worker pool kept busy."""
+    gate = threading.Event()
+    with make(1) as executor, attached(tel.parent):
+        warm_up(executor)
+        executor.submit(gate.wait)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            futures = [executor.submit(noop) for _ in range(n)]
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gate.set()
+        for future in futures:
+            future.result()
+    return held / n
+
+
 def case_memory(sizes: Sizes) -> list[Row]:
-    """Retained bytes and cyclic garbage per finished future, metrics + every span sampled."""
+    """Retained bytes and cyclic garbage per finished future, and bytes per queued task, metrics + every span
+    sampled."""
     with telemetry("sampled") as tel:
         bare_bytes, bare_cycles = _retained(thread_pool, tel, sizes.leak_tasks)
         traced_bytes, traced_cycles = _retained(tel.thread_pool, tel, sizes.leak_tasks)
+        bare_queued = _queued(cf.ThreadPoolExecutor, tel, sizes.leak_tasks)
+        traced_queued = _queued(tel.thread_pool, tel, sizes.leak_tasks)
     ok = traced_bytes < 1.0
     return [
+        Row(
+            "memory_queued",
+            "B/task",
+            bare_queued,
+            traced_queued,
+            traced_queued / bare_queued,
+            "report",
+            "INFO",
+            f"tracemalloc, {sizes.leak_tasks} tasks queued behind a busy worker",
+        ),
         Row(
             "memory_retained",
             "B/future",
