@@ -155,6 +155,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     # Each step's blocked time, handed to the histogram in batches (one lock per batch, not per future): at the
     # end, every STEP_BATCH steps, and after any step that blocked, so slow iterations show up as they go.
     steps: list[int] = []
+    handoff: list[Future[T]] = []  # one list for every step: no allocation per future
     try:
         while True:
             before = _clock()
@@ -168,12 +169,15 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
                 _observe_steps(call, steps)
             yielded += 1
             if recording:
-                try:
-                    call.link_one(future)
-                except Exception as exc:
-                    recording = False
-                    telemetry_failed("span links", exc)
-            handoff = [future]
+                if call.links >= MAX_LINKS:  # past the cap only counted, for futures.links_dropped
+                    call.traced += getattr(future, "_tf_context", None) is not None
+                else:
+                    try:
+                        call.link_one(future)
+                    except Exception as exc:
+                        recording = False
+                        telemetry_failed("span links", exc)
+            handoff.append(future)
             del future  # nor keep the yielded one while suspended (bpo-14406), as the stdlib takes care not to
             yield handoff.pop()
     except _stdlib.TimeoutError as exc:  # the builtin from 3.11, its own class on 3.10
