@@ -94,11 +94,10 @@ class _Call:
 
     def link_one(self, future: Any) -> None:
         """Link one future's task span while there is room; past ``MAX_LINKS`` only count it (no span call)."""
-        if getattr(future, "_tf_context", None) is None:
-            return
-        self.traced += 1
-        if self.links < MAX_LINKS and link_task_span(self.span, future):
-            self.links += 1
+        if getattr(future, "_tf_context", None) is not None:
+            self.traced += 1
+            if self.links < MAX_LINKS and link_task_span(self.span, future):
+                self.links += 1
 
     def end(self, attributes: dict[str, Any], error: BaseException | None = None) -> int:
         end = _clock()
@@ -153,7 +152,7 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     error: BaseException | None = None
     recording = call.span.is_recording()
     # Each step's blocked time, handed to the histogram in batches (one lock per batch, not per future): at the
-    # end, every STEP_BATCH steps, and after any step that blocked, so slow iterations show up as they go.
+    # end, every _STEP_BATCH steps, and after a step that blocked over _STEP_FLUSH_NS (slow iterations show at once).
     steps: list[int] = []
     handoff: list[Future[T]] = []  # one list for every step: no allocation per future
     try:
@@ -169,14 +168,11 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
                 _observe_steps(call, steps)
             yielded += 1
             if recording:
-                if call.links >= MAX_LINKS:  # past the cap only counted, for futures.links_dropped
-                    call.traced += getattr(future, "_tf_context", None) is not None
-                else:
-                    try:
-                        call.link_one(future)
-                    except Exception as exc:
-                        recording = False
-                        telemetry_failed("span links", exc)
+                try:
+                    call.link_one(future)
+                except Exception as exc:
+                    recording = False
+                    telemetry_failed("span links", exc)
             handoff.append(future)
             del future  # nor keep the yielded one while suspended (bpo-14406), as the stdlib takes care not to
             yield handoff.pop()
