@@ -117,3 +117,37 @@ def test_task_span_times_match_the_future(telemetry: Telemetry, kind: str) -> No
     )
     assert future._tf_span is None  # the finished future does not keep its span alive
     assert future._tf_context == span.context  # only the context, for links from wait spans
+
+
+def test_unsampled_parent_makes_no_task_span_and_its_context_reaches_the_task(
+    telemetry: Telemetry, kind: str
+) -> None:
+    """A parent that is not sampled: no task span is made (the default ParentBased sampler would drop it), and
+    the task runs in the caller's context, so spans it starts stay unsampled in the caller's trace (and in a
+    thread pool the caller's baggage is there)."""
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    parent = trace.SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=trace.TraceFlags(0))
+    executor = telemetry.executor(kind)
+
+    def task() -> tuple[int, int, bool, object]:
+        with telemetry.tracer.start_as_current_span("inside") as span:
+            context = span.get_span_context()
+            return context.trace_id, trace.get_current_span().get_span_context().span_id, span.is_recording(), (
+                baggage.get_baggage("tenant")
+            )
+
+    ctx = baggage.set_baggage("tenant", "t1", trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    token = otel_context.attach(ctx)
+    try:
+        future: Any = executor.submit(task)
+    finally:
+        otel_context.detach(token)
+    trace_id, _, recording, tenant = future.result(TIMEOUT)
+    executor.shutdown()
+    # Thread pools run the task in the caller's whole context; other executors get the W3C trace context only.
+    assert (trace_id, recording, tenant) == (0x1234, False, None if kind == "user" else "t1")
+    assert telemetry.spans() == []  # neither the task span nor the unsampled span inside it
+    assert future._tf_span is None and future._tf_context == parent
+    assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 1
