@@ -117,10 +117,9 @@ def use_telemetry_scopes(on: bool) -> None:
 def _run_hooks(calls: tuple[Callable[..., None], ...], *args: Any) -> None:
     """Call one transition's hook methods (inside a telemetry scope when needed); a hook that raises loses its
     telemetry only."""
-    scoped = _scoped
-    if scoped:
-        outer = getattr(_telemetry, "active", False)
-        _telemetry.active = True
+    scope = TelemetryScope() if _scoped else None
+    if scope is not None:
+        scope.__enter__()
     try:
         for call in calls:
             try:
@@ -128,8 +127,8 @@ def _run_hooks(calls: tuple[Callable[..., None], ...], *args: Any) -> None:
             except Exception as exc:
                 _hook_failed(call, exc)
     finally:
-        if scoped:
-            _telemetry.active = outer
+        if scope is not None:
+            scope.__exit__()
 
 
 _failures_logged: set[str] = set()
