@@ -378,11 +378,13 @@ class ExecutorStats:
     def _fold_ended(self) -> None:
         """Fold the counts of threads that have ended into ``retired`` (under ``lock``): the list stays as long
         as the live threads, however many threads come and go."""
-        ended = [counts for counts in self._threads if not counts.alive()]
-        if ended:
-            self._threads = [counts for counts in self._threads if counts.alive()]
-            for counts in ended:
+        live = []
+        for counts in self._threads:
+            if counts.alive():
+                live.append(counts)
+            else:
                 self.retired.add(counts)
+        self._threads = live
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._counts().submitted += 1
