@@ -240,8 +240,8 @@ def test_as_completed_is_lazy_and_ends_its_span_when_closed(telemetry: Telemetry
 
 
 def test_as_completed_steps_batched_yet_a_blocked_step_shows_at_once(telemetry: Telemetry) -> None:
-    """Steps that did not block reach the histogram in batches (and all of them by the end); a step that blocked
-    is there as soon as its future is yielded."""
+    """Steps that did not block count as 0 s and reach the histogram in batches (and all of them by the end); a
+    step that blocked is there as soon as its future is yielded."""
     done: list[Future[Any]] = []
     for i in range(600):
         future: Future[Any] = Future()
@@ -261,6 +261,9 @@ def test_as_completed_steps_batched_yet_a_blocked_step_shows_at_once(telemetry: 
     assert count == 601 and total >= 0.04
     assert list(iterator) == []
     assert telemetry.histogram("futures_as_completed_next_seconds")[0] == 601
+    # The futures already done count as 0 s (the first step also set the iteration up, the last one waited).
+    assert telemetry.value("futures_as_completed_next_seconds_bucket", le="0.0001") >= 599
+    assert telemetry.value("futures_as_completed_next_seconds_bucket", le="0.025") == 600
     assert telemetry.histogram("futures_as_completed_seconds", timed_out="false")[0] == 1
 
 

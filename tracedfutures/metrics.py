@@ -190,8 +190,9 @@ class ExecutorRecorder(Protocol):
 class WaitRecorder(Protocol):
     def observe_wait(self, return_when: str, timed_out: bool, ns: int) -> None: ...
     def observe_as_completed(self, timed_out: bool, ns: int) -> None: ...
-    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
-        """The time each of several ``as_completed`` steps blocked before yielding its future."""
+    def observe_as_completed_steps(self, steps: Sequence[int], zeros: int) -> None:
+        """The time each of several ``as_completed`` steps blocked before yielding its future, and how many
+        more steps did not block at all (0 s)."""
 
 
 class MetricsBackend(Protocol):
@@ -269,9 +270,10 @@ class _Histogram:
                 self.exemplars = [None] * len(self.counts)
             self.exemplars[index] = (trace[0], trace[1], ns / 1e9, time.time())
 
-    def observe_many(self, values: Iterable[int]) -> None:
-        """``observe`` each value (no exemplars), in one call."""
+    def observe_many(self, values: Iterable[int], zeros: int = 0) -> None:
+        """``observe`` each value and ``zeros`` values of 0 (no exemplars), in one call."""
         bounds, counts = self.bounds, self.counts
+        counts[bisect_left(bounds, 0)] += zeros
         total = 0
         for ns in values:
             counts[bisect_left(bounds, ns)] += 1
@@ -478,9 +480,9 @@ class WaitStats:
         with self.lock:
             self.as_completed["true" if timed_out else "false"].observe(ns)
 
-    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
+    def observe_as_completed_steps(self, steps: Sequence[int], zeros: int) -> None:
         with self.lock:
-            self.as_completed_next.observe_many(steps)
+            self.as_completed_next.observe_many(steps, zeros)
 
     def collect_into(self, families: dict[Definition, Any]) -> None:
         with self.lock:

@@ -110,10 +110,12 @@ class MultiprocessWaits:
     def observe_as_completed(self, timed_out: bool, ns: int) -> None:
         self.metrics[AS_COMPLETED].labels("true" if timed_out else "false").observe(ns / 1e9)
 
-    def observe_as_completed_steps(self, steps: Sequence[int]) -> None:
+    def observe_as_completed_steps(self, steps: Sequence[int], zeros: int) -> None:
         histogram = self.metrics[AS_COMPLETED_NEXT]
         for ns in steps:
             histogram.observe(ns / 1e9)
+        for _ in range(zeros):  # prometheus_client has no bulk observe
+            histogram.observe(0.0)
 
 
 class MultiprocessMetrics:

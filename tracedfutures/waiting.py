@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future
 from concurrent.futures import _base as _stdlib
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
@@ -35,9 +35,11 @@ from tracedfutures.spans import (
 
 T = TypeVar("T")
 _clock = time.time_ns
-# The functions themselves, not the module attributes the instrumentor replaces.
+_FINISHED_STATES = (_stdlib.CANCELLED_AND_NOTIFIED, _stdlib.FINISHED)
+# The stdlib's private helpers of as_completed, which typeshed does not declare.
+_private: Any = _stdlib
+# The function itself, not the module attribute the instrumentor replaces.
 _stdlib_wait = _stdlib.wait
-_stdlib_as_completed = _stdlib.as_completed
 
 
 def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_when: str) -> bool:
@@ -84,20 +86,16 @@ class _Call:
         try:
             remaining = iter(futures)
             for future in remaining:
-                self.link_one(future)
-                if self.links >= MAX_LINKS:
-                    break
+                if getattr(future, "_tf_context", None) is not None:
+                    self.traced += 1
+                    if link_task_span(span, future):
+                        self.links += 1
+                    if self.links >= MAX_LINKS:
+                        break
             # Past the cap the rest are only counted, for futures.links_dropped.
             self.traced += sum(1 for f in remaining if getattr(f, "_tf_context", None) is not None)
         except Exception as exc:
             telemetry_failed("span links", exc)
-
-    def link_one(self, future: Any) -> None:
-        """Link one future's task span while there is room; past ``MAX_LINKS`` only count it (no span call)."""
-        if getattr(future, "_tf_context", None) is not None:
-            self.traced += 1
-            if self.links < MAX_LINKS and link_task_span(self.span, future):
-                self.links += 1
 
     def end(self, attributes: dict[str, Any], error: BaseException | None = None) -> int:
         end = _clock()
@@ -139,43 +137,78 @@ def wait(
 def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Iterator[Future[T]]:
     """``concurrent.futures.as_completed``, with a ``futures.as_completed`` span and latency histograms.
 
-    Lazy like the stdlib's: nothing happens until the first ``next()``.
+    The stdlib's own body (identical from 3.10 to 3.13), so it yields, raises and releases futures exactly as
+    the stdlib does; lazy like it: nothing happens until the first ``next()``.
     """
+    if timeout is not None:
+        end_time = timeout + time.monotonic()
     fs = set(fs)
-    attributes: dict[str, Any] = {FUTURES_COUNT: len(fs)}
+    total_futures = len(fs)
+    attributes: dict[str, Any] = {FUTURES_COUNT: total_futures}
     _timeout_attribute(attributes, timeout)
     call = _Call(AS_COMPLETED_SPAN, attributes)
-    inner = cast(Generator[Future[T], None, None], _stdlib_as_completed(fs, timeout))
-    del fs  # the stdlib's generator drops each future it yields from its own set; this one must not keep them
-    yielded = 0
+    steps = _Steps(call.collector)
+    yielded = traced = links = 0
+    flush_at = _STEP_BATCH
+    since: int | None = call.start  # when the caller began waiting for a future not done yet (None: none is)
     timed_out = False
     error: BaseException | None = None
     recording = call.span.is_recording()
-    # Each step's blocked time, handed to the histogram in batches (one lock per batch, not per future): at the
-    # end, every _STEP_BATCH steps, and after a step that blocked over _STEP_FLUSH_NS (slow iterations show at once).
-    steps: list[int] = []
-    handoff: list[Future[T]] = []  # one list for every step: no allocation per future
     try:
-        while True:
-            before = _clock()
-            try:
-                future = next(inner)
-            except StopIteration:
-                break
-            blocked = _clock() - before
-            steps.append(blocked)
-            if blocked > _STEP_FLUSH_NS or len(steps) >= _STEP_BATCH:
-                _observe_steps(call, steps)
-            yielded += 1
-            if recording:
-                try:
-                    call.link_one(future)
-                except Exception as exc:
-                    recording = False
-                    telemetry_failed("span links", exc)
-            handoff.append(future)
-            del future  # nor keep the yielded one while suspended (bpo-14406), as the stdlib takes care not to
-            yield handoff.pop()
+        with _stdlib._AcquireFutures(fs):
+            finished: Any = {f for f in fs if f._state in _FINISHED_STATES}
+            pending = fs - finished
+            waiter = _private._create_and_install_waiters(fs, _private._AS_COMPLETED)
+        finished = list(finished)
+        try:
+            ref_collect: tuple[set[Future[T]], ...] = (fs,)
+            while True:
+                # The stdlib's _yield_finished_futures, inline: no stale reference to a yielded future is kept.
+                while finished:
+                    f = finished[-1]
+                    for futures_set in ref_collect:
+                        futures_set.remove(f)
+                    with f._condition:
+                        f._waiters.remove(waiter)
+                    if recording and getattr(f, "_tf_context", None) is not None:
+                        traced += 1
+                        if traced <= MAX_LINKS:  # past the cap only counted, for futures.links_dropped
+                            try:
+                                link_task_span(call.span, f)
+                                links += 1
+                            except Exception as exc:
+                                recording = False
+                                telemetry_failed("span links", exc)
+                    del f
+                    yielded += 1
+                    if since is not None:  # the step that waited for this batch of futures
+                        flush_at = steps.waited(_clock() - since, yielded)
+                        since = None
+                    elif yielded >= flush_at:
+                        flush_at = steps.hand_over(yielded)
+                    yield finished.pop()
+                if not pending:
+                    break
+                if timeout is None:
+                    wait_timeout = None
+                else:
+                    wait_timeout = end_time - time.monotonic()
+                    if wait_timeout < 0:
+                        raise _stdlib.TimeoutError(f"{len(pending)} (of {total_futures}) futures unfinished")
+                if since is None:
+                    since = _clock()
+                waiter.event.wait(wait_timeout)
+                with waiter.lock:
+                    finished = waiter.finished_futures
+                    waiter.finished_futures = []
+                    waiter.event.clear()
+                finished.reverse()  # to keep finishing order
+                ref_collect = (fs, pending)
+        finally:
+            # Remove the waiter from unfinished futures.
+            for f in fs:
+                with f._condition:
+                    f._waiters.remove(waiter)
     except _stdlib.TimeoutError as exc:  # the builtin from 3.11, its own class on 3.10
         timed_out, error = True, exc
         raise
@@ -185,9 +218,9 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
         error = exc
         raise
     finally:
-        inner.close()
+        call.traced, call.links = traced, links
         end = call.end({FUTURES_DONE: yielded, FUTURES_TIMED_OUT: timed_out}, error)
-        _observe_steps(call, steps)
+        steps.hand_over(yielded)
         if call.collector is not None:
             try:
                 call.collector.waits.observe_as_completed(timed_out, end - call.start)
@@ -199,11 +232,36 @@ _STEP_BATCH = 256
 _STEP_FLUSH_NS = 1_000_000
 
 
-def _observe_steps(call: _Call, steps: list[int]) -> None:
-    """Hand the collected ``as_completed`` step durations to the histogram and empty ``steps``."""
-    if call.collector is not None and steps:
-        try:
-            call.collector.waits.observe_as_completed_steps(steps)
-        except Exception as exc:
-            telemetry_failed("as_completed metrics", exc)
-    steps.clear()
+class _Steps:
+    """How long each ``as_completed`` step blocked, for ``futures_as_completed_next_seconds``.
+
+    A step whose future was already done did not block: it counts as 0 s without reading a clock. The steps
+    that waited keep their durations. Both reach the histogram in batches (one lock per batch, not per future):
+    every ``_STEP_BATCH`` steps, at once after a step that blocked over ``_STEP_FLUSH_NS``, and at the end.
+    """
+
+    __slots__ = ("collector", "handed", "waits")
+
+    def __init__(self, collector: MetricsBackend | None) -> None:
+        self.collector = collector
+        self.handed = 0  # steps already in the histogram
+        self.waits: list[int] = []  # durations of the steps since then that waited
+
+    def waited(self, ns: int, steps: int) -> int:
+        """Step number ``steps`` waited ``ns``; returns the step count at which to hand over next."""
+        self.waits.append(ns)
+        if ns > _STEP_FLUSH_NS or steps - self.handed >= _STEP_BATCH:
+            return self.hand_over(steps)
+        return self.handed + _STEP_BATCH
+
+    def hand_over(self, steps: int) -> int:
+        """Hand the first ``steps`` steps to the histogram; returns the step count at which to hand over next."""
+        waits, zeros = self.waits, steps - self.handed - len(self.waits)
+        if self.collector is not None and (waits or zeros > 0):
+            try:
+                self.collector.waits.observe_as_completed_steps(waits, max(zeros, 0))
+            except Exception as exc:
+                telemetry_failed("as_completed metrics", exc)
+        self.handed = steps
+        self.waits = []
+        return steps + _STEP_BATCH
