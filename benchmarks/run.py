@@ -14,7 +14,9 @@ the batch span processor is charged to the traced side. ``--quick`` uses smaller
 
 Spans go through a ``BatchSpanProcessor`` with ``RECOMMENDED_BSP`` (a queue large enough for the largest burst
 of task spans; see the ``thread_sampled`` rows for the spans the SDK defaults drop) to an exporter that only
-counts them. ``benchmarks/profile_case.py`` runs one thread-pool case under a profiler.
+counts them. The cases with every span sampled also time, interleaved with the other two, the stdlib executor
+with one bare SDK span per task and nothing else (``SpanPerTask``): the ``.sdk_span_floor`` rows show what any
+span-per-task instrumentation costs here, whatever it does besides. ``benchmarks/profile_case.py`` runs one thread-pool case under a profiler.
 """
 
 from __future__ import annotations
@@ -270,16 +272,13 @@ def on_executor(make: Callable[[], Executor], body: Callable[[Executor], int], t
     return sample
 
 
-def interleaved(
-    bare: Callable[[], Sample], traced: Callable[[], Sample], reps: int
-) -> tuple[list[Sample], list[Sample]]:
-    """Run bare, traced, bare, traced, ... ``reps`` times each."""
-    bare_samples: list[Sample] = []
-    traced_samples: list[Sample] = []
+def interleaved(*runs: Callable[[], Sample], reps: int) -> list[list[Sample]]:
+    """Run each of ``runs`` in turn (bare, traced, bare, traced, ...), ``reps`` times each."""
+    samples: list[list[Sample]] = [[] for _ in runs]
     for _ in range(reps):
-        bare_samples.append(bare())
-        traced_samples.append(traced())
-    return bare_samples, traced_samples
+        for run, out in zip(runs, samples):
+            out.append(run())
+    return samples
 
 
 def median_us(samples: Sequence[Sample]) -> float:
@@ -318,6 +317,25 @@ def ratio_row(case: str, unit: str, bare: Sequence[Sample], traced: Sequence[Sam
     return Row(case, unit, bare_us, traced_us, ratio, f"<= {max_ratio:.2f}", status, note)
 
 
+class SpanPerTask(Executor):
+    """The floor of any span-per-task instrumentation, for the sampled cases: the stdlib executor with one SDK span
+    per task (same provider and batch processor), started at submit and ended by a done callback; no attribute,
+    no event, no context carried to the task, no metrics."""
+
+    def __init__(self, executor: Executor, tracer: trace.Tracer) -> None:
+        self.executor = executor
+        self.tracer = tracer
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        span = self.tracer.start_span("task")
+        future = self.executor.submit(fn, *args, **kwargs)
+        future.add_done_callback(lambda _: span.end())
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.executor.shutdown(wait, cancel_futures=cancel_futures)
+
+
 def compare(
     case: str,
     mode: str,
@@ -326,15 +344,28 @@ def compare(
     max_ratio: float | None,
     sizes: Sizes,
     traced_pool: Callable[[Telemetry], Executor] = Telemetry.thread_pool,
-) -> tuple[Row, list[Sample]]:
-    """The shared shape of the executor cases: bare vs traced pool, interleaved, under telemetry ``mode``."""
+) -> tuple[list[Row], list[Sample]]:
+    """The shared shape of the executor cases: bare vs traced pool, interleaved, under telemetry ``mode``.
+
+    With every span sampled, ``SpanPerTask`` runs interleaved too, and a ``<case>.sdk_span_floor`` row reports
+    what one bare SDK span per task costs in the same run.
+    """
     with telemetry(mode) as tel:
-        bare, traced = interleaved(
+        runs = [
             partial(on_executor, make_bare, body, tel),
             partial(on_executor, partial(traced_pool, tel), body, tel),
-            sizes.reps,
-        )
-    return ratio_row(case, "us/task", bare, traced, max_ratio), traced
+        ]
+        if mode == "sampled":
+            tracer = tel.provider.get_tracer("benchmarks.floor")
+            runs.append(partial(on_executor, lambda: SpanPerTask(make_bare(), tracer), body, tel))
+        bare, traced, *floor = interleaved(*runs, reps=sizes.reps)
+    rows = [ratio_row(case, "us/task", bare, traced, max_ratio)]
+    if floor:
+        row = ratio_row(f"{case}.sdk_span_floor", "us/task", bare, floor[0], None)
+        rows[0].note += f"; {median_us(traced) / median_us(floor[0]):.2f}x the SDK-span floor"
+        row.note += "; stdlib pool + one bare SDK span per task, submit to done callback"
+        rows.append(row)
+    return rows, traced
 
 
 # -- task bodies ---------------------------------------------------------------------------------------------
@@ -377,14 +408,14 @@ def thread_pool() -> Executor:
 
 def case_thread_metrics(sizes: Sizes) -> list[Row]:
     """Thread pool batch, metrics only (NoOpTracerProvider)."""
-    row, _ = compare("thread_metrics", "metrics", thread_pool, partial(batch, sizes.batch), 1.3, sizes)
-    return [row]
+    rows, _ = compare("thread_metrics", "metrics", thread_pool, partial(batch, sizes.batch), 1.3, sizes)
+    return rows
 
 
 def case_thread_unsampled(sizes: Sizes) -> list[Row]:
     """Thread pool batch, metrics + spans sampled out (a non-sampled parent is current at submit)."""
-    row, _ = compare("thread_unsampled", "unsampled", thread_pool, partial(batch, sizes.batch), 1.5, sizes)
-    return [row]
+    rows, _ = compare("thread_unsampled", "unsampled", thread_pool, partial(batch, sizes.batch), 1.5, sizes)
+    return rows
 
 
 def dropped_row(case: str, samples: Sequence[Sample], target: bool, note: str) -> Row:
@@ -409,8 +440,8 @@ def case_thread_sampled(sizes: Sizes) -> list[Row]:
     The dropped rows also run one batch against an exporter that takes ``SLOW_EXPORT`` s per call, with the
     recommended settings and with the SDK defaults (queue of 2048).
     """
-    row, traced = compare("thread_sampled", "sampled", thread_pool, partial(batch, sizes.batch), 3.5, sizes)
-    rows = [row, dropped_row("thread_sampled.dropped", traced, True, "discarding exporter, recommended BSP")]
+    rows, traced = compare("thread_sampled", "sampled", thread_pool, partial(batch, sizes.batch), 3.5, sizes)
+    rows.append(dropped_row("thread_sampled.dropped", traced, True, "discarding exporter, recommended BSP"))
     slow = f"exporter sleeping {SLOW_EXPORT * 1e3:.0f} ms per export"
     for suffix, bsp, target in (("recommended", None, True), ("sdk_defaults", BspSettings(), False)):
         with quiet("opentelemetry.sdk._shared_internal"), telemetry("sampled", bsp, SLOW_EXPORT) as tel:
@@ -421,17 +452,17 @@ def case_thread_sampled(sizes: Sizes) -> list[Row]:
 
 def case_round_trip(sizes: Sizes) -> list[Row]:
     """Sequential submit().result() round trips, metrics + every span sampled."""
-    row, traced = compare(
+    rows, traced = compare(
         "round_trip_sampled", "sampled", thread_pool, partial(round_trips, sizes.round_trips), 1.8, sizes
     )
-    row.note += f"; spans dropped: {dropped_spans(traced)}"
-    return [row]
+    rows[0].note += f"; spans dropped: {dropped_spans(traced)}"
+    return rows
 
 
 def case_map(sizes: Sizes) -> list[Row]:
     """executor.map over no-op items on a thread pool, metrics only."""
-    row, _ = compare("map_metrics", "metrics", thread_pool, partial(mapped, sizes.map_items), 1.3, sizes)
-    return [row]
+    rows, _ = compare("map_metrics", "metrics", thread_pool, partial(mapped, sizes.map_items), 1.3, sizes)
+    return rows
 
 
 def case_process(sizes: Sizes) -> list[Row]:
@@ -441,7 +472,7 @@ def case_process(sizes: Sizes) -> list[Row]:
         ("process_sampled", 1_000, sizes.process_tasks, 1.05),
         ("process_sampled_1ms", 60_000, sizes.process_tasks // 2, None),
     ):
-        row, traced = compare(
+        case_rows, traced = compare(
             case,
             "sampled",
             partial(cf.ProcessPoolExecutor, PROCESS_WORKERS),
@@ -450,8 +481,8 @@ def case_process(sizes: Sizes) -> list[Row]:
             sizes,
             traced_pool=Telemetry.process_pool,
         )
-        row.note += f"; sum(range({work})) per task; spans dropped: {dropped_spans(traced)}"
-        rows.append(row)
+        case_rows[0].note += f"; sum(range({work})) per task; spans dropped: {dropped_spans(traced)}"
+        rows += case_rows
     return rows
 
 
@@ -485,7 +516,7 @@ def _compare_waiting(case: str, bare_call: Waiter, traced_call: Waiter, sizes: S
         bare, traced = interleaved(
             partial(timed, partial(repeat, bare_call, futures), tel),
             partial(timed, partial(repeat, traced_call, futures), tel),
-            sizes.reps,
+            reps=sizes.reps,
         )
     row = ratio_row(case, "us/call", bare, traced, 1.1)
     row.note += f"; {sizes.wait_futures} finished futures, sampled wait spans"

@@ -147,3 +147,29 @@ def test_unpicklable_callable_fails_through_the_future(telemetry: Telemetry) -> 
         )
         == 1
     )
+
+
+def test_worker_imports_only_what_a_traced_call_needs() -> None:
+    """Unpickling a traced call in a spawned worker imports ``tracedfutures._calls`` and the OpenTelemetry API: not
+    the SDK, prometheus_client or the instrumentation package (each costs a fresh worker tens of milliseconds)."""
+    import subprocess
+    import sys
+
+    heavy = ["opentelemetry.sdk", "prometheus_client", "opentelemetry.instrumentation", "packaging"]
+    code = (
+        "import pickle, sys, tracedfutures\n"
+        "from tracedfutures._calls import RemoteCall\n"
+        "call = pickle.loads(pickle.dumps(RemoteCall(len, (1, 2, 1), 0)))\n"
+        "assert call('abc').value == 3\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    assert out.stdout.strip() == "[]"
+    # Every public name is still there, imported on first use.
+    import tracedfutures
+
+    assert sorted(tracedfutures.__all__) == sorted([*tracedfutures._PUBLIC, "__version__"])
+    assert all(getattr(tracedfutures, name) is not None for name in tracedfutures.__all__)
+    assert callable(tracedfutures.tracing.export_settings)  # submodules too, as when the package imported them
+    with pytest.raises(AttributeError):
+        tracedfutures.not_a_name  # noqa: B018
