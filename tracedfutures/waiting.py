@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future
 from concurrent.futures import _base as _stdlib
+from itertools import repeat
 from typing import Any, TypeVar
 
 from opentelemetry.trace import INVALID_SPAN, Span
@@ -92,8 +93,9 @@ class _Call:
                         self.links += 1
                     if self.links >= MAX_LINKS:
                         break
-            # Past the cap the rest are only counted, for futures.links_dropped.
-            self.traced += sum(1 for f in remaining if getattr(f, "_tf_context", None) is not None)
+            # Past the cap the rest are only counted, for futures.links_dropped (in C: map, then list.count).
+            contexts = list(map(getattr, remaining, repeat("_tf_context"), repeat(None)))
+            self.traced += len(contexts) - contexts.count(None)
         except Exception as exc:
             telemetry_failed("span links", exc)
 
