@@ -16,7 +16,8 @@ Spans go through a ``BatchSpanProcessor`` with ``RECOMMENDED_BSP`` (a queue larg
 of task spans; see the ``thread_sampled`` rows for the spans the SDK defaults drop) to an exporter that only
 counts them. The cases with every span sampled also time, interleaved with the other two, the stdlib executor
 with one bare SDK span per task and nothing else (``SpanPerTask``): the ``.sdk_span_floor`` rows show what any
-span-per-task instrumentation costs here, whatever it does besides. ``benchmarks/profile_case.py`` runs one thread-pool case under a profiler.
+span-per-task instrumentation costs here, whatever it does besides. ``benchmarks/profile_case.py`` runs one
+thread-pool case under a profiler.
 """
 
 from __future__ import annotations
