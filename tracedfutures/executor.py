@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import _calls, config
+from tracedfutures import _calls, _shutdown_deadlock, config
 from tracedfutures._calls import LocalCall, RemoteCall
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
@@ -187,6 +187,8 @@ def submit_to_process_pool(
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _process._global_shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if _shutdown_deadlock.AFFECTED:
+                _shutdown_deadlock.unlock_queue_feeder(ex)
             work = _process._WorkItem(future, _remote_call(future, fn), args, kwargs)
             ex._pending_work_items[ex._queue_count] = work
             ex._work_ids.put(ex._queue_count)

@@ -6,17 +6,9 @@ the 3.13 package). A test is excluded only when the instrumentation cannot behav
 environment cannot run it; never because it fails: a failure is fixed in the library.
 """
 
-import sys
-
 EXCLUSIONS: dict[str, str] = {}
 
-if sys.version_info[:3] == (3, 13, 0):
-    # Environment: a deadlock in the interpreter's own ProcessPoolExecutor, not in tracedfutures. The
-    # _ExecutorManagerThread joins the queue feeder thread while holding _shutdown_lock, and the feeder thread,
-    # handling the task's PicklingError in _SafeQueue._on_queue_feeder_error, waits for that same lock. The stock
-    # classes hang here too (`run_stdlib_suite.py --mode stock` hits it on the first start method). Fixed in
-    # 3.13.1 / 3.12.8 (python/cpython gh-125451, "Fix deadlock in ProcessPoolExecutor shutdown").
-    EXCLUSIONS["test_shutdown_deadlock_pickle"] = (
-        "CPython 3.13.0 bug gh-125451: ProcessPoolExecutor shutdown deadlocks on a task that fails to pickle "
-        "(the stock classes hang too); fixed in 3.13.1"
-    )
+# None at present. CPython 3.13.0's test_shutdown_deadlock_pickle used to be excluded here: the interpreter's own
+# ProcessPoolExecutor can deadlock at shutdown when a task fails to pickle (gh-125451, fixed in 3.12.8 and 3.13.1),
+# and the stock classes hang on it too. The pools tracedfutures submits to now carry CPython's fix
+# (tracedfutures/_shutdown_deadlock.py), so the test runs, and passes, in both modes.
