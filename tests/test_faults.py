@@ -271,9 +271,19 @@ def interrupt_main_after(delay: float) -> threading.Timer:
     return timer
 
 
-@pytest.mark.skipif(signal.getsignal(signal.SIGINT) is not signal.default_int_handler, reason="SIGINT handled")
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in an interactive program, even where it was ignored (a job started in
+    the background) or handled; the previous handler comes back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("where", ["wait", "as_completed", "result"])
-def test_keyboard_interrupt_while_blocked(telemetry: Telemetry, where: str) -> None:
+def test_keyboard_interrupt_while_blocked(telemetry: Telemetry, where: str, sigint_raises: None) -> None:
     executor = telemetry.executor("thread", max_workers=2)
     gate = telemetry.gate()
     blocked = [executor.submit(gate.task, i) for i in range(3)]
