@@ -239,6 +239,25 @@ def test_as_completed_is_lazy_and_ends_its_span_when_closed(telemetry: Telemetry
     assert telemetry.histogram("futures_as_completed_seconds", timed_out="false")[0] == 1
 
 
+def test_as_completed_links_capped_and_counts_only_futures_handed_back(telemetry: Telemetry) -> None:
+    executor = telemetry.executor("thread", max_workers=4)
+    futures: list[Future[Any]] = [executor.submit(square, i) for i in range(40)]
+    concurrent.futures.wait(futures, timeout=TIMEOUT)  # the stdlib's: no span of its own
+    stock: Future[Any] = Future()
+    stock.set_result(0)  # not traced: handed back, neither linked nor dropped
+    handed = list(tracedfutures.as_completed([*futures, stock], timeout=TIMEOUT))
+    assert set(handed) == {*futures, stock}
+    iterator = tracedfutures.as_completed(futures, timeout=TIMEOUT)
+    first = [next(iterator) for _ in range(36)]
+    iterator.close()  # 4 traced futures never handed back: not counted
+    executor.shutdown()
+    whole, closed = [s for s in telemetry.spans() if s.name == "futures.as_completed"]
+    assert (len(whole.links), dict(whole.attributes or {})["futures.links_dropped"]) == (32, 8)
+    assert (len(closed.links), dict(closed.attributes or {})["futures.links_dropped"]) == (32, 4)
+    assert set(link_ids(closed)) <= set(task_ids(telemetry, first))
+    assert dict(closed.attributes or {})["futures.done_count"] == 36
+
+
 def test_as_completed_steps_batched_yet_a_blocked_step_shows_at_once(telemetry: Telemetry) -> None:
     """Steps that did not block count as 0 s and reach the histogram in batches (and all of them by the end); a
     step that blocked is there as soon as its future is yielded."""
