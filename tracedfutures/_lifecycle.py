@@ -39,7 +39,11 @@ Kind = Literal["thread", "process", "other"]
 
 
 class LifecycleHook(Protocol):
-    """What a telemetry backend implements to hear about a task's transitions. Hooks must never raise."""
+    """What a telemetry backend implements to hear about a task's transitions.
+
+    A hook method never raises: telemetry that fails is lost (``telemetry_failed``), never the task. One that runs
+    code of the user's (span processors, exporters) does so inside a ``TelemetryScope``.
+    """
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
         """The task is being handed to the executor (``future.submitted_ns`` is set)."""
@@ -57,28 +61,44 @@ class LifecycleHook(Protocol):
         """A caller read the finished future's result or exception for the first time."""
 
 
-class Lifecycle:
-    """One executor's view of its tasks: its name, kind and the hooks that record them."""
+def _ignore(*args: Any) -> None:
+    """A transition no hook listens to."""
 
-    __slots__ = ("hooks", "kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote")
+
+def _dispatch(calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+    """One transition's hook methods as one call: the method itself when there is one (no call in between)."""
+    if not calls:
+        return _ignore
+    if len(calls) == 1:
+        return calls[0]
+
+    def each(*args: Any) -> None:
+        for call in calls:
+            call(*args)
+
+    return each
+
+
+class Lifecycle:
+    """One executor's view of its tasks: its name, kind and, for each transition, the hooks that record it."""
+
+    __slots__ = ("kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote")
 
     def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool) -> None:
         self.name = name
         self.kind: Kind = kind
-        self.hooks = hooks
         # Remote tasks run their callable elsewhere: the real start and worker data come back with the outcome.
         self.remote = remote
-        # Each transition's bound hook methods, looked up once rather than per task.
-        self.on_submit = tuple(hook.on_submit for hook in hooks)
-        self.on_start = tuple(hook.on_start for hook in hooks)
-        self.on_finish = tuple(hook.on_finish for hook in hooks)
-        self.on_refused = tuple(hook.on_refused for hook in hooks)
-        self.on_retrieved = tuple(hook.on_retrieved for hook in hooks)
+        self.on_submit = _dispatch(tuple(hook.on_submit for hook in hooks))
+        self.on_start = _dispatch(tuple(hook.on_start for hook in hooks))
+        self.on_finish = _dispatch(tuple(hook.on_finish for hook in hooks))
+        self.on_refused = _dispatch(tuple(hook.on_refused for hook in hooks))
+        self.on_retrieved = _dispatch(tuple(hook.on_retrieved for hook in hooks))
 
     def submit(self, future: TracedFuture, fn: Any) -> None:
         future._tf_life = self
         future.submitted_ns = _clock()
-        _run_hooks(self.on_submit, future, fn)
+        self.on_submit(future, fn)
 
 
 _telemetry = threading.local()
@@ -104,8 +124,8 @@ class TelemetryScope:
         _telemetry.active = self.outer
 
 
-#: Scopes matter only while the stock executors are instrumented (the instrumentor turns them on): elsewhere the
-#: hot path does without the thread-local bookkeeping.
+#: Scopes matter only while the stock executors are instrumented (the instrumentor turns them on): elsewhere a
+#: task's telemetry does without the thread-local bookkeeping.
 _scoped = False
 
 
@@ -114,21 +134,17 @@ def use_telemetry_scopes(on: bool) -> None:
     _scoped = on
 
 
-def _run_hooks(calls: tuple[Callable[..., None], ...], *args: Any) -> None:
-    """Call one transition's hook methods (inside a telemetry scope when needed); a hook that raises loses its
-    telemetry only."""
-    scope = TelemetryScope() if _scoped else None
-    if scope is not None:
-        scope.__enter__()
+def run_telemetry(where: str, call: Callable[..., object], *args: Any) -> None:
+    """``call(*args)`` as a hook's telemetry that runs the user's code (span processors): inside a telemetry scope
+    while scopes are on; an Exception there loses that telemetry (logged as ``where``), never reaches the task."""
     try:
-        for call in calls:
-            try:
+        if _scoped:
+            with TelemetryScope():
                 call(*args)
-            except Exception as exc:
-                _hook_failed(call, exc)
-    finally:
-        if scope is not None:
-            scope.__exit__()
+        else:
+            call(*args)
+    except Exception as exc:
+        telemetry_failed(where, exc)
 
 
 _failures_logged: set[str] = set()
@@ -161,14 +177,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _hook_failed(call: Callable[..., None], exc: Exception) -> None:
-    telemetry_failed(type(getattr(call, "__self__", call)).__qualname__, exc)
-
-
 class TracedFuture(Future):  # type: ignore[type-arg]
     """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it."""
 
     __slots__ = (
+        "_tf_caller",
         "_tf_context",
         "_tf_life",
         "_tf_pending",
@@ -183,12 +196,14 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     )
 
     def __init__(self) -> None:
-        super().__init__()
+        Future.__init__(self)
         self._tf_life: Lifecycle | None = None
         self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
-        # A thread pool task's span is made when it starts: until then, the caller's context and the span name.
-        self._tf_pending: tuple[Context, str] | None = None
+        # The caller's context, which a thread pool's task runs in (and its span's parent) when it must travel.
+        self._tf_caller: Context | None = None
+        # A thread pool task's span is made when it starts: until then, its name and attributes.
+        self._tf_pending: tuple[str, dict[str, Any]] | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self.submitted_ns = 0
         self.started_ns = 0
@@ -216,7 +231,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     def _refused(self, method: str) -> None:
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.on_refused, self, method)
+            life.on_refused(self, method)
 
     def _retrieved(self) -> None:
         # No lock: two threads reading a result for the very first time at the same instant may both time the
@@ -226,7 +241,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         self._tf_read = True
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.on_retrieved, self)
+            life.on_retrieved(self)
 
     # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
     def result(self, timeout: float | None = None) -> Any:
@@ -262,7 +277,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             self._condition.notify_all()
         life = self._tf_life
         if life is not None:
-            _run_hooks(life.on_finish, self)
+            life.on_finish(self)
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -286,7 +301,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if life is not None:
             if not life.remote:  # a remote task's real start comes back from the worker with its outcome
                 self.started_ns = _clock()
-            _run_hooks(life.on_start, self)
+            life.on_start(self)
         return True
 
     def set_result(self, result: Any) -> None:
@@ -324,5 +339,5 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         if life is not None:
             if data is not None:
                 self._accept_remote(life, data)
-            _run_hooks(life.on_finish, self)
+            life.on_finish(self)
         self._invoke_callbacks()  # type: ignore[attr-defined]

@@ -23,7 +23,6 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, TypeVar
 
-from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -126,16 +125,18 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
 
 
 def _local_call(future: TracedFuture, fn: Any) -> Any:
-    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts); called in the
-    submitting thread, during submit."""
-    if future._tf_pending is not None:
-        call = LocalCall(fn, future._tf_pending[0], future)  # the task span is made when the task starts
-    elif future._tf_context is not None:
-        # No task span, an unsampled parent: the caller's own context carries it, so its children stay unsampled.
-        call = LocalCall(fn, otel_context.get_current())
-    else:
+    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts) when that context
+    must travel; called in the submitting thread, during submit."""
+    caller = future._tf_caller
+    if caller is None:
         return fn
-    if is_context_run(fn):
+    if future._tf_pending is not None:
+        call = LocalCall(fn, caller, future)  # the task span is made when the task starts
+    else:
+        # No task span, an unsampled parent: the caller's own context carries it, so its children stay unsampled.
+        future._tf_caller = None
+        call = LocalCall(fn, caller)
+    if isinstance(fn, partial) and is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
         call.fn = fn.args[0]
         return partial(fn.func, call, *fn.args[1:], **fn.keywords)

@@ -35,6 +35,8 @@ from tracedfutures._lifecycle import telemetry_failed
 from tracedfutures._naming import error_type
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
     from tracedfutures._lifecycle import TracedFuture
 
 _log = logging.getLogger("tracedfutures")
@@ -166,13 +168,18 @@ WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
 
 
 # -- what a backend records ---------------------------------------------------------------------------------------
+#: What an observation's exemplar points at: the sampled task span's context, and when the task ended (unix ns).
+TaskTrace = tuple["SpanContext", int]
+
+
 class ExecutorRecorder(Protocol):
-    """One executor name's series in one backend."""
+    """One executor name's series in one backend. ``submitted`` and ``started`` are the metrics side's hook
+    methods themselves, so they never raise (see ``LifecycleHook``)."""
 
     def submitted(self, future: TracedFuture, fn: Any) -> None: ...
     def started(self, future: TracedFuture) -> None: ...
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
     ) -> None:
         """A task ended; ``ran``: it had started; ``queue_ns`` / ``run_ns``: its queue and run durations when
         its start is known, else -1 (durations cross this interface in integer nanoseconds)."""
@@ -235,8 +242,8 @@ class ErrorLabels:
 
 
 # -- the in-process backend ---------------------------------------------------------------------------------------
-# An exemplar as recorded: trace id, span id, observed value, unix time. Formatted only when scraped.
-_RawExemplar = tuple[int, int, float, float]
+# An exemplar as recorded: what it points at and the observed value in ns. Formatted only when scraped.
+_RawExemplar = tuple[TaskTrace, int]
 
 
 @functools.lru_cache(maxsize=16)
@@ -261,14 +268,14 @@ class _Histogram:
         self.sum = 0
         self.exemplars: list[_RawExemplar | None] | None = None
 
-    def observe(self, ns: int, trace: tuple[int, int] | None = None) -> None:
+    def observe(self, ns: int, exemplar: TaskTrace | None = None) -> None:
         index = bisect_left(self.bounds, ns)
         self.counts[index] += 1
         self.sum += ns
-        if trace is not None:
+        if exemplar is not None:
             if self.exemplars is None:
                 self.exemplars = [None] * len(self.counts)
-            self.exemplars[index] = (trace[0], trace[1], ns / 1e9, time.time())
+            self.exemplars[index] = (exemplar, ns)
 
     def observe_many(self, values: Iterable[int], zeros: int = 0) -> None:
         """``observe`` each value and ``zeros`` values of 0 (no exemplars), in one call."""
@@ -286,7 +293,7 @@ class _Histogram:
         self.sum += other.sum
         if other.exemplars is not None:
             mine = self.exemplars or [None] * len(self.counts)
-            self.exemplars = [b if a is None or (b is not None and b[3] >= a[3]) else a
+            self.exemplars = [b if a is None or (b is not None and b[0][1] >= a[0][1]) else a
                               for a, b in zip(mine, other.exemplars)]  # fmt: skip
 
     def snapshot(self) -> tuple[list[tuple[Any, ...]], float]:
@@ -298,8 +305,9 @@ class _Histogram:
             if raw is None:
                 buckets.append((bound, float(total)))
             else:
-                labels = {"trace_id": format(raw[0], "032x"), "span_id": format(raw[1], "016x")}
-                buckets.append((bound, float(total), Exemplar(labels, raw[2], raw[3])))
+                (context, at_ns), ns = raw
+                labels = {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+                buckets.append((bound, float(total), Exemplar(labels, ns / 1e9, at_ns / 1e9)))
         return buckets, self.sum / 1e9
 
 
@@ -365,17 +373,15 @@ class ExecutorStats:
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
         self.unretrieved_count: dict[str, int] = {}
 
-    def _counts(self) -> _TaskCounts:
-        """This thread's counts (made on its first task, when ended threads' counts are folded in)."""
-        try:
-            return self._local.counts  # type: ignore[no-any-return]
-        except AttributeError:
-            counts = _TaskCounts(self.buckets, weakref.ref(threading.current_thread()))
-            with self.lock:
-                self._fold_ended()
-                self._threads.append(counts)
-            self._local.counts = counts
-            return counts
+    def _first_counts(self) -> _TaskCounts:
+        """This thread's counts, made on its first task (when ended threads' counts are folded in). Later ones
+        find them in ``self._local.counts``, looked up in place: one attribute read, no call."""
+        counts = _TaskCounts(self.buckets, weakref.ref(threading.current_thread()))
+        with self.lock:
+            self._fold_ended()
+            self._threads.append(counts)
+        self._local.counts = counts
+        return counts
 
     def _fold_ended(self) -> None:
         """Fold the counts of threads that have ended into ``retired`` (under ``lock``): the list stays as long
@@ -389,15 +395,24 @@ class ExecutorStats:
         self._threads = live
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
-        self._counts().submitted += 1
+        try:
+            self._local.counts.submitted += 1
+        except AttributeError:
+            self._first_counts().submitted += 1
 
     def started(self, future: TracedFuture) -> None:
-        self._counts().started += 1
+        try:
+            self._local.counts.started += 1
+        except AttributeError:
+            self._first_counts().started += 1
 
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
     ) -> None:
-        counts = self._counts()
+        try:
+            counts: _TaskCounts = self._local.counts
+        except AttributeError:
+            counts = self._first_counts()
         if ran:
             counts.ended_after_start += 1
         else:
@@ -406,15 +421,19 @@ class ExecutorStats:
         completed = counts.completed
         completed[key] = completed.get(key, 0) + 1
         if run_ns >= 0:
-            counts.queue.observe(queue_ns, trace)
-            counts.run[outcome].observe(run_ns, trace)
+            counts.queue.observe(queue_ns, exemplar)
+            counts.run[outcome].observe(run_ns, exemplar)
 
     def refused(self, method: str) -> None:
         with self.lock:
             self.invalid[method] = self.invalid.get(method, 0) + 1
 
     def retrieved(self, lag_ns: int) -> None:
-        self._counts().result_lag.observe(lag_ns)
+        try:
+            counts: _TaskCounts = self._local.counts
+        except AttributeError:
+            counts = self._first_counts()
+        counts.result_lag.observe(lag_ns)
 
     def unretrieved(self, label: str) -> None:
         with self.lock:
@@ -541,37 +560,46 @@ class MetricsHook:
         self.on_start: Callable[[TracedFuture], None] = recorder.started
 
     def on_finish(self, future: TracedFuture) -> None:
-        recorder = self.recorder
-        outcome = future.outcome
-        label = recorder.error_label(future._exception) if outcome == "error" else ""  # type: ignore[arg-type]
-        started = future.started_ns
-        queue_ns = run_ns = -1
-        if started and outcome != "cancelled":  # wall clocks may step back: a negative duration counts as 0
-            queue_ns = started - future.submitted_ns
-            run_ns = future.finished_ns - started
-            queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
-        context = future._tf_context
-        trace = (context.trace_id, context.span_id) if context is not None and context.trace_flags.sampled else None
-        recorder.finished(future.ran, outcome, label, queue_ns, run_ns, trace)
-        if outcome == "error":
-            # Counted when the future is collected unless a caller reads it first (see on_retrieved).
-            finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
-            finalizer.atexit = False
-            future._tf_unretrieved = finalizer
-            if future._tf_read:
-                finalizer.detach()
+        try:
+            recorder = self.recorder
+            outcome = future.outcome
+            label = recorder.error_label(future._exception) if outcome == "error" else ""  # type: ignore[arg-type]
+            started = future.started_ns
+            queue_ns = run_ns = -1
+            if started and outcome != "cancelled":  # wall clocks may step back: a negative duration counts as 0
+                queue_ns = started - future.submitted_ns
+                run_ns = future.finished_ns - started
+                queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
+            context = future._tf_context
+            exemplar = (context, future.finished_ns) if context is not None and context.trace_flags.sampled else None
+            recorder.finished(future.ran, outcome, label, queue_ns, run_ns, exemplar)
+            if outcome == "error":
+                # Counted when the future is collected unless a caller reads it first (see on_retrieved).
+                finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
+                finalizer.atexit = False
+                future._tf_unretrieved = finalizer
+                if future._tf_read:
+                    finalizer.detach()
+        except Exception as exc:
+            telemetry_failed("MetricsHook", exc)
 
     def on_refused(self, future: TracedFuture, method: str) -> None:
-        self.recorder.refused(method)
+        try:
+            self.recorder.refused(method)
+        except Exception as exc:
+            telemetry_failed("MetricsHook", exc)
 
     def on_retrieved(self, future: TracedFuture) -> None:
-        finalizer = future._tf_unretrieved
-        if finalizer is not None:
-            future._tf_unretrieved = None
-            finalizer.detach()
-        if future.outcome != "cancelled":
-            lag_ns = time.time_ns() - future.finished_ns
-            self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
+        try:
+            finalizer = future._tf_unretrieved
+            if finalizer is not None:
+                future._tf_unretrieved = None
+                finalizer.detach()
+            if future.outcome != "cancelled":
+                lag_ns = time.time_ns() - future.finished_ns
+                self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
+        except Exception as exc:
+            telemetry_failed("MetricsHook", exc)
 
 
 def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:

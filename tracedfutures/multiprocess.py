@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from tracedfutures._lifecycle import telemetry_failed
 from tracedfutures.metrics import (
     AS_COMPLETED,
     AS_COMPLETED_NEXT,
@@ -34,6 +35,7 @@ from tracedfutures.metrics import (
     WAIT_METRICS,
     Definition,
     ErrorLabels,
+    TaskTrace,
 )
 
 if TYPE_CHECKING:
@@ -69,15 +71,21 @@ class MultiprocessSeries:
             metrics[COMPLETED].labels(name, outcome, "")
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
-        self._submitted.inc()
-        self._queued.inc()
+        try:
+            self._submitted.inc()
+            self._queued.inc()
+        except Exception as exc:
+            telemetry_failed("MetricsHook", exc)
 
     def started(self, future: TracedFuture) -> None:
-        self._queued.dec()
-        self._running.inc()
+        try:
+            self._queued.dec()
+            self._running.inc()
+        except Exception as exc:
+            telemetry_failed("MetricsHook", exc)
 
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, trace: tuple[int, int] | None
+        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
     ) -> None:
         (self._running if ran else self._queued).dec()
         self.metrics[COMPLETED].labels(self.name, outcome, error_label).inc()

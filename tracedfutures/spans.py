@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from tracedfutures._lifecycle import telemetry_failed
+from tracedfutures._lifecycle import run_telemetry, telemetry_failed
 from tracedfutures._naming import error_type, function_name
 from tracedfutures.version import __version__
 
@@ -81,44 +81,69 @@ def _no_global_provider() -> bool:
     return trace._TRACER_PROVIDER is None
 
 
-class SpanHook:
-    """The span side of the lifecycle: a task span from submit to completion, with a ``running`` event."""
+#: Task names kept per executor (span name and attributes of each function name), so that a task costs one lookup.
+_MAX_TASK_NAMES = 256
+#: A task's span name and the attributes its span starts with.
+TaskNaming = tuple[str, dict[str, Any]]
 
-    __slots__ = ("attributes", "drops_unsampled", "name", "proxy", "remote", "tracer")
+
+class SpanHook:
+    """The span side of the lifecycle: a task span from submit to completion, with a ``running`` event.
+
+    Its methods run span processors (the user's code) through ``run_telemetry``: a span that fails is lost, never
+    the task.
+    """
+
+    __slots__ = ("attributes", "drops_unsampled", "name", "named", "proxy", "remote", "tracer")
 
     def __init__(self, tracer: Tracer, name: str, kind: Kind, remote: bool) -> None:
         self.tracer = tracer
         self.name = name
         self.remote = remote
         self.attributes = {EXECUTOR_NAME: name, EXECUTOR_KIND: kind}
+        self.named: dict[str, TaskNaming] = {}  # by the function's __qualname__
         self.proxy = isinstance(tracer, trace.ProxyTracer)
         self.drops_unsampled = _drops_unsampled_children(tracer)
+
+    def _naming(self, fn: Any) -> TaskNaming:
+        """The span name and attributes of a task running ``fn`` (kept for plain functions, by qualname)."""
+        qualname = getattr(fn, "__qualname__", None)  # None for a partial: unwrapped by function_name
+        naming = self.named.get(qualname) if type(qualname) is str else None
+        if naming is None:
+            fname = function_name(fn)
+            naming = (f"{self.name} {fname}", {**self.attributes, CODE_FUNCTION: fname})
+            if type(qualname) is str and len(self.named) < _MAX_TASK_NAMES:
+                self.named[qualname] = naming
+        return naming
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
         # No span object at all when nothing would record it; the caller's (unsampled) context still travels,
         # so spans the task starts stay unsampled children rather than new root traces.
         if self.proxy and _no_global_provider():
             return
-        if self.drops_unsampled:
-            parent = trace.get_current_span().get_span_context()
-            if parent.is_valid and not parent.trace_flags.sampled:
-                future._tf_context = parent
-                return
-        fname = function_name(fn)
+        try:
+            context = otel_context.get_current()
+            if not self.remote:
+                future._tf_caller = context
+            if self.drops_unsampled:
+                parent = trace.get_current_span(context).get_span_context()
+                if parent.is_valid and not parent.trace_flags.sampled:
+                    future._tf_context = parent
+                    return
+            naming = self._naming(fn)
+        except Exception as exc:
+            telemetry_failed("SpanHook", exc)
+            return
         if self.remote:  # the task span's context travels with the call: it is made now
-            self._start_span(future, None, fname, {})
+            run_telemetry("SpanHook", self._start_span, future, None, naming[0], naming[1].copy())
         else:
             # A thread pool's task span is made when the task starts, timed from submit: a queued task holds the
-            # caller's context and a name, not a span (a deep queue of spans costs the garbage collector dearly).
-            future._tf_pending = (otel_context.get_current(), fname)
+            # caller's context and its naming, not a span (a deep queue of spans costs the garbage collector dearly).
+            future._tf_pending = naming
 
-    def _start_span(self, future: TracedFuture, parent: Context | None, fname: str, extra: dict[str, Any]) -> Span:
+    def _start_span(self, future: TracedFuture, parent: Context | None, name: str, attributes: dict[str, Any]) -> Span:
         span = self.tracer.start_span(
-            f"{self.name} {fname}",
-            context=parent,
-            kind=SpanKind.INTERNAL,
-            attributes={**self.attributes, CODE_FUNCTION: fname, **extra},
-            start_time=future.submitted_ns,
+            name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes, start_time=future.submitted_ns
         )
         context = span.get_span_context()
         if context.is_valid:
@@ -126,18 +151,32 @@ class SpanHook:
             future._tf_context = context
         return span
 
-    def on_start(self, future: TracedFuture) -> None:
-        pending = future._tf_pending
-        if pending is not None:
-            future._tf_pending = None
-            span = self._start_span(future, pending[0], pending[1], {QUEUE_DURATION: _queue_duration(future)})
+    def _start_pending(self, future: TracedFuture, naming: TaskNaming, started: bool) -> None:
+        """Make the task span of a thread pool's task, now that it starts (or ended without starting)."""
+        caller, future._tf_caller, future._tf_pending = future._tf_caller, None, None
+        name, attributes = naming
+        attributes = attributes.copy()
+        if started:
+            attributes[QUEUE_DURATION] = _queue_duration(future)
+        span = self._start_span(future, caller, name, attributes)
+        if started:
             span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
 
+    def on_start(self, future: TracedFuture) -> None:
+        naming = future._tf_pending
+        if naming is not None:
+            run_telemetry("SpanHook", self._start_pending, future, naming, True)
+
     def on_finish(self, future: TracedFuture) -> None:
-        pending = future._tf_pending
-        if pending is not None:  # ended without starting (cancelled, refused): its span is made now
-            future._tf_pending = None
-            self._start_span(future, pending[0], pending[1], {})
+        if future._tf_pending is None and future._tf_span is None:
+            future._tf_worker = future._tf_caller = None
+        else:
+            run_telemetry("SpanHook", self._finish, future)
+
+    def _finish(self, future: TracedFuture) -> None:
+        naming = future._tf_pending
+        if naming is not None:  # ended without starting (cancelled, refused): its span is made now
+            self._start_pending(future, naming, False)
         span = future._tf_span
         worker, future._tf_worker = future._tf_worker, None
         if span is None:
