@@ -11,7 +11,6 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future
 from concurrent.futures import _base as _stdlib
-from itertools import repeat
 from typing import Any, TypeVar
 
 from opentelemetry.trace import INVALID_SPAN, Span
@@ -55,12 +54,13 @@ def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_wh
 
 def _traced_count(futures: Collection[Any]) -> int:
     """How many of ``futures`` are traced tasks with a task span (``futures.links_dropped`` counts those past the
-    link cap): one slot read each when all are ``TracedFuture``, one ``getattr`` each when some are not."""
+    link cap): one slot read each when all are ``TracedFuture``, one ``getattr`` each when some are not; then
+    C counts the ``False`` singletons (no comparison of span contexts with None)."""
     try:
-        contexts = [f._tf_context for f in futures]
+        untraced = [f._tf_context is None for f in futures]
     except AttributeError:  # stock futures among them
-        contexts = list(map(getattr, futures, repeat("_tf_context"), repeat(None)))
-    return len(contexts) - contexts.count(None)
+        untraced = [getattr(f, "_tf_context", None) is None for f in futures]
+    return untraced.count(False)
 
 
 def _timeout_attribute(attributes: dict[str, Any], timeout: object) -> None:
