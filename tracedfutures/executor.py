@@ -23,6 +23,7 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, TypeVar
 
+from opentelemetry.context import Context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -124,12 +125,9 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
     return RemoteCall(fn, _wire_context(future), origin)
 
 
-def _local_call(future: TracedFuture, fn: Any) -> Any:
-    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts) when that context
-    must travel; called in the submitting thread, during submit."""
-    caller = future._tf_caller
-    if caller is None:
-        return fn
+def _local_call(future: TracedFuture, fn: Any, caller: Context) -> Any:
+    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts), which must travel:
+    called in the submitting thread, during submit, when the span side set ``future._tf_caller``."""
     if future._tf_pending is not None:
         call = LocalCall(fn, caller, future)  # the task span is made when the task starts
     else:
@@ -162,9 +160,9 @@ def submit_to_thread_pool(
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _thread._shutdown:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            executor._work_queue.put(
-                _thread._WorkItem(future, _local_call(future, fn), args, kwargs)
-            )
+            caller = future._tf_caller
+            call = fn if caller is None else _local_call(future, fn, caller)
+            executor._work_queue.put(_thread._WorkItem(future, call, args, kwargs))
             executor._adjust_thread_count()
     except BaseException as exc:
         _refused_submit(future, exc)
