@@ -65,27 +65,18 @@ WireContext = tuple[int, int, int]  # trace_id, span_id, trace_flags of the task
 
 
 class LocalCall:
-    """Runs ``fn`` in a worker thread in the caller's context, with the task span current when there is one.
+    """Runs ``fn`` in a worker thread in the caller's context, with the task span current when there is one."""
 
-    The task span of a thread pool is made when the task starts (see ``SpanHook``), after this call was made:
-    it is read from ``future`` at call time.
-    """
+    __slots__ = ("ctx", "fn")
 
-    __slots__ = ("ctx", "fn", "future")
-
-    def __init__(self, fn: Any, ctx: otel_context.Context, future: Any = None) -> None:
+    def __init__(self, fn: Any, ctx: otel_context.Context) -> None:
         self.fn = fn
         self.ctx = ctx
-        self.future = future
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
         fn = self.fn
-        ctx = self.ctx
-        span = self.future._tf_span if self.future is not None else None
-        if span is not None:
-            ctx = trace.set_span_in_context(span, ctx)
-        token = otel_context.attach(ctx)
-        del self, span, ctx  # a failed task's traceback keeps this frame: not the future, nor its span
+        token = otel_context.attach(self.ctx)
+        del self  # a failed task's traceback keeps this frame: not the task span's context
         try:
             return fn(*args, **kwargs)
         finally:

@@ -184,7 +184,6 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         "_tf_caller",
         "_tf_context",
         "_tf_life",
-        "_tf_pending",
         "_tf_read",
         "_tf_span",
         "_tf_unretrieved",
@@ -200,10 +199,8 @@ class TracedFuture(Future):  # type: ignore[type-arg]
         self._tf_life: Lifecycle | None = None
         self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
-        # The caller's context, which a thread pool's task runs in (and its span's parent) when it must travel.
+        # What a thread pool's task runs in, when a context must travel: the caller's, with the task span current.
         self._tf_caller: Context | None = None
-        # A thread pool task's span is made when it starts: until then, its name and attributes.
-        self._tf_pending: tuple[str, dict[str, Any]] | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self.submitted_ns = 0
         self.started_ns = 0

@@ -125,15 +125,11 @@ def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
     return RemoteCall(fn, _wire_context(future), origin)
 
 
-def _local_call(future: TracedFuture, fn: Any, caller: Context) -> Any:
-    """``fn`` wrapped to run in the caller's context (and the task span's, once it starts), which must travel:
-    called in the submitting thread, during submit, when the span side set ``future._tf_caller``."""
-    if future._tf_pending is not None:
-        call = LocalCall(fn, caller, future)  # the task span is made when the task starts
-    else:
-        # No task span, an unsampled parent: the caller's own context carries it, so its children stay unsampled.
-        future._tf_caller = None
-        call = LocalCall(fn, caller)
+def _local_call(future: TracedFuture, fn: Any, context: Context) -> Any:
+    """``fn`` wrapped to run in ``context``, set by the span side (``future._tf_caller``): the caller's, with the
+    task span current (or an unsampled parent, so that spans the task starts stay unsampled children)."""
+    future._tf_caller = None  # the call holds it now
+    call = LocalCall(fn, context)
     if isinstance(fn, partial) and is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
         call.fn = fn.args[0]

@@ -123,25 +123,21 @@ class SpanHook:
             return
         try:
             context = otel_context.get_current()
-            if not self.remote:
+            if not self.remote:  # a thread pool's task runs in the caller's context (with its task span, if any)
                 future._tf_caller = context
             if self.drops_unsampled:
                 parent = trace.get_current_span(context).get_span_context()
                 if parent.is_valid and not parent.trace_flags.sampled:
                     future._tf_context = parent
                     return
-            naming = self._naming(fn)
+            name, attributes = self._naming(fn)
         except Exception as exc:
             telemetry_failed("SpanHook", exc)
             return
-        if self.remote:  # the task span's context travels with the call: it is made now
-            run_telemetry("SpanHook", self._start_span, future, None, naming[0], naming[1].copy())
-        else:
-            # A thread pool's task span is made when the task starts, timed from submit: a queued task holds the
-            # caller's context and its naming, not a span (a deep queue of spans costs the garbage collector dearly).
-            future._tf_pending = naming
+        run_telemetry("SpanHook", self._start_span, future, context, name, attributes.copy())
 
-    def _start_span(self, future: TracedFuture, parent: Context | None, name: str, attributes: dict[str, Any]) -> Span:
+    def _start_span(self, future: TracedFuture, parent: Context, name: str, attributes: dict[str, Any]) -> None:
+        """The task span, from submit (made in the submitting thread, which has the caller's context at hand)."""
         span = self.tracer.start_span(
             name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes, start_time=future.submitted_ns
         )
@@ -149,42 +145,28 @@ class SpanHook:
         if context.is_valid:
             future._tf_span = span
             future._tf_context = context
-        return span
-
-    def _start_pending(self, future: TracedFuture, naming: TaskNaming, started: bool) -> None:
-        """Make the task span of a thread pool's task, now that it starts (or ended without starting)."""
-        caller, future._tf_caller, future._tf_pending = future._tf_caller, None, None
-        name, attributes = naming
-        attributes = attributes.copy()
-        if started:
-            attributes[QUEUE_DURATION] = _queue_duration(future)
-        span = self._start_span(future, caller, name, attributes)
-        if started:
-            span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
+            if not self.remote:
+                future._tf_caller = trace.set_span_in_context(span, parent)
 
     def on_start(self, future: TracedFuture) -> None:
-        naming = future._tf_pending
-        if naming is not None:
-            run_telemetry("SpanHook", self._start_pending, future, naming, True)
+        span = future._tf_span
+        if span is not None and not self.remote:  # a remote task's real start comes home with its outcome
+            run_telemetry("SpanHook", _mark_running, span, future)
 
     def on_finish(self, future: TracedFuture) -> None:
-        if future._tf_pending is None and future._tf_span is None:
+        if future._tf_span is None:
             future._tf_worker = future._tf_caller = None
         else:
             run_telemetry("SpanHook", self._finish, future)
 
     def _finish(self, future: TracedFuture) -> None:
-        naming = future._tf_pending
-        if naming is not None:  # ended without starting (cancelled, refused): its span is made now
-            self._start_pending(future, naming, False)
         span = future._tf_span
-        worker, future._tf_worker = future._tf_worker, None
+        worker, future._tf_worker, future._tf_span = future._tf_worker, None, None  # the span is not kept alive
+        future._tf_caller = None
         if span is None:
             return
-        future._tf_span = None  # the span is not kept alive by a finished future
         if self.remote and future.started_ns:
-            span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
-            span.set_attribute(QUEUE_DURATION, _queue_duration(future))
+            _mark_running(span, future)
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome
@@ -233,8 +215,10 @@ def _worker_spans_home(span: Span, worker: Any) -> None:
         _worker_spans.export(span, records)
 
 
-def _queue_duration(future: TracedFuture) -> float:
-    return max(future.started_ns - future.submitted_ns, 0) / 1e9
+def _mark_running(span: Span, future: TracedFuture) -> None:
+    """The task's real start on its span: the ``running`` event and the queue duration."""
+    span.set_attribute(QUEUE_DURATION, max(future.started_ns - future.submitted_ns, 0) / 1e9)
+    span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
 
 
 def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
