@@ -85,7 +85,8 @@ class LocalCall:
 
 class Envelope:
     """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns), and
-    when the task's spans were collected in the worker, those spans (plain tuples) and how many were dropped."""
+    when the task made spans that were collected in the worker, those spans (plain tuples) and how many were
+    dropped."""
 
     __slots__ = ("data", "value")
 
@@ -166,7 +167,7 @@ def _worker_data(start: int, collected: Any) -> tuple[Any, ...]:
         records, dropped = _worker_spans.finish(collected)
     except Exception:  # the outcome travels whatever happens to the spans
         return (start, end)
-    return (start, end, records, dropped)
+    return (start, end, records, dropped) if records or dropped else (start, end)
 
 
 def take_remote_data(exception: object) -> Any:
