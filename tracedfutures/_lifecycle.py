@@ -42,7 +42,7 @@ class LifecycleHook(Protocol):
     """What a telemetry backend implements to hear about a task's transitions.
 
     A hook method never raises: telemetry that fails is lost (``telemetry_failed``), never the task. One that runs
-    code of the user's (span processors, exporters) does so inside a ``TelemetryScope``.
+    code of the user's (span processors, exporters) does so through ``run_telemetry``.
     """
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:

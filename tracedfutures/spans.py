@@ -6,6 +6,7 @@ attributes (an exception's message appears only in its ``exception`` event).
 
 from __future__ import annotations
 
+import functools
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +107,9 @@ class SpanHook:
         self.drops_unsampled = _drops_unsampled_children(tracer)
 
     def _naming(self, fn: Any) -> TaskNaming:
-        """The span name and attributes of a task running ``fn`` (kept for plain functions, by qualname)."""
-        qualname = getattr(fn, "__qualname__", None)  # None for a partial: unwrapped by function_name
+        """The span name and attributes of a task running ``fn`` (kept by qualname for functions and methods;
+        a partial is unwrapped by ``function_name`` each time)."""
+        qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
         naming = self.named.get(qualname) if type(qualname) is str else None
         if naming is None:
             fname = function_name(fn)
@@ -154,17 +156,12 @@ class SpanHook:
             run_telemetry("SpanHook", _mark_running, span, future)
 
     def on_finish(self, future: TracedFuture) -> None:
-        if future._tf_span is None:
-            future._tf_worker = future._tf_caller = None
-        else:
-            run_telemetry("SpanHook", self._finish, future)
+        span, worker = future._tf_span, future._tf_worker
+        future._tf_span = future._tf_worker = future._tf_caller = None  # a finished future keeps none of them
+        if span is not None:
+            run_telemetry("SpanHook", self._finish, future, span, worker)
 
-    def _finish(self, future: TracedFuture) -> None:
-        span = future._tf_span
-        worker, future._tf_worker, future._tf_span = future._tf_worker, None, None  # the span is not kept alive
-        future._tf_caller = None
-        if span is None:
-            return
+    def _finish(self, future: TracedFuture, span: Span, worker: Any) -> None:
         if self.remote and future.started_ns:
             _mark_running(span, future)
         if worker is not None:
