@@ -58,7 +58,7 @@ class LifecycleHook(Protocol):
         """``method`` was called in a state that does not allow it and raised as the stdlib does."""
 
     def on_retrieved(self, future: TracedFuture) -> None:
-        """A caller read the finished future's result or exception for the first time."""
+        """A caller read the result or exception of the FINISHED (not cancelled) future for the first time."""
 
 
 def _ignore(*args: Any) -> None:

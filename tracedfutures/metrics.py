@@ -595,9 +595,8 @@ class MetricsHook:
             if finalizer is not None:
                 future._tf_unretrieved = None
                 finalizer.detach()
-            if future.outcome != "cancelled":
-                lag_ns = time.time_ns() - future.finished_ns
-                self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
+            lag_ns = time.time_ns() - future.finished_ns  # only a FINISHED future's first read is reported
+            self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
         except Exception as exc:
             telemetry_failed("MetricsHook", exc)
 
