@@ -134,10 +134,10 @@ NOTES = {
 
 def count(case: str, size: int) -> int:
     """Instructions callgrind counts for a child process running ``case`` at ``size``."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", case, str(size)]
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    command += [sys.executable, os.path.abspath(__file__), "--child", case, str(size)]
     if shutil.which("setarch"):
         command = ["setarch", platform.machine(), "-R", *command]  # same addresses, same set orders, every run
-    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     found = re.search(r"Collected : (\d+)", out.stderr)
@@ -146,9 +146,16 @@ def count(case: str, size: int) -> int:
     return int(found.group(1))
 
 
-def per_item(case: str) -> float:
-    _, _, small, large, _ = CASES[case]
-    return (count(case, large) - count(case, small)) / (large - small)
+def per_item(cases: Sequence[str]) -> dict[str, float]:
+    """Instructions per task (or call) of each case: its two child processes run side by side, one per core."""
+    sizes = [(case, size) for case in cases for size in CASES[case][2:4]]
+    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        counts = dict(zip(sizes, pool.map(lambda job: count(*job), sizes)))
+    return {
+        case: (counts[case, large] - counts[case, small]) / (large - small)
+        for case in cases
+        for small, large in [CASES[case][2:4]]
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,14 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    counted: dict[str, float] = {}
-    rows = []
     print(f"python {platform.python_version()}, instructions per task or call (callgrind)", flush=True)
+    counted = per_item(list(dict.fromkeys(name for case in chosen for name in (CASES[case][1], case))))
+    rows = []
     for case in chosen:
         baseline = CASES[case][1]
-        for name in dict.fromkeys((baseline, case)):
-            if name not in counted:
-                counted[name] = per_item(name)
         ratio = counted[case] / counted[baseline]
         rows.append({"case": case, "unit": CASES[case][4], "instructions": round(counted[case]), "ratio": ratio})
         print(
