@@ -505,19 +505,26 @@ def finished_futures(n: int) -> Iterator[tuple[list[cf.Future[Any]], Telemetry]]
 Waiter = Callable[[list[cf.Future[Any]]], object]
 
 
+#: The waiting cases split their calls into this many times more, shorter repetitions: a few milliseconds of
+#: bare calls then of traced ones, so that both sides meet the same moments of a shared machine.
+WAIT_INTERLEAVING = 5
+
+
 def _compare_waiting(case: str, bare_call: Waiter, traced_call: Waiter, sizes: Sizes, calls: int) -> list[Row]:
-    """Bare vs traced waiting function: ``calls`` calls per repetition over the same finished futures."""
+    """Bare vs traced waiting function over the same finished futures: ``calls`` calls per ``sizes.reps``,
+    interleaved in ``WAIT_INTERLEAVING`` times as many repetitions."""
+    per_rep = max(calls // WAIT_INTERLEAVING, 1)
 
     def repeat(fn: Waiter, futures: list[cf.Future[Any]]) -> int:
-        for _ in range(calls):
+        for _ in range(per_rep):
             fn(futures)
-        return calls
+        return per_rep
 
     with finished_futures(sizes.wait_futures) as (futures, tel):
         bare, traced = interleaved(
             partial(timed, partial(repeat, bare_call, futures), tel),
             partial(timed, partial(repeat, traced_call, futures), tel),
-            reps=sizes.reps,
+            reps=sizes.reps * WAIT_INTERLEAVING,
         )
     row = ratio_row(case, "us/call", bare, traced, 1.1)
     row.note += f"; {sizes.wait_futures} finished futures, sampled wait spans"
