@@ -114,9 +114,7 @@ RUN = Definition(
     "Seconds from the real start of a task's callable to its result or exception.",
     ("executor", "outcome"),
 )
-QUEUED = Definition(
-    "executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum"
-)
+QUEUED = Definition("executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum")
 RUNNING = Definition(
     "executor_tasks_running",
     "gauge",

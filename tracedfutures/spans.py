@@ -232,9 +232,7 @@ def link_task_span(span: Span, future: Any) -> bool:
     return True
 
 
-def end_wait_span(
-    span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None
-) -> None:
+def end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None) -> None:
     span.set_attributes(attributes)
     if error is not None:
         span.set_attribute(ERROR_TYPE, error_type(type(error)))

@@ -130,9 +130,7 @@ def wait(
     done, not_done = result
     timed_out = not _condition_met(done, not_done, return_when)
     call.link(done)
-    end = call.end(
-        {FUTURES_COUNT: len(done) + len(not_done), FUTURES_DONE: len(done), FUTURES_TIMED_OUT: timed_out}
-    )
+    end = call.end({FUTURES_COUNT: len(done) + len(not_done), FUTURES_DONE: len(done), FUTURES_TIMED_OUT: timed_out})
     if call.collector is not None:
         try:
             call.collector.waits.observe_wait(return_when, timed_out, end - call.start)
@@ -141,9 +139,7 @@ def wait(
     return result
 
 
-def _wait(
-    fs: Iterable[Future[T]], timeout: float | None, return_when: str
-) -> _stdlib.DoneAndNotDoneFutures[T]:
+def _wait(fs: Iterable[Future[T]], timeout: float | None, return_when: str) -> _stdlib.DoneAndNotDoneFutures[T]:
     """The stdlib's own ``wait`` (identical from 3.10 to 3.13), but for its finished-state test: against a
     constant tuple, where the stdlib builds a list for each future (a third of the cost of that test)."""
     fs = set(fs)
