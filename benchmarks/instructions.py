@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import run  # noqa: E402  (benchmarks/run.py: tasks and telemetry set-ups)
+from opentelemetry import trace  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 import tracedfutures  # noqa: E402
@@ -78,7 +79,7 @@ def tasks(mode: str, n: int) -> None:
             pool = _inline(cf.ThreadPoolExecutor(1))
             executor = run.SpanPerTask(pool, tracer_provider.get_tracer("benchmarks.floor"))
         else:
-            provider = tracer_provider if tracer_provider is not None else run.trace.NoOpTracerProvider()
+            provider = tracer_provider if tracer_provider is not None else trace.NoOpTracerProvider()
             pool = executor = _inline(
                 tracedfutures.TracedThreadPoolExecutor(1, tracer_provider=provider, registry=CollectorRegistry())
             )
