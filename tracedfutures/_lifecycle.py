@@ -23,7 +23,7 @@ from concurrent.futures._base import (
     RUNNING,
     Future,
 )
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tracedfutures._calls import Envelope, take_remote_data
 
@@ -42,7 +42,8 @@ class LifecycleHook(Protocol):
     """What a telemetry backend implements to hear about a task's transitions.
 
     A hook method never raises: telemetry that fails is lost (``telemetry_failed``), never the task. One that runs
-    code of the user's (span processors, exporters) does so through ``run_telemetry``.
+    code of the user's (span processors, exporters) does so through ``run_telemetry``. One that records nothing
+    is marked ``@not_listening``.
     """
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
@@ -61,12 +62,22 @@ class LifecycleHook(Protocol):
         """A caller read the result or exception of the FINISHED (not cancelled) future for the first time."""
 
 
+_Method = TypeVar("_Method", bound=Callable[..., None])
+
+
+def not_listening(method: _Method) -> _Method:
+    """Marks a hook method that records nothing: the lifecycle never calls it, which costs a task nothing."""
+    method._tf_not_listening = True  # type: ignore[attr-defined]
+    return method
+
+
 def _ignore(*args: Any) -> None:
     """A transition no hook listens to."""
 
 
-def _dispatch(calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+def _dispatch(methods: tuple[Callable[..., None], ...]) -> Callable[..., None]:
     """One transition's hook methods as one call: the method itself when there is one (no call in between)."""
+    calls = tuple(m for m in methods if not getattr(m, "_tf_not_listening", False))
     if not calls:
         return _ignore
     if len(calls) == 1:

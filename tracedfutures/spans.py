@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from tracedfutures._lifecycle import run_telemetry, telemetry_failed
+from tracedfutures._lifecycle import not_listening, run_telemetry, telemetry_failed
 from tracedfutures._naming import error_type, function_name
 from tracedfutures.version import __version__
 
@@ -150,10 +150,10 @@ class SpanHook:
             if not self.remote:
                 future._tf_caller = trace.set_span_in_context(span, parent)
 
+    @not_listening
     def on_start(self, future: TracedFuture) -> None:
-        span = future._tf_span
-        if span is not None and not self.remote:  # a remote task's real start comes home with its outcome
-            run_telemetry("SpanHook", _mark_running, span, future)
+        """The ``running`` event is added when the task finishes, stamped with its real start: nothing runs
+        between a worker thread's start and the call, and a worker process's start comes home with the outcome."""
 
     def on_finish(self, future: TracedFuture) -> None:
         span, worker = future._tf_span, future._tf_worker
@@ -162,7 +162,7 @@ class SpanHook:
             run_telemetry("SpanHook", self._finish, future, span, worker)
 
     def _finish(self, future: TracedFuture, span: Span, worker: Any) -> None:
-        if self.remote and future.started_ns:
+        if future.started_ns:
             _mark_running(span, future)
         if worker is not None:
             _worker_spans_home(span, worker)
@@ -177,9 +177,11 @@ class SpanHook:
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=future.finished_ns)
 
+    @not_listening
     def on_refused(self, future: TracedFuture, method: str) -> None:
         """A refused transition changes nothing; the task span has ended already. Metrics count it."""
 
+    @not_listening
     def on_retrieved(self, future: TracedFuture) -> None:
         """Reading a result happens after the task span ended; metrics time it."""
 
