@@ -11,6 +11,8 @@ import pytest
 from conftest import EXECUTOR_KIND, Telemetry, labels, span_shape
 from support import CustomError, square
 
+from tracedfutures._lifecycle import Lifecycle, TracedFuture, not_listening
+
 TIMEOUT = 30
 
 
@@ -251,3 +253,50 @@ def test_telemetry_is_recorded_before_done_callbacks_run(telemetry: Telemetry, k
     assert future.result(TIMEOUT) == 3
     executor.shutdown()
     assert seen == [(1, 1.0)]
+
+
+class _Recorder:
+    """A lifecycle hook that notes each transition it hears about."""
+
+    def __init__(self) -> None:
+        self.heard: list[str] = []
+
+    def on_submit(self, future: Any, fn: Any) -> None:
+        self.heard.append("submit")
+
+    def on_start(self, future: Any) -> None:
+        self.heard.append("start")
+
+    def on_finish(self, future: Any) -> None:
+        self.heard.append("finish")
+
+    def on_refused(self, future: Any, method: str) -> None:
+        self.heard.append(f"refused {method}")
+
+    def on_retrieved(self, future: Any) -> None:
+        self.heard.append("retrieved")
+
+
+class _DeafToStartAndReads(_Recorder):
+    @not_listening
+    def on_start(self, future: Any) -> None:
+        self.heard.append("start")
+
+    @not_listening
+    def on_retrieved(self, future: Any) -> None:
+        self.heard.append("retrieved")
+
+
+def test_a_hook_method_marked_not_listening_is_never_called() -> None:
+    listening, deaf = _Recorder(), _DeafToStartAndReads()
+    for hooks in ((listening, deaf), (deaf,)):
+        life = Lifecycle("pool", "other", hooks, remote=False)
+        future = TracedFuture()
+        life.submit(future, square)
+        assert future.set_running_or_notify_cancel() is True
+        future.set_result(4)
+        assert future.result() == 4
+        with pytest.raises(InvalidStateError):
+            future.set_result(5)
+    assert listening.heard == ["submit", "start", "finish", "retrieved", "refused set_result"]
+    assert deaf.heard == ["submit", "finish", "refused set_result"] * 2

@@ -76,7 +76,8 @@ def _ignore(*args: Any) -> None:
 
 
 def _dispatch(methods: tuple[Callable[..., None], ...]) -> Callable[..., None]:
-    """One transition's hook methods as one call: the method itself when there is one (no call in between)."""
+    """One transition's hook methods, less those not listening, as one call: the method itself when there is one
+    (no call in between)."""
     calls = tuple(m for m in methods if not getattr(m, "_tf_not_listening", False))
     if not calls:
         return _ignore
