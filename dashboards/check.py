@@ -2,7 +2,8 @@
 
     python dashboards/check.py
 
-1. Regenerates every file dashboards/generate.py makes and fails on any difference from the checked-in one.
+1. Regenerates every file dashboards/generate.py makes (the dashboards, the alert rules and their tests, and the
+   panel and alert listing in docs/dashboards.md) and fails on any difference from the checked-in one.
 2. Lints the checked-in dashboards: fixed uids, variables (datasource first, then job, executor, jaeger),
    every panel on ``${datasource}``, every query non-empty and on the job/executor selectors, rates on
    ``$__rate_interval``, exemplars with a Jaeger link on the latency panels, and every query parses

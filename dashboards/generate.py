@@ -1,6 +1,6 @@
 """Dashboards and alert rules as code: writes the two Grafana dashboards (tracedfutures-*.json), the alert
-rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml) and the README's dashboards section
-(readme.py).
+rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml) and the panel and alert listing of
+docs/dashboards.md (readme.py).
 
     python dashboards/generate.py          # rewrite the checked-in files
     python dashboards/check.py             # fail if they differ from what this script makes, lint, promtool
@@ -791,8 +791,8 @@ def outputs() -> Iterator[tuple[Path, str]]:
         yield settings.file, boards[-1]
     yield config.ALERTS_FILE, alerts.rules_yaml()
     yield config.ALERTS_TEST_FILE, alerts.tests_yaml()
-    current = config.README_FILE.read_text(encoding="utf-8")
-    yield config.README_FILE, readme.readme_with_section(current, readme.readme_section(boards))
+    current = config.DOCS_FILE.read_text(encoding="utf-8")
+    yield config.DOCS_FILE, readme.page_with_section(current, readme.page_section(boards))
 
 
 def main() -> int:

@@ -1,6 +1,9 @@
-"""The README's section on the dashboards, alert rules and compose set-up, between its dashboards markers.
+"""The docs page on the dashboards and alert rules (docs/dashboards.md), between its dashboards markers.
 
 Generated with the dashboards so every query shown is the query the panel runs; the prose is below.
+``python dashboards/generate.py`` rewrites the page; ``python dashboards/check.py`` fails when it is not what the
+code makes. (The module kept its name from when this section lived in README.md; the compose set-up it also
+held is hand-written prose in docs/setup.md now.)
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from typing import Any
 from dashboards import alerts, config
 
 INTRO = """\
-## Dashboards and alerts
+# Dashboards and alerts
 
-`dashboards/` holds two Grafana dashboards and a Prometheus rule file for the metrics above, generated from
-code (`dashboards/generate.py`, [grafana-foundation-sdk](https://github.com/grafana/grafana-foundation-sdk);
+`dashboards/` holds two Grafana dashboards and a Prometheus rule file for the [metrics](metrics.md), generated
+from code (`dashboards/generate.py`, [grafana-foundation-sdk](https://github.com/grafana/grafana-foundation-sdk);
 settings such as thresholds and uids in `dashboards/config.py`):
 
 - `tracedfutures-executors.json` (uid `{executors_uid}`): throughput, errors, queue wait, run time,
@@ -28,40 +31,10 @@ Variables: `datasource` (a Prometheus data source), `job` and `executor` (multi-
 `label_values`), and `jaeger` (a Jaeger data source). Rates use `$__rate_interval`. The latency panels query
 exemplars: a point's `{trace_label}` label links to that task's trace in Jaeger (set the Prometheus data
 source's exemplar link too, as `examples/grafana/` does). `python dashboards/generate.py` rewrites the
-files; `python dashboards/check.py` fails if they differ from the code, lints the dashboards and runs promtool
-on the rules; `tests/prometheus/` evaluates every panel query and alert rule against a real Prometheus
-scraping a real workload.
-"""
-
-COMPOSE = """\
-### Run Prometheus, Grafana and Jaeger next to your application
-
-`examples/compose.yaml` starts Prometheus (with the alert rules and exemplar storage), Jaeger all-in-one
-(OTLP on 4317 gRPC and 4318 HTTP) and Grafana with both data sources and the dashboards provisioned
-(`examples/grafana/`). From the repository root (Docker Compose 2.23.1 or later):
-
-```sh
-docker compose -f examples/compose.yaml up -d
-```
-
-Your application, on the host, serves `/metrics` where the Prometheus container can reach it and sends its
-spans to Jaeger:
-
-```python
-# 0.0.0.0: the default 127.0.0.1 is not reachable from a container (it also exposes /metrics to your network)
-tracedfutures.start_http_server(9464, addr="0.0.0.0")
-```
-
-```sh
-pip install opentelemetry-distro opentelemetry-exporter-otlp
-OTEL_SERVICE_NAME=app OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_METRICS_EXPORTER=none \\
-    OTEL_LOGS_EXPORTER=none opentelemetry-instrument python app.py
-```
-
-Prometheus scrapes `host.docker.internal:9464` every 15 s as job `app`. Grafana is on
-http://localhost:3000 (folder "tracedfutures", no login), Prometheus on http://localhost:9090 (rules and
-alerts under `/alerts`), Jaeger on http://localhost:16686; every port is published on 127.0.0.1 only.
-`docker compose -f examples/compose.yaml down -v` removes it all, data included.
+files and this page; `python dashboards/check.py` fails if they differ from the code, lints the dashboards and
+runs promtool on the rules; `tests/prometheus/` evaluates every panel query and alert rule against a real
+Prometheus scraping a real workload. [Jaeger, Prometheus and Grafana](setup.md) says how to run all three next
+to your application with `examples/compose.yaml`.
 """
 
 
@@ -76,10 +49,10 @@ def _panel_text(panel: dict[str, Any]) -> str:
 
 
 def _dashboard_text(board: dict[str, Any]) -> str:
-    lines = [f"### {board['title']}", ""]
+    lines = [f"## {board['title']}", ""]
     for panel in board.get("panels", []):
         if panel.get("type") == "row":
-            lines += [f"#### {panel['title']}", ""]
+            lines += [f"### {panel['title']}", ""]
         else:
             lines += [_panel_text(panel), ""]
     return "\n".join(lines)
@@ -87,7 +60,7 @@ def _dashboard_text(board: dict[str, Any]) -> str:
 
 def _alerts_text() -> str:
     lines = [
-        "### Alert rules (`dashboards/alerts.yaml`)",
+        "## Alert rules (`dashboards/alerts.yaml`)",
         "",
         "| alert | fires when | for | severity |",
         "|---|---|---|---|",
@@ -107,7 +80,7 @@ def _alerts_text() -> str:
     return "\n".join(lines)
 
 
-def readme_section(boards: list[str]) -> str:
+def page_section(boards: list[str]) -> str:
     """The markdown, from the dashboards' JSON texts (in config.DASHBOARDS order)."""
     parts = [
         INTRO.format(
@@ -117,14 +90,15 @@ def readme_section(boards: list[str]) -> str:
         ),
     ]
     parts += [_dashboard_text(json.loads(text)) for text in boards]
-    parts += [_alerts_text(), COMPOSE]
+    parts.append(_alerts_text())
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def readme_with_section(readme: str, section: str) -> str:
-    """``readme`` with the text between its dashboards markers replaced by ``section``."""
-    head, found, rest = readme.partition(config.README_BEGIN)
-    _, found_end, tail = rest.partition(config.README_END)
+def page_with_section(page: str, section: str) -> str:
+    """``page`` with the text between its dashboards markers replaced by ``section``."""
+    head, found, rest = page.partition(config.DOCS_BEGIN)
+    _, found_end, tail = rest.partition(config.DOCS_END)
     if not found or not found_end:
-        raise ValueError(f"README.md lacks the markers {config.README_BEGIN!r} ... {config.README_END!r}")
-    return f"{head}{config.README_BEGIN}\n{section.rstrip()}\n{config.README_END}{tail}"
+        where = config.DOCS_FILE.relative_to(config.HERE.parent)
+        raise ValueError(f"{where} lacks the markers {config.DOCS_BEGIN!r} ... {config.DOCS_END!r}")
+    return f"{head}{config.DOCS_BEGIN}\n{section.rstrip()}\n{config.DOCS_END}{tail}"
