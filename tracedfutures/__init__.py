@@ -11,6 +11,7 @@ and the OpenTelemetry API, not the SDK, prometheus_client or the instrumentation
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from tracedfutures.executor import TracedExecutor, TracedProcessPoolExecutor, TracedThreadPoolExecutor, traced
     from tracedfutures.exposition import make_asgi_app, make_wsgi_app, start_http_server
     from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
+    from tracedfutures.interpreter import TracedInterpreterPoolExecutor
     from tracedfutures.metrics import DEFAULT_BUCKETS
     from tracedfutures.tracing import setup_tracing
     from tracedfutures.waiting import as_completed, wait
@@ -62,6 +64,10 @@ __all__ = [
     "traced",
     "wait",
 ]
+
+if "InterpreterPoolExecutor" in concurrent.futures.__all__:  # 3.14 and later, where subinterpreters are built in
+    _PUBLIC["TracedInterpreterPoolExecutor"] = "tracedfutures.interpreter"
+    __all__ += ["TracedInterpreterPoolExecutor"]
 
 
 def __getattr__(name: str) -> Any:

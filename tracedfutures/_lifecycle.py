@@ -1,8 +1,8 @@
 """The state machine of a traced future and the one hook interface that spans and metrics both implement.
 
-``TracedFuture`` is a real ``concurrent.futures.Future``. Its four transition methods mirror the standard
-library's bodies (identical from 3.10 to 3.13) and tell the hooks about every transition, after the future's lock
-is released and before done-callbacks run, so telemetry never runs under a lock a caller may be waiting on.
+``TracedFuture`` is a real ``concurrent.futures.Future``. Its transition methods are the standard library's
+(``_stdlib.FutureTransitions``) and tell the hooks about every transition, after the future's lock is released and
+before done-callbacks run, so telemetry never runs under a lock a caller may be waiting on.
 This module imports no telemetry vendor.
 """
 
@@ -13,29 +13,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import InvalidStateError
-from concurrent.futures._base import (
-    CANCELLED,
-    CANCELLED_AND_NOTIFIED,
-    FINISHED,
-    LOGGER,
-    PENDING,
-    RUNNING,
-    Future,
-)
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, Future
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from tracedfutures import _stdlib
 from tracedfutures._calls import Envelope, take_remote_data
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, SpanContext
 
-_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _clock = time.time_ns
 _log = logging.getLogger("tracedfutures")
 
-Kind = Literal["thread", "process", "other"]
+Kind = Literal["thread", "process", "interpreter", "other"]
 
 
 class LifecycleHook(Protocol):
@@ -189,7 +180,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class TracedFuture(Future):  # type: ignore[type-arg]
+class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignore[misc,type-arg]
     """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it."""
 
     __slots__ = (
@@ -207,7 +198,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
     )
 
     def __init__(self) -> None:
-        Future.__init__(self)
+        super().__init__()
         self._tf_life: Lifecycle | None = None
         self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
@@ -274,45 +265,7 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             if len(data) > 2:  # the spans the task finished in the worker, and how many were dropped
                 self._tf_worker = data[2:]
 
-    # -- the transitions, mirroring concurrent.futures._base.Future ----------------------------------------------
-    def cancel(self) -> bool:
-        with self._condition:
-            if self._state in (RUNNING, FINISHED):
-                return False
-            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
-                return True
-            self._state = CANCELLED
-            self.finished_ns = _clock()
-            self._condition.notify_all()
-        life = self._tf_life
-        if life is not None:
-            life.on_finish(self)
-        self._invoke_callbacks()  # type: ignore[attr-defined]
-        return True
-
-    def set_running_or_notify_cancel(self) -> bool:
-        with self._condition:
-            state = self._state
-            if state == CANCELLED:
-                self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
-                    waiter.add_cancelled(self)
-                return False
-            if state == PENDING:
-                self._state = RUNNING
-            else:
-                LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
-        if state != PENDING:
-            self._refused("set_running_or_notify_cancel")
-            raise RuntimeError("Future in unexpected state")
-        self.ran = True
-        life = self._tf_life
-        if life is not None:
-            if not life.remote:  # a remote task's real start comes back from the worker with its outcome
-                self.started_ns = _clock()
-            life.on_start(self)
-        return True
-
+    # -- the transitions: the stdlib's, from ``_stdlib`` (see ``FutureTransitions``) ---------------------------------
     def set_result(self, result: Any) -> None:
         data = None
         if type(result) is Envelope:
@@ -326,27 +279,11 @@ class TracedFuture(Future):  # type: ignore[type-arg]
             data = take_remote_data(exception)
         self._settle("set_exception", None, exception, data)
 
-    def _settle(self, method: str, result: Any, exception: BaseException | None, data: Any) -> None:
-        """The body the stdlib's set_result and set_exception share: FINISHED with a result or an exception."""
-        with self._condition:
-            state = self._state
-            if state not in _DONE:
-                self._result = result
-                self._exception = exception
-                self._state = FINISHED
-                self.finished_ns = _clock()
-                for waiter in self._waiters:
-                    if method == "set_result":
-                        waiter.add_result(self)
-                    else:
-                        waiter.add_exception(self)
-                self._condition.notify_all()
-        if state in _DONE:
-            self._refused(method)
-            raise InvalidStateError(f"{state}: {self!r}")
-        life = self._tf_life
-        if life is not None:
-            if data is not None:
-                self._accept_remote(life, data)
-            life.on_finish(self)
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+    if hasattr(Future, "_get_snapshot"):  # 3.15: how asyncio.wrap_future copies a finished future's state
+
+        def _get_snapshot(self) -> tuple[bool, bool, Any, BaseException | None]:
+            try:
+                return Future._get_snapshot(self)  # type: ignore[attr-defined,no-any-return]
+            finally:
+                if not self._tf_read:
+                    self._retrieved()

@@ -12,8 +12,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import process as _process
 from typing import Any
 
+_PROCESS_CHUNK = getattr(_process, "_process_chunk", None)  # what ProcessPoolExecutor.map submits, partially applied
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,63}")
-_AUTO_THREAD_PREFIX = re.compile(r"ThreadPoolExecutor-\d+")
+_AUTO_THREAD_PREFIX = re.compile(r"(?:Thread|Interpreter)PoolExecutor-\d+")
 
 
 def validate_name(name: object) -> str:
@@ -57,7 +58,7 @@ def function_name(fn: Any) -> str:
     """The qualified name of the code a task runs, with ``functools.partial``, process-pool chunks and
     ``asyncio.to_thread``'s ``Context.run`` unwrapped."""
     while isinstance(fn, functools.partial):
-        unwrap_first = fn.func is _process._process_chunk or is_context_run(fn)
+        unwrap_first = fn.func is _PROCESS_CHUNK or is_context_run(fn)
         fn = fn.args[0] if unwrap_first and fn.args else fn.func
     name = getattr(fn, "__qualname__", None)
     return clean(name if isinstance(name, str) else type(fn).__qualname__)

@@ -8,14 +8,12 @@ executor: dropping one still shuts it down as the standard library does.
 
 from __future__ import annotations
 
-import itertools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures import process as _process
-from concurrent.futures import thread as _thread
 from concurrent.futures._base import CANCELLED as _CANCELLED
 from concurrent.futures._base import LOGGER as _LOGGER
 from concurrent.futures._base import PENDING as _PENDING
@@ -27,7 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import _calls, _shutdown_deadlock, config
+from tracedfutures import _calls, _stdlib, config
 from tracedfutures._calls import LocalCall, RemoteCall
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
@@ -80,6 +78,9 @@ def _capacity(executor: Executor, stats: ExecutorRecorder | None) -> _Capacity:
 
 def executor_kind(executor: Executor) -> Kind:
     if isinstance(executor, ThreadPoolExecutor):
+        pools = sys.modules.get("concurrent.futures.interpreter")  # no interpreter pool exists until it is imported
+        if pools is not None and isinstance(executor, pools.InterpreterPoolExecutor):
+            return "interpreter"
         return "thread"
     if isinstance(executor, ProcessPoolExecutor) or type(executor).__module__.split(".")[0] == "loky":
         return "process"
@@ -137,77 +138,34 @@ def _local_call(future: TracedFuture, fn: Any, context: Context) -> Any:
     return call
 
 
-def _refused_submit(future: TracedFuture, exc: BaseException) -> None:
-    """A submit the executor refused ends its task as an error with the exception the caller gets."""
-    future.set_exception(exc)
-
-
-def submit_to_thread_pool(
-    executor: ThreadPoolExecutor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
-) -> Future[T]:
-    """``ThreadPoolExecutor.submit`` (identical from 3.10 to 3.13) with a ``TracedFuture`` from birth."""
+def _submit(
+    enqueue: _stdlib.Enqueue, make_call: Callable[[TracedFuture, Any], Any], executor: Executor, life: Lifecycle,
+    fn: Callable[..., T], args: Any, kwargs: Any,
+) -> Future[T]:  # fmt: skip
+    """Submit to a stdlib pool through its own submit body (``enqueue``) with a ``TracedFuture`` from birth."""
     future = TracedFuture()
     life.submit(future, fn)
     try:
-        with executor._shutdown_lock, _thread._global_shutdown_lock:
-            if executor._broken:
-                raise _thread.BrokenThreadPool(executor._broken)
-            if executor._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _thread._shutdown:
-                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            caller = future._tf_caller
-            call = fn if caller is None else _local_call(future, fn, caller)
-            executor._work_queue.put(_thread._WorkItem(future, call, args, kwargs))
-            executor._adjust_thread_count()
+        enqueue(executor, future, make_call(future, fn) if callable(fn) else fn, args, kwargs)
     except BaseException as exc:
-        _refused_submit(future, exc)
+        future.set_exception(exc)  # a refused submit ends its task as an error with the exception the caller gets
         del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
         raise
     return future
 
 
-def submit_to_process_pool(
-    executor: ProcessPoolExecutor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
+def submit_chained(
+    submit: Callable[..., Future[Any]], life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
 ) -> Future[T]:
-    """``ProcessPoolExecutor.submit`` (identical from 3.10 to 3.13) with a ``TracedFuture`` from birth."""
-    future = TracedFuture()
-    life.submit(future, fn)
-    ex: Any = executor
-    try:
-        with ex._shutdown_lock:
-            if ex._broken:
-                raise _process.BrokenProcessPool(ex._broken)
-            if ex._shutdown_thread:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _process._global_shutdown:
-                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            if _shutdown_deadlock.AFFECTED:
-                _shutdown_deadlock.unlock_queue_feeder(ex)
-            work = _process._WorkItem(future, _remote_call(future, fn), args, kwargs)
-            ex._pending_work_items[ex._queue_count] = work
-            ex._work_ids.put(ex._queue_count)
-            ex._queue_count += 1
-            ex._executor_manager_thread_wakeup.wakeup()
-            if ex._safe_to_dynamically_spawn_children:
-                ex._adjust_process_count()
-            ex._start_executor_manager_thread()
-    except BaseException as exc:
-        _refused_submit(future, exc)
-        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
-        raise
-    return future
-
-
-def submit_chained(executor: Executor, life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
-    """Submit to any executor: the call runs as a ``RemoteCall``; a ``TracedFuture`` follows the one it returns."""
+    """Submit through any executor's own ``submit``: the call runs as a ``RemoteCall`` (which stamps its real
+    start); a ``TracedFuture`` follows the future it returns."""
     future = _ChainedFuture()
     life.submit(future, fn)
     try:
-        inner = executor.submit(_remote_call(future, fn), *args, **kwargs)
+        inner = submit(_remote_call(future, fn) if callable(fn) else fn, *args, **kwargs)
     except BaseException as exc:
-        _refused_submit(future, exc)
-        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
+        future.set_exception(exc)
+        del future
         raise
     future.follow(inner)
     return future
@@ -259,10 +217,47 @@ class _ChainedFuture(TracedFuture):
         return super().set_running_or_notify_cancel()
 
 
-def _batched(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[tuple[Any, ...]]:
-    it = zip(*iterables)
-    while chunk := tuple(itertools.islice(it, size)):
-        yield chunk
+def _thread_call(future: TracedFuture, fn: Any) -> Any:
+    """What a thread pool runs: ``fn``, in the caller's context when one must travel (see ``_local_call``)."""
+    caller = future._tf_caller
+    return fn if caller is None else _local_call(future, fn, caller)
+
+
+Submit = Callable[[Lifecycle, Callable[..., Any], Any, Any], Future[Any]]
+
+#: Each stdlib pool's own submit body in this interpreter, or None where ``_stdlib`` falls back to public API.
+_THREAD_ENQUEUE = _stdlib.thread_pool_enqueue()
+_PROCESS_ENQUEUE = _stdlib.process_pool_enqueue()
+#: The ``submit`` of each drop-in pool class.
+_TRACED_SUBMITS: set[Callable[..., Any]] = set()
+
+
+def _stock_submit(executor: Executor) -> Callable[..., Any] | None:
+    """The stdlib's ``submit`` of ``executor``'s pool when that is what its ``submit`` is (or a drop-in class's, or
+    an instrumentation's wrapper of either), else None."""
+    submit = type(executor).submit
+    while hasattr(submit, "__wrapped__"):  # instrumentations (ours, opentelemetry-instrumentation-threading)
+        submit = submit.__wrapped__
+    stock = _STDLIB_PROCESS_SUBMIT if isinstance(executor, ProcessPoolExecutor) else _STDLIB_THREAD_SUBMIT
+    if isinstance(executor, (ProcessPoolExecutor, ThreadPoolExecutor)) and (
+        submit is stock or submit in _TRACED_SUBMITS
+    ):
+        return stock
+    return None
+
+
+def _route(executor: Executor, kind: Kind) -> tuple[Submit, bool]:
+    """How tasks reach ``executor``, and whether their call runs remotely (its real start then comes home with the
+    outcome): through its stdlib pool's own submit body, with a ``TracedFuture`` from birth; else chained to the
+    stdlib pool's ``submit`` (public-API fallback) or to the executor's own."""
+    stock = _stock_submit(executor)
+    if stock is None:
+        return partial(submit_chained, executor.submit), True
+    enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
+    if enqueue is None:
+        return partial(submit_chained, partial(stock, executor)), True
+    remote = kind != "thread"
+    return partial(_submit, enqueue, _remote_call if remote else _thread_call, executor), remote
 
 
 class TracedExecutor(Executor):
@@ -284,22 +279,8 @@ class TracedExecutor(Executor):
             name = executor.name if name is None else name
             executor = executor.executor
         kind = executor_kind(executor)
-        submit = type(executor).submit
-        while hasattr(submit, "__wrapped__"):  # instrumentations (ours, opentelemetry-instrumentation-threading)
-            submit = submit.__wrapped__
-        self._submit: Callable[..., Future[Any]]
-        if isinstance(executor, ThreadPoolExecutor) and submit in (
-            _STDLIB_THREAD_SUBMIT,
-            TracedThreadPoolExecutor.submit,
-        ):
-            self._submit, remote = submit_to_thread_pool, False
-        elif isinstance(executor, ProcessPoolExecutor) and submit in (
-            _STDLIB_PROCESS_SUBMIT,
-            TracedProcessPoolExecutor.submit,
-        ):
-            self._submit, remote = submit_to_process_pool, True
-        else:
-            self._submit, remote = submit_chained, True
+        self._submit, remote = _route(executor, kind)
+        self._process_map = kind == "process" and _stock_submit(executor) is not None
         self._executor = executor
         self._life, self._capacity = _lifecycle(executor, name, kind, remote, tracer_provider, registry)
 
@@ -314,18 +295,21 @@ class TracedExecutor(Executor):
         return self._life.name
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return self._submit(self._executor, self._life, fn, args, kwargs)
+        return self._submit(self._life, fn, args, kwargs)
 
     def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None, chunksize: int = 1
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        **options: Any,
     ) -> Iterator[T]:
-        if self._submit is not submit_to_process_pool:
-            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
-        # ProcessPoolExecutor.map: chunks of calls, one task each, flattened back in order.
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        results = super().map(partial(_process._process_chunk, fn), _batched(iterables, chunksize), timeout=timeout)
-        return _process._chain_from_iterable_of_lists(results)  # type: ignore[no-any-return]
+        """The wrapped executor's ``map``, each call a traced task (``buffersize=`` where the stdlib takes it)."""
+        if self._process_map:  # ProcessPoolExecutor.map: chunks of calls, one task each, flattened back in order
+            body = _stdlib.choose("process pool map")
+            return body(self, fn, iterables, timeout, chunksize, options)  # type: ignore[no-any-return]
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **options)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if cancel_futures:
@@ -335,15 +319,30 @@ class TracedExecutor(Executor):
         self._capacity.release()
 
     def __getattr__(self, name: str) -> Any:
-        # Attributes this wrapper does not define (Dask's ``client``, loky's internals) come from the executor.
+        # Attributes this wrapper does not define (Dask's ``client``, loky's internals, a process pool's
+        # ``terminate_workers``) come from the executor.
         try:
             executor = self.__dict__["_executor"]
         except KeyError:
             raise AttributeError(name) from None
-        return getattr(executor, name)
+        found = getattr(executor, name)
+        if name in _FORCED_SHUTDOWNS and callable(found):
+            return partial(_force_shutdown, found, self._capacity)
+        return found
 
     def __repr__(self) -> str:
         return f"<TracedExecutor {self._life.name!r} of {self._executor!r}>"
+
+
+#: A process pool's forced shutdowns (3.14): they end the pool, so its workers stop counting as capacity.
+_FORCED_SHUTDOWNS = frozenset(("terminate_workers", "kill_workers"))
+
+
+def _force_shutdown(method: Callable[[], None], capacity: _Capacity) -> None:
+    try:
+        method()
+    finally:
+        capacity.release()
 
 
 def traced(
@@ -361,8 +360,40 @@ def traced(
     return TracedExecutor(executor, name, tracer_provider=tracer_provider, registry=registry)
 
 
-class TracedThreadPoolExecutor(ThreadPoolExecutor):
+class _TracedPool(Executor):
+    """What the drop-in pools share: a lifecycle made at construction, ``submit`` through the pool's own body, and
+    ``shutdown`` that stops counting its workers as capacity."""
+
+    _tf_kind: Kind
+    _tf_stock_submit: Callable[..., Future[Any]]  # the stdlib pool's own, unbound
+
+    def _tf_trace(
+        self, name: str | None, tracer_provider: TracerProvider | None, registry: CollectorRegistry | None
+    ) -> None:
+        kind = self._tf_kind
+        self._tf_enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
+        remote = self._tf_enqueue is None or kind != "thread"
+        self._tf_call = _remote_call if remote else _thread_call
+        self._tf_life, self._tf_capacity = _lifecycle(self, name, kind, remote, tracer_provider, registry)
+
+    def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
+        """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""
+        enqueue = self._tf_enqueue
+        if enqueue is None:  # no copy of this interpreter's submit body: chain to the pool's own submit
+            return submit_chained(partial(self._tf_stock_submit, self), self._tf_life, fn, args, kwargs)
+        return _submit(enqueue, self._tf_call, self, self._tf_life, fn, args, kwargs)
+
+    def _tf_shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Each drop-in class's ``shutdown``: the pool's, then its workers stop counting as capacity."""
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._tf_capacity.release()
+
+
+class TracedThreadPoolExecutor(_TracedPool, ThreadPoolExecutor):
     """A ``ThreadPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options."""
+
+    _tf_kind: Kind = "thread"
+    _tf_stock_submit: Callable[..., Future[Any]] = staticmethod(_STDLIB_THREAD_SUBMIT)  # type: ignore[arg-type]
 
     def __init__(
         self,
@@ -375,26 +406,27 @@ class TracedThreadPoolExecutor(ThreadPoolExecutor):
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        if name is not None:
-            validate_name(name)
-        config.check_options(tracer_provider, registry)
+        _check(name, tracer_provider, registry)
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._tf_life, self._tf_capacity = _lifecycle(self, name, "thread", False, tracer_provider, registry)
+        self._tf_trace(name, tracer_provider, registry)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return submit_to_thread_pool(self, self._tf_life, fn, args, kwargs)
+        return self._tf_submit(fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        self._tf_capacity.release()
+        self._tf_shutdown(wait, cancel_futures)
 
 
-class TracedProcessPoolExecutor(ProcessPoolExecutor):
+class TracedProcessPoolExecutor(_TracedPool, ProcessPoolExecutor):
     """A ``ProcessPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options.
 
     Each task's real start is measured in the worker process; spans the task starts there are children of the
-    task span (W3C trace context travels with the call).
+    task span (W3C trace context travels with the call). ``terminate_workers()`` and ``kill_workers()`` (3.14)
+    shut the pool down through ``shutdown``, so its workers stop counting as capacity there too.
     """
+
+    _tf_kind: Kind = "process"
+    _tf_stock_submit: Callable[..., Future[Any]] = staticmethod(_STDLIB_PROCESS_SUBMIT)  # type: ignore[arg-type]
 
     def __init__(
         self,
@@ -404,18 +436,25 @@ class TracedProcessPoolExecutor(ProcessPoolExecutor):
         registry: CollectorRegistry | None = None,
         **kwargs: Any,
     ) -> None:
-        if name is not None:
-            validate_name(name)
-        config.check_options(tracer_provider, registry)
+        _check(name, tracer_provider, registry)
         super().__init__(*args, **kwargs)
-        self._tf_life, self._tf_capacity = _lifecycle(self, name, "process", True, tracer_provider, registry)
+        self._tf_trace(name, tracer_provider, registry)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return submit_to_process_pool(self, self._tf_life, fn, args, kwargs)
+        return self._tf_submit(fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        self._tf_capacity.release()
+        self._tf_shutdown(wait, cancel_futures)
+
+
+_TRACED_SUBMITS.update((TracedThreadPoolExecutor.submit, TracedProcessPoolExecutor.submit))
+
+
+def _check(name: str | None, tracer_provider: object, registry: object) -> None:
+    """A drop-in pool's own options, refused at construction as ``configure`` refuses them."""
+    if name is not None:
+        validate_name(name)
+    config.check_options(tracer_provider, registry)
 
 
 def _after_fork_in_child() -> None:

@@ -21,49 +21,76 @@ import os
 import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
-from tracedfutures import waiting
+from tracedfutures import _stdlib, waiting
 from tracedfutures._lifecycle import Lifecycle, in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
-from tracedfutures.executor import _lifecycle, executor_kind, submit_to_process_pool, submit_to_thread_pool
+from tracedfutures.executor import (
+    _PROCESS_ENQUEUE,
+    _THREAD_ENQUEUE,
+    _lifecycle,
+    _remote_call,
+    _submit,
+    _thread_call,
+    executor_kind,
+    submit_chained,
+)
 from tracedfutures.package import _instruments
 
 _lock = threading.Lock()
 _STDLIB_FUNCTIONS = {"wait": concurrent.futures.wait, "as_completed": concurrent.futures.as_completed}
 
 
-def _instance_lifecycle(executor: Executor, remote: bool) -> Lifecycle:
-    """The lifecycle of a stock executor, made on its first submit and kept on the executor itself."""
-    life: Lifecycle | None = executor.__dict__.get("_tf_life")
-    if life is None:
+def _instance_route(executor: Executor) -> tuple[Lifecycle, _stdlib.Enqueue | None, Any]:
+    """A stock executor's lifecycle, submit body (None: chain to the stdlib's submit) and call maker, made on its
+    first submit and kept on the executor itself."""
+    found: tuple[Lifecycle, _stdlib.Enqueue | None, Any] | None = executor.__dict__.get("_tf_route")
+    if found is None:
         with _lock:
-            life = executor.__dict__.get("_tf_life")
-            if life is None:
-                life, capacity = _lifecycle(executor, None, executor_kind(executor), remote, None, None)
+            found = executor.__dict__.get("_tf_route")
+            if found is None:
+                kind = executor_kind(executor)
+                enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
+                remote = enqueue is None or kind != "thread"
+                life, capacity = _lifecycle(executor, None, kind, remote, None, None)
+                found = (life, enqueue, _remote_call if remote else _thread_call)
                 executor.__dict__["_tf_capacity"] = capacity
-                executor.__dict__["_tf_life"] = life
-    return life
+                executor.__dict__["_tf_route"] = found
+    return found
 
 
-def _submit_wrapper(submit: Callable[..., Any], remote: bool) -> Callable[..., Any]:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if in_telemetry() or not is_instrumentation_enabled():
-            # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
-            # instrumentation) records: tracing it would make a span for every span, endlessly.
-            return wrapped(*args, **kwargs)
-        if instance is None and args:  # called through the class: ThreadPoolExecutor.submit(executor, fn)
-            instance, args = args[0], args[1:]
-        if not args:  # no callable: the stdlib's own TypeError
-            return wrapped(*args, **kwargs)
-        fn = _without_threading_wrapper(args[0])
-        return submit(instance, _instance_lifecycle(instance, remote), fn, args[1:], kwargs)
+def _submit_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if in_telemetry() or not is_instrumentation_enabled():
+        # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
+        # instrumentation) records: tracing it would make a span for every span, endlessly.
+        return wrapped(*args, **kwargs)
+    if instance is None and args:  # called through the class: ThreadPoolExecutor.submit(executor, fn)
+        instance, args = args[0], args[1:]
+        wrapped = partial(wrapped, instance)
+    if not args:  # no callable: the stdlib's own TypeError
+        return wrapped(*args, **kwargs)
+    fn = _without_threading_wrapper(args[0])
+    life, enqueue, make_call = _instance_route(instance)
+    if enqueue is None:
+        return submit_chained(wrapped, life, fn, args[1:], kwargs)
+    return _submit(enqueue, make_call, instance, life, fn, args[1:], kwargs)
 
-    return wrapper
+
+def _shutdown_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A stock pool stops counting its workers as capacity when it is shut down (not only when collected)."""
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        executor = instance if instance is not None else (args[0] if args else None)
+        capacity = getattr(executor, "__dict__", {}).get("_tf_capacity")
+        if capacity is not None:
+            capacity.release()
 
 
 def _without_threading_wrapper(fn: Any) -> Any:
@@ -94,15 +121,17 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         options = {key: kwargs[key] for key in ("buckets", "record_exception_messages") if key in kwargs}
         configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"), **options)
-        wrap_function_wrapper(ThreadPoolExecutor, "submit", _submit_wrapper(submit_to_thread_pool, False))
-        wrap_function_wrapper(ProcessPoolExecutor, "submit", _submit_wrapper(submit_to_process_pool, True))
+        for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
+            wrap_function_wrapper(pool, "submit", _submit_wrapper)
+            wrap_function_wrapper(pool, "shutdown", _shutdown_wrapper)
         concurrent.futures.wait = waiting.wait
         concurrent.futures.as_completed = waiting.as_completed  # type: ignore[assignment]
         use_telemetry_scopes(True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        unwrap(ThreadPoolExecutor, "submit")
-        unwrap(ProcessPoolExecutor, "submit")
+        for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
+            unwrap(pool, "submit")
+            unwrap(pool, "shutdown")
         for name, function in _STDLIB_FUNCTIONS.items():
             setattr(concurrent.futures, name, function)
         use_telemetry_scopes(False)

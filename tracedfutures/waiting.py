@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Collection, Iterable, Iterator
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future
-from concurrent.futures import _base as _stdlib
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, _base
+from functools import partial
 from typing import Any, TypeVar
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
-from tracedfutures import config
+from tracedfutures import _stdlib, config
 from tracedfutures._lifecycle import TelemetryScope, telemetry_failed
 from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
@@ -29,15 +29,11 @@ from tracedfutures.spans import (
     MAX_LINKS,
     WAIT_SPAN,
     end_wait_span,
-    link_task_span,
     start_wait_span,
 )
 
 T = TypeVar("T")
 _clock = time.time_ns
-_FINISHED_STATES = (_stdlib.CANCELLED_AND_NOTIFIED, _stdlib.FINISHED)
-# The stdlib's private helpers of wait and as_completed, which typeshed does not declare.
-_private: Any = _stdlib
 
 
 def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_when: str) -> bool:
@@ -90,19 +86,27 @@ class _Call:
 
     def link(self, futures: Collection[Any]) -> None:
         """Link the span to the task spans of ``futures`` (at most ``MAX_LINKS``); count the rest."""
-        span = self.span
-        if not span.is_recording():
+        if not self.span.is_recording():
             return
         try:
             self.traced = _traced_count(futures)
-            linkable = min(self.traced, MAX_LINKS)
-            for future in futures:
-                if self.links >= linkable:
-                    break
-                if link_task_span(span, future):
-                    self.links += 1
+            contexts = []
+            if self.traced:
+                for future in futures:
+                    context = getattr(future, "_tf_context", None)
+                    if context is not None:
+                        contexts.append(context)
+                        if len(contexts) == MAX_LINKS:
+                            break
+            self.link_contexts(contexts)
         except Exception as exc:
             telemetry_failed("span links", exc)
+
+    def link_contexts(self, contexts: list[Any]) -> None:
+        """Link the span to these task span contexts (no more than ``MAX_LINKS``)."""
+        for context in contexts:
+            self.span.add_link(context)
+            self.links += 1
 
     def end(self, attributes: dict[str, Any], error: BaseException | None = None) -> int:
         end = _clock()
@@ -117,13 +121,13 @@ class _Call:
 
 def wait(
     fs: Iterable[Future[T]], timeout: float | None = None, return_when: str = ALL_COMPLETED
-) -> _stdlib.DoneAndNotDoneFutures[T]:
+) -> _base.DoneAndNotDoneFutures[T]:
     """``concurrent.futures.wait``, with a ``futures.wait`` span and the ``futures_wait_seconds`` histogram."""
     attributes: dict[str, Any] = {FUTURES_RETURN_WHEN: return_when if return_when in RETURN_WHEN else "invalid"}
     _timeout_attribute(attributes, timeout)
     call = _Call(WAIT_SPAN, attributes)
     try:
-        result = _wait(fs, timeout, return_when)
+        result: _base.DoneAndNotDoneFutures[T] = _WAIT(fs, timeout, return_when)
     except BaseException as exc:
         call.end({}, exc)
         raise
@@ -139,127 +143,85 @@ def wait(
     return result
 
 
-def _wait(fs: Iterable[Future[T]], timeout: float | None, return_when: str) -> _stdlib.DoneAndNotDoneFutures[T]:
-    """The stdlib's own ``wait`` (identical from 3.10 to 3.13), but for its finished-state test: against a
-    constant tuple, where the stdlib builds a list for each future (a third of the cost of that test)."""
-    fs = set(fs)
-    with _stdlib._AcquireFutures(fs):
-        done = {f for f in fs if f._state in _FINISHED_STATES}
-        not_done = fs - done
-        if return_when == FIRST_COMPLETED and done:
-            return _stdlib.DoneAndNotDoneFutures(done, not_done)
-        if (
-            return_when == FIRST_EXCEPTION
-            and done
-            and any(f for f in done if not f.cancelled() and f.exception() is not None)
-        ):
-            return _stdlib.DoneAndNotDoneFutures(done, not_done)
-
-        if len(done) == len(fs):
-            return _stdlib.DoneAndNotDoneFutures(done, not_done)
-
-        waiter = _private._create_and_install_waiters(fs, return_when)
-
-    waiter.event.wait(timeout)
-    for f in fs:
-        with f._condition:
-            f._waiters.remove(waiter)
-
-    done.update(waiter.finished_futures)
-    return _stdlib.DoneAndNotDoneFutures(done, fs - done)
-
-
 def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Iterator[Future[T]]:
     """``concurrent.futures.as_completed``, with a ``futures.as_completed`` span and latency histograms.
 
-    The stdlib's own body (identical from 3.10 to 3.13), so it yields, raises and releases futures exactly as
-    the stdlib does; lazy like it: nothing happens until the first ``next()``.
+    The stdlib's own body (see ``_stdlib.as_completed``), so it yields, raises and releases futures exactly as the
+    stdlib does; lazy like it: nothing happens until the first ``next()``.
     """
-    if timeout is not None:
-        end_time = timeout + time.monotonic()
-    fs = set(fs)
-    total_futures = len(fs)
-    attributes: dict[str, Any] = {FUTURES_COUNT: total_futures}
-    _timeout_attribute(attributes, timeout)
-    call = _Call(AS_COMPLETED_SPAN, attributes)
-    steps = _Steps(call.collector)
-    yielded = traced = links = 0
-    flush_at = _STEP_BATCH
-    since: int | None = call.start  # when the caller began waiting for a future not done yet (None: none is)
-    timed_out = False
-    error: BaseException | None = None
-    recording = call.span.is_recording()
-    linkable = 0  # links allowed so far: the traced futures of the batches seen, up to the cap
-    counted: list[Future[T]] = []  # the batch whose traced futures are counted (those left at the end are not)
-    try:
-        with _stdlib._AcquireFutures(fs):
-            finished: Any = {f for f in fs if f._state in _FINISHED_STATES}
-            pending = fs - finished
-            waiter = _private._create_and_install_waiters(fs, _private._AS_COMPLETED)
-        finished = list(finished)
+    return _AS_COMPLETED(fs, timeout, partial(_AsCompleted, timeout))  # type: ignore[no-any-return]
+
+
+class _AsCompleted:
+    """The telemetry of one ``as_completed`` iteration, told of each batch of finished futures and each wait.
+
+    The task spans of the futures handed back are linked, at most ``MAX_LINKS``, when the call ends (the futures
+    of the last batch that were never handed back are not); steps are timed by batch: the first step after a wait
+    blocked for the wait, the others of its batch for 0 s.
+    """
+
+    __slots__ = ("call", "contexts", "since", "steps", "total", "traced")
+
+    def __init__(self, timeout: object, total: int) -> None:
+        self.total = total
+        attributes: dict[str, Any] = {FUTURES_COUNT: total}
+        _timeout_attribute(attributes, timeout)
+        self.call = _Call(AS_COMPLETED_SPAN, attributes)
+        self.steps = _Steps(self.call.collector)
+        self.since: int | None = self.call.start  # when the caller began waiting for a future not done yet
+        self.traced = 0  # traced futures among those of the batches seen
+        # The task span contexts to link, each with its future's place in the yield order (at most MAX_LINKS).
+        self.contexts: list[tuple[int, Any]] = []
+
+    def batch(self, futures: list[Future[Any]], remaining: int) -> int:
+        steps = self.steps
+        first = self.total - remaining  # the place of this batch's first future in the yield order
+        if futures and self.since is not None:  # the first step of this batch blocked until now
+            ns = _clock() - self.since
+            steps.waits.append(ns)
+            self.since = None
+            if ns > _STEP_FLUSH_NS:  # shown at once
+                steps.hand_over(first + 1)
+        if futures and self.call.span.is_recording():
+            self.links_from(futures, first)
+        return self.total - steps.handed - _STEP_BATCH
+
+    def due(self, remaining: int) -> int:
+        self.steps.hand_over(self.total - remaining)
+        return remaining - _STEP_BATCH
+
+    def links_from(self, futures: list[Future[Any]], first: int) -> None:
+        """Count the traced futures of a batch, and keep the task span contexts to link, up to the cap."""
         try:
-            ref_collect: tuple[set[Future[T]], ...] = (fs,)
-            while True:
-                if recording and finished:  # counted by batch rather than at each step
-                    traced += _traced_count(finished)
-                    linkable = min(traced, MAX_LINKS)
-                    counted = finished
-                # The stdlib's _yield_finished_futures, inline: no stale reference to a yielded future is kept.
-                while finished:
-                    f = finished[-1]
-                    for futures_set in ref_collect:
-                        futures_set.remove(f)
-                    with f._condition:
-                        f._waiters.remove(waiter)
-                    if links < linkable:
-                        try:
-                            links += link_task_span(call.span, f)
-                        except Exception as exc:
-                            linkable = links
-                            telemetry_failed("span links", exc)
-                    del f
-                    yielded += 1
-                    if since is not None:  # the step that waited for this batch of futures
-                        flush_at = steps.waited(_clock() - since, yielded)
-                        since = None
-                    elif yielded >= flush_at:
-                        flush_at = steps.hand_over(yielded)
-                    yield finished.pop()
-                if not pending:
-                    break
-                if timeout is None:
-                    wait_timeout = None
-                else:
-                    wait_timeout = end_time - time.monotonic()
-                    if wait_timeout < 0:
-                        raise _stdlib.TimeoutError(f"{len(pending)} (of {total_futures}) futures unfinished")
-                if since is None:
-                    since = _clock()
-                waiter.event.wait(wait_timeout)
-                with waiter.lock:
-                    finished = waiter.finished_futures
-                    waiter.finished_futures = []
-                    waiter.event.clear()
-                finished.reverse()  # to keep finishing order
-                ref_collect = (fs, pending)
-        finally:
-            # Remove the waiter from unfinished futures.
-            for f in fs:
-                with f._condition:
-                    f._waiters.remove(waiter)
-    except _stdlib.TimeoutError as exc:  # the builtin from 3.11, its own class on 3.10
-        timed_out, error = True, exc
-        raise
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        traced -= _traced_count(counted)  # not handed back: the iteration was closed or failed
-        call.traced, call.links = traced, links
+            self.traced += _traced_count(futures)
+            contexts = self.contexts
+            if len(contexts) < MAX_LINKS:
+                for place, future in enumerate(reversed(futures), first):  # yielded last first
+                    context = getattr(future, "_tf_context", None)
+                    if context is not None:
+                        contexts.append((place, context))
+                        if len(contexts) == MAX_LINKS:
+                            break
+        except Exception as exc:
+            telemetry_failed("span links", exc)
+
+    def waiting(self) -> None:
+        self.since = _clock()
+
+    def ended(self, left: list[Future[Any]], yielded: int, error: BaseException | None) -> None:
+        call = self.call
+        if isinstance(error, GeneratorExit):
+            error = None
+        timed_out = isinstance(error, TimeoutError)
+        try:
+            if left and call.span.is_recording():  # the last batch's futures never handed back
+                self.traced -= _traced_count(left)
+            call.link_contexts([context for position, context in self.contexts if position < yielded])
+        except Exception as exc:
+            telemetry_failed("span links", exc)
+        call.traced = self.traced
         end = call.end({FUTURES_DONE: yielded, FUTURES_TIMED_OUT: timed_out}, error)
-        steps.hand_over(yielded)
+        self.steps.hand_over(yielded)
         if call.collector is not None:
             try:
                 call.collector.waits.observe_as_completed(timed_out, end - call.start)
@@ -269,6 +231,8 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
 
 _STEP_BATCH = 256
 _STEP_FLUSH_NS = 1_000_000
+_WAIT = _stdlib.choose("wait")
+_AS_COMPLETED = _stdlib.choose("as_completed")
 
 
 class _Steps:
@@ -284,17 +248,10 @@ class _Steps:
     def __init__(self, collector: MetricsBackend | None) -> None:
         self.collector = collector
         self.handed = 0  # steps already in the histogram
-        self.waits: list[int] = []  # durations of the steps since then that waited
+        self.waits: list[int] = []  # durations of the steps since then that blocked
 
-    def waited(self, ns: int, steps: int) -> int:
-        """Step number ``steps`` waited ``ns``; returns the step count at which to hand over next."""
-        self.waits.append(ns)
-        if ns > _STEP_FLUSH_NS or steps - self.handed >= _STEP_BATCH:
-            return self.hand_over(steps)
-        return self.handed + _STEP_BATCH
-
-    def hand_over(self, steps: int) -> int:
-        """Hand the first ``steps`` steps to the histogram; returns the step count at which to hand over next."""
+    def hand_over(self, steps: int) -> None:
+        """Hand the first ``steps`` steps to the histogram."""
         waits, zeros = self.waits, steps - self.handed - len(self.waits)
         if self.collector is not None and (waits or zeros > 0):
             try:
@@ -303,4 +260,3 @@ class _Steps:
                 telemetry_failed("as_completed metrics", exc)
         self.handed = steps
         self.waits = []
-        return steps + _STEP_BATCH
