@@ -72,9 +72,12 @@ class LocalCall:
         self.ctx = ctx
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        fn = self.fn
-        token = otel_context.attach(self.ctx)
-        del self  # a failed task's traceback keeps this frame: not the task span's context
+        # A failed task's traceback keeps this frame, and from 3.14 the pool's frame that holds this call: neither
+        # may keep the task span's context (a call runs once).
+        fn, context = self.fn, self.ctx
+        self.ctx = None  # type: ignore[assignment]
+        token = otel_context.attach(context)
+        del self, context
         try:
             return fn(*args, **kwargs)
         finally:
@@ -124,26 +127,57 @@ class RemoteCall:
         return name if isinstance(name, str) else type(fn).__name__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        start = _clock()
-        token = None
-        collected = None
-        if self.parent is not None:
-            trace_id, span_id, flags = self.parent
-            span_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
-            token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
-            if self.origin and self.origin != process_token:
-                collected = _begin_collecting(trace_id, span_id)
-        try:
-            result = self.fn(*args, **kwargs)
-        except BaseException as exc:
-            # An exception object that refuses attributes keeps its outcome and loses the timing.
-            with contextlib.suppress(Exception):
-                exc.__dict__[_REMOTE_ATTR] = _worker_data(start, collected)
-            raise
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-        return Envelope(result, _worker_data(start, collected))
+        return call_remote(self.fn, self.parent, self.origin, *args, **kwargs)
+
+
+def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any, **kwargs: Any) -> Any:
+    """What a ``RemoteCall`` runs; an interpreter pool runs it as it is, with ``fn`` among its arguments, so that a
+    function the interpreters share without pickling (one that uses no globals) stays shareable."""
+    start = _clock()
+    token = None
+    collected = None
+    if parent is not None:
+        trace_id, span_id, flags = parent
+        span_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+        if origin and origin != process_token:
+            collected = _begin_collecting(trace_id, span_id)
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        # An exception object that refuses attributes keeps its outcome and loses the timing.
+        with contextlib.suppress(Exception):
+            exc.__dict__[_REMOTE_ATTR] = _worker_data(start, collected)
+        raise
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    return Envelope(result, _worker_data(start, collected))
+
+
+#: What a ``StartingCall`` returns for a task whose future was cancelled before the pool started it.
+NOT_RUN = object()
+
+
+class StartingCall:
+    """Starts the task's own future where the pool starts the task, then runs ``call`` (the public-API fallback of
+    a stdlib thread pool, whose own future runs this call): a future cancelled meanwhile is notified, as the pool's
+    worker would notify it, and ``call`` does not run."""
+
+    __slots__ = ("call", "future")
+
+    def __init__(self, future: Any, call: Any) -> None:
+        self.future = future
+        self.call = call
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
+        future, call = self.future, self.call
+        self.future = None  # a failed task's traceback keeps this call: not the future
+        del self
+        if not future.set_running_or_notify_cancel():
+            return NOT_RUN
+        del future
+        return call(*args, **kwargs)
 
 
 def _begin_collecting(trace_id: int, span_id: int) -> Any:

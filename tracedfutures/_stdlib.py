@@ -180,7 +180,9 @@ def chosen() -> dict[str, Any]:
         else:
             differing[part] = wrong
     if differing:
-        _log.warning(
+        # Forced (the tests' switch) it is what was asked for: said at INFO. Otherwise it is news: one WARNING.
+        _log.log(
+            logging.INFO if forced else logging.WARNING,
             "tracedfutures: this Python's concurrent.futures differs from the versions tracedfutures knows (%s), so "
             "those parts use only public API: results, exceptions and states are unchanged, some telemetry is "
             "coarser. Please report it with your Python version.",

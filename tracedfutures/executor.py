@@ -19,14 +19,13 @@ from concurrent.futures._base import LOGGER as _LOGGER
 from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from opentelemetry.context import Context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracedfutures import _calls, _stdlib, config
-from tracedfutures._calls import LocalCall, RemoteCall
+from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, call_remote
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
@@ -120,55 +119,44 @@ except ImportError:  # pragma: no cover - the tests run with the SDK
         return False
 
 
-def _remote_call(future: TracedFuture, fn: Any) -> RemoteCall:
-    """The call that travels: the task span's context, and whether the spans made in the worker come home."""
+#: What a pool runs for a task: a callable, its positional and its keyword arguments.
+Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+
+def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+    """A call that travels (a process or a user's executor): the task span's context, and whether the spans made
+    in the worker come home."""
     origin = _calls.process_token if wants_worker_spans(future._tf_span) else 0
-    return RemoteCall(fn, _wire_context(future), origin)
+    return RemoteCall(fn, _wire_context(future), origin), args, kwargs
 
 
-def _local_call(future: TracedFuture, fn: Any, context: Context) -> Any:
-    """``fn`` wrapped to run in ``context``, set by the span side (``future._tf_caller``): the caller's, with the
-    task span current (or an unsampled parent, so that spans the task starts stay unsampled children)."""
+def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+    """A ``_remote_call`` shaped for an interpreter pool: ``fn`` stays an argument, shared as the stdlib shares
+    it (a function that uses no globals crosses without pickling)."""
+    origin = _calls.process_token if wants_worker_spans(future._tf_span) else 0
+    return call_remote, (fn, _wire_context(future), origin, *args), kwargs
+
+
+def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+    """What a thread pool runs: ``fn``, in the context set by the span side (``future._tf_caller``) when one must
+    travel: the caller's, with the task span current (or an unsampled parent, so that spans the task starts stay
+    unsampled children)."""
+    context = future._tf_caller
+    if context is None:
+        return fn, args, kwargs
     future._tf_caller = None  # the call holds it now
     call = LocalCall(fn, context)
     if isinstance(fn, partial) and is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
         call.fn = fn.args[0]
-        return partial(fn.func, call, *fn.args[1:], **fn.keywords)
-    return call
+        return partial(fn.func, call, *fn.args[1:], **fn.keywords), args, kwargs
+    return call, args, kwargs
 
 
-def _submit(
-    enqueue: _stdlib.Enqueue, make_call: Callable[[TracedFuture, Any], Any], executor: Executor, life: Lifecycle,
-    fn: Callable[..., T], args: Any, kwargs: Any,
-) -> Future[T]:  # fmt: skip
-    """Submit to a stdlib pool through its own submit body (``enqueue``) with a ``TracedFuture`` from birth."""
-    future = TracedFuture()
-    life.submit(future, fn)
-    try:
-        enqueue(executor, future, make_call(future, fn) if callable(fn) else fn, args, kwargs)
-    except BaseException as exc:
-        future.set_exception(exc)  # a refused submit ends its task as an error with the exception the caller gets
-        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
-        raise
-    return future
-
-
-def submit_chained(
-    submit: Callable[..., Future[Any]], life: Lifecycle, fn: Callable[..., T], args: Any, kwargs: Any
-) -> Future[T]:
-    """Submit through any executor's own ``submit``: the call runs as a ``RemoteCall`` (which stamps its real
-    start); a ``TracedFuture`` follows the future it returns."""
-    future = _ChainedFuture()
-    life.submit(future, fn)
-    try:
-        inner = submit(_remote_call(future, fn) if callable(fn) else fn, *args, **kwargs)
-    except BaseException as exc:
-        future.set_exception(exc)
-        del future
-        raise
-    future.follow(inner)
-    return future
+def _starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+    """A ``_thread_call`` that starts the task's own future first (a thread pool's public-API fallback)."""
+    call, args, kwargs = _thread_call(future, fn, args, kwargs)
+    return StartingCall(future, call), args, kwargs
 
 
 class _ChainedFuture(TracedFuture):
@@ -217,17 +205,81 @@ class _ChainedFuture(TracedFuture):
         return super().set_running_or_notify_cancel()
 
 
-def _thread_call(future: TracedFuture, fn: Any) -> Any:
-    """What a thread pool runs: ``fn``, in the caller's context when one must travel (see ``_local_call``)."""
-    caller = future._tf_caller
-    return fn if caller is None else _local_call(future, fn, caller)
+class _RelayedFuture(TracedFuture):
+    """A thread pool's task future in the public-API fallback: it starts, is cancelled and is notified as the
+    pool's own future would be (its ``StartingCall`` runs where the pool starts the task); the pool's future, which
+    runs that call, brings only the outcome."""
+
+    __slots__ = ()
+
+    def follow(self, inner: Future[Any]) -> None:
+        inner.add_done_callback(self._relay)
+
+    def _relay(self, inner: Future[Any]) -> None:
+        if inner.cancelled():  # shutdown(cancel_futures=True) cancelled it in the queue, without notifying
+            super().cancel()
+            return
+        exc = inner.exception()
+        if exc is not None:
+            self.set_exception(exc)
+            return
+        result = inner.result()
+        if result is not NOT_RUN:
+            self.set_result(result)
 
 
-Submit = Callable[[Lifecycle, Callable[..., Any], Any, Any], Future[Any]]
+class Route(NamedTuple):
+    """How tasks reach one kind of executor: the stdlib pool's own submit body (``enqueue``; None: through the
+    executor's ``submit``), what runs for a task, the future the caller gets, and whether the call runs remotely
+    (its real start then comes home with the outcome)."""
+
+    enqueue: _stdlib.Enqueue | None
+    make_call: Callable[[TracedFuture, Any, Any, Any], Call]
+    future: Callable[[], TracedFuture]
+    remote: bool
+
 
 #: Each stdlib pool's own submit body in this interpreter, or None where ``_stdlib`` falls back to public API.
 _THREAD_ENQUEUE = _stdlib.thread_pool_enqueue()
 _PROCESS_ENQUEUE = _stdlib.process_pool_enqueue()
+#: Any executor that is not a stdlib pool with the stdlib's ``submit``: chained to its own ``submit``.
+CHAINED = Route(None, _remote_call, _ChainedFuture, True)
+#: Each kind of stdlib pool: through its submit body, or through its ``submit`` where ``_stdlib`` falls back.
+POOL_ROUTES: dict[Kind, Route] = {
+    "thread": Route(_THREAD_ENQUEUE, _thread_call, TracedFuture, False)
+    if _THREAD_ENQUEUE is not None
+    else Route(None, _starting_call, _RelayedFuture, False),
+    "interpreter": Route(_THREAD_ENQUEUE, _interpreter_call, TracedFuture, True)
+    if _THREAD_ENQUEUE is not None
+    else CHAINED._replace(make_call=_interpreter_call),
+    "process": Route(_PROCESS_ENQUEUE, _remote_call, TracedFuture, True) if _PROCESS_ENQUEUE is not None else CHAINED,
+}
+
+
+def submit_task(
+    route: Route, executor: Executor, submit: Callable[..., Future[Any]] | None, life: Lifecycle,
+    fn: Callable[..., T], args: Any, kwargs: Any,
+) -> Future[T]:  # fmt: skip
+    """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
+    ``submit`` (the executor's own) with the returned future chained to the caller's."""
+    future = route.future()
+    life.submit(future, fn)
+    try:
+        if callable(fn):  # anything else fails as the stdlib makes it fail
+            fn, args, kwargs = route.make_call(future, fn, args, kwargs)
+        if route.enqueue is not None:
+            route.enqueue(executor, future, fn, args, kwargs)
+        else:
+            assert submit is not None
+            future.follow(submit(fn, *args, **kwargs))
+    except BaseException as exc:
+        if not future.done():  # a refused submit ends its task as an error with the exception the caller gets
+            future.set_exception(exc)
+        del future  # the exception's traceback holds this frame: no cycle future -> exception -> frame -> future
+        raise
+    return future
+
+
 #: The ``submit`` of each drop-in pool class.
 _TRACED_SUBMITS: set[Callable[..., Any]] = set()
 
@@ -244,20 +296,6 @@ def _stock_submit(executor: Executor) -> Callable[..., Any] | None:
     ):
         return stock
     return None
-
-
-def _route(executor: Executor, kind: Kind) -> tuple[Submit, bool]:
-    """How tasks reach ``executor``, and whether their call runs remotely (its real start then comes home with the
-    outcome): through its stdlib pool's own submit body, with a ``TracedFuture`` from birth; else chained to the
-    stdlib pool's ``submit`` (public-API fallback) or to the executor's own."""
-    stock = _stock_submit(executor)
-    if stock is None:
-        return partial(submit_chained, executor.submit), True
-    enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
-    if enqueue is None:
-        return partial(submit_chained, partial(stock, executor)), True
-    remote = kind != "thread"
-    return partial(_submit, enqueue, _remote_call if remote else _thread_call, executor), remote
 
 
 class TracedExecutor(Executor):
@@ -279,10 +317,12 @@ class TracedExecutor(Executor):
             name = executor.name if name is None else name
             executor = executor.executor
         kind = executor_kind(executor)
-        self._submit, remote = _route(executor, kind)
-        self._process_map = kind == "process" and _stock_submit(executor) is not None
+        stock = _stock_submit(executor)
+        self._route = CHAINED if stock is None else POOL_ROUTES[kind]
+        self._submit_to = executor.submit if stock is None else partial(stock, executor)
+        self._process_map = kind == "process" and stock is not None
         self._executor = executor
-        self._life, self._capacity = _lifecycle(executor, name, kind, remote, tracer_provider, registry)
+        self._life, self._capacity = _lifecycle(executor, name, kind, self._route.remote, tracer_provider, registry)
 
     @property
     def executor(self) -> Executor:
@@ -295,7 +335,7 @@ class TracedExecutor(Executor):
         return self._life.name
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return self._submit(self._life, fn, args, kwargs)
+        return submit_task(self._route, self._executor, self._submit_to, self._life, fn, args, kwargs)
 
     def map(
         self,
@@ -370,18 +410,16 @@ class _TracedPool(Executor):
     def _tf_trace(
         self, name: str | None, tracer_provider: TracerProvider | None, registry: CollectorRegistry | None
     ) -> None:
-        kind = self._tf_kind
-        self._tf_enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
-        remote = self._tf_enqueue is None or kind != "thread"
-        self._tf_call = _remote_call if remote else _thread_call
-        self._tf_life, self._tf_capacity = _lifecycle(self, name, kind, remote, tracer_provider, registry)
+        self._tf_route = POOL_ROUTES[self._tf_kind]
+        remote = self._tf_route.remote
+        self._tf_life, self._tf_capacity = _lifecycle(self, name, self._tf_kind, remote, tracer_provider, registry)
 
     def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
         """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""
-        enqueue = self._tf_enqueue
-        if enqueue is None:  # no copy of this interpreter's submit body: chain to the pool's own submit
-            return submit_chained(partial(self._tf_stock_submit, self), self._tf_life, fn, args, kwargs)
-        return _submit(enqueue, self._tf_call, self, self._tf_life, fn, args, kwargs)
+        route = self._tf_route
+        # Through the pool's own submit where there is no copy of its body (made here: the pool holds no call).
+        submit = None if route.enqueue is not None else partial(self._tf_stock_submit, self)
+        return submit_task(route, self, submit, self._tf_life, fn, args, kwargs)
 
     def _tf_shutdown(self, wait: bool, cancel_futures: bool) -> None:
         """Each drop-in class's ``shutdown``: the pool's, then its workers stop counting as capacity."""

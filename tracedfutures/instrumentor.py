@@ -28,38 +28,27 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
-from tracedfutures import _stdlib, waiting
+from tracedfutures import waiting
 from tracedfutures._lifecycle import Lifecycle, in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
-from tracedfutures.executor import (
-    _PROCESS_ENQUEUE,
-    _THREAD_ENQUEUE,
-    _lifecycle,
-    _remote_call,
-    _submit,
-    _thread_call,
-    executor_kind,
-    submit_chained,
-)
+from tracedfutures.executor import CHAINED, POOL_ROUTES, Route, _lifecycle, executor_kind, submit_task
 from tracedfutures.package import _instruments
 
 _lock = threading.Lock()
 _STDLIB_FUNCTIONS = {"wait": concurrent.futures.wait, "as_completed": concurrent.futures.as_completed}
 
 
-def _instance_route(executor: Executor) -> tuple[Lifecycle, _stdlib.Enqueue | None, Any]:
-    """A stock executor's lifecycle, submit body (None: chain to the stdlib's submit) and call maker, made on its
-    first submit and kept on the executor itself."""
-    found: tuple[Lifecycle, _stdlib.Enqueue | None, Any] | None = executor.__dict__.get("_tf_route")
+def _instance_route(executor: Executor) -> tuple[Lifecycle, Route]:
+    """A stock pool's lifecycle and route, made on its first submit and kept on the executor itself."""
+    found: tuple[Lifecycle, Route] | None = executor.__dict__.get("_tf_route")
     if found is None:
         with _lock:
             found = executor.__dict__.get("_tf_route")
             if found is None:
                 kind = executor_kind(executor)
-                enqueue = _PROCESS_ENQUEUE if kind == "process" else _THREAD_ENQUEUE
-                remote = enqueue is None or kind != "thread"
-                life, capacity = _lifecycle(executor, None, kind, remote, None, None)
-                found = (life, enqueue, _remote_call if remote else _thread_call)
+                route = POOL_ROUTES[kind] if kind != "other" else CHAINED
+                life, capacity = _lifecycle(executor, None, kind, route.remote, None, None)
+                found = (life, route)
                 executor.__dict__["_tf_capacity"] = capacity
                 executor.__dict__["_tf_route"] = found
     return found
@@ -76,10 +65,8 @@ def _submit_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
     if not args:  # no callable: the stdlib's own TypeError
         return wrapped(*args, **kwargs)
     fn = _without_threading_wrapper(args[0])
-    life, enqueue, make_call = _instance_route(instance)
-    if enqueue is None:
-        return submit_chained(wrapped, life, fn, args[1:], kwargs)
-    return _submit(enqueue, make_call, instance, life, fn, args[1:], kwargs)
+    life, route = _instance_route(instance)
+    return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
 
 
 def _shutdown_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -115,6 +115,9 @@ def activate(mode: str) -> Telemetry | None:
     import tracedfutures
 
     telemetry = Telemetry()
+    interpreter = None
+    if "InterpreterPoolExecutor" in cf.__all__:  # 3.14 and later; before its base class is replaced below
+        from concurrent.futures import interpreter
     if mode == "substitute":
         tracedfutures.configure(tracer_provider=telemetry.provider, registry=telemetry.registry)
         _census(thread.ThreadPoolExecutor, tracedfutures.TracedThreadPoolExecutor)
@@ -123,6 +126,11 @@ def activate(mode: str) -> Telemetry | None:
             module.ThreadPoolExecutor = tracedfutures.TracedThreadPoolExecutor  # type: ignore[misc]
         for module in (cf, process):
             module.ProcessPoolExecutor = tracedfutures.TracedProcessPoolExecutor  # type: ignore[misc]
+        if interpreter is not None:
+            _census(interpreter.InterpreterPoolExecutor, tracedfutures.TracedInterpreterPoolExecutor)
+            for module in (cf, interpreter):
+                module.InterpreterPoolExecutor = tracedfutures.TracedInterpreterPoolExecutor  # type: ignore[attr-defined]
+            cf.TracedInterpreterPoolExecutor = tracedfutures.TracedInterpreterPoolExecutor  # type: ignore[attr-defined]
         cf.wait = tracedfutures.wait  # type: ignore[assignment]
         cf.as_completed = tracedfutures.as_completed
         # Child scripts import ``self.executor_type.__name__`` from concurrent.futures: give it that name too.
@@ -308,7 +316,7 @@ def check_substituted(tests: list[unittest.TestCase]) -> list[str]:
     """The test classes whose ``executor_type`` is not a traced one (substitute mode)."""
     import tracedfutures
 
-    traced = (tracedfutures.TracedThreadPoolExecutor, tracedfutures.TracedProcessPoolExecutor)
+    traced = tuple(getattr(tracedfutures, name) for name in tracedfutures.__all__ if name.endswith("PoolExecutor"))
     return sorted(
         {
             type(t).__qualname__
@@ -347,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     started = time.monotonic()
     version = f"Python {platform.python_version()}"
+    mode = options.mode + (
+        ", fallback forced" if os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("", "0") else ""
+    )
 
     from test import support
 
@@ -402,8 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     if options.exact and len(selected) != len(set(options.exact)):
         print(f"--exact: no such test among {options.exact}", file=sys.stderr)
         return 2
-    print(f"{version} ({sys.executable}), mode {options.mode}, {len(selected)} tests, resources {RESOURCES}")
+    print(f"{version} ({sys.executable}), mode {mode}, {len(selected)} tests, resources {RESOURCES}")
     print(f"start methods: {', '.join(__import__('multiprocessing').get_all_start_methods())}", flush=True)
+    if options.mode != "stock":
+        from tracedfutures import _stdlib
+
+        fallbacks = sorted(part for part, body in _stdlib.chosen().items() if body is _stdlib.FALLBACKS[part])
+        print(f"public-API fallback in use for: {', '.join(fallbacks) or 'nothing'}", flush=True)
     holder: list[Result] = []
     install_env_hooks(holder)
     runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2 if options.verbose else 1, resultclass=Result)
@@ -460,9 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         telemetry.provider.shutdown()
     print(f"wall time {time.monotonic() - started:.0f}s")
     reran = f" ({len(rerun_passed)} on rerun)" if rerun_passed else ""
-    print(
-        f"stdlib-suite: {passed} passed{reran}, {failed} failed, {skipped} skipped ({version}, mode {options.mode})"
-    )
+    print(f"stdlib-suite: {passed} passed{reran}, {failed} failed, {skipped} skipped ({version}, mode {mode})")
     return 0 if ok else 1
 
 
