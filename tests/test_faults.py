@@ -222,7 +222,6 @@ def test_broken_telemetry_changes_nothing(
 def test_one_warning_line_on_stderr_without_logging_configured(tmp_path: Any) -> None:
     """In a program that configured no logging, every broken part at once prints one line, nothing more."""
     import subprocess
-    import sys
     import textwrap
 
     script = textwrap.dedent(
@@ -425,7 +424,6 @@ def test_failing_initializer_as_stock(
     assert completed == {("error", "concurrent.futures.process.BrokenProcessPool"): 3}
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child is new in 3.11")
 def test_max_tasks_per_child(telemetry: Telemetry) -> None:
     # One task at a time: many tasks queued at once can hang the stdlib pool itself when workers retire
     # (CPython gh-115634, a stock ProcessPoolExecutor hangs the same way here).

@@ -26,7 +26,6 @@ from tracedfutures import _stdlib
 FORCED = os.environ.get(_stdlib.FORCE_FALLBACK_ENV, "") not in ("", "0")
 HAS_INTERPRETERS = "InterpreterPoolExecutor" in concurrent.futures.__all__
 needs_314 = pytest.mark.skipif(sys.version_info < (3, 14), reason="new in Python 3.14")
-needs_315 = pytest.mark.skipif(sys.version_info < (3, 15), reason="new in Python 3.15")
 needs_interpreters = pytest.mark.skipif(not HAS_INTERPRETERS, reason="no InterpreterPoolExecutor here")
 
 

@@ -9,7 +9,6 @@ import math
 import multiprocessing
 import shutil
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -288,8 +287,7 @@ def leak(secret: Secret, message: str) -> Secret:
         raise KeyError(message)  # chained: its message must not travel either
     except KeyError as cause:
         error = SecretError(message)
-        if sys.version_info >= (3, 11):
-            error.add_note(message)
+        error.add_note(message)
         raise error from cause
 
 

@@ -4,7 +4,6 @@ task spans it hands back (at most 32 links), and latency histograms labelled by 
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, FIRST_EXCEPTION, Future
 from typing import Any
@@ -16,9 +15,7 @@ from support import square
 import tracedfutures
 
 TIMEOUT = 30
-TIMEOUT_ERROR_TYPE = (
-    "TimeoutError" if sys.version_info >= (3, 11) else "concurrent.futures._base.TimeoutError"
-)
+TIMEOUT_ERROR_TYPE = "TimeoutError"
 
 
 def raise_(exc: BaseException) -> None:

@@ -234,11 +234,8 @@ class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignor
             life.on_refused(self, method)
 
     def _retrieved(self) -> None:
-        # No lock: two threads reading a result for the very first time at the same instant may both time the
-        # lag; nothing else depends on being first (the unretrieved-exception mark is cleared either way).
-        if self._tf_read or self._state != FINISHED:
+        if not self._claim_read():  # exactly one first read, also when threads read at once without a GIL
             return
-        self._tf_read = True
         life = self._tf_life
         if life is not None:
             life.on_retrieved(self)

@@ -12,7 +12,10 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import process as _process
 from typing import Any
 
-_PROCESS_CHUNK = getattr(_process, "_process_chunk", None)  # what ProcessPoolExecutor.map submits, partially applied
+from tracedfutures._stdlib import run_chunk
+
+#: What ProcessPoolExecutor.map (and its fallback) submit, partially applied to the function.
+_CHUNK_RUNNERS = (getattr(_process, "_process_chunk", None), run_chunk)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,63}")
 _AUTO_THREAD_PREFIX = re.compile(r"(?:Thread|Interpreter)PoolExecutor-\d+")
 
@@ -58,7 +61,7 @@ def function_name(fn: Any) -> str:
     """The qualified name of the code a task runs, with ``functools.partial``, process-pool chunks and
     ``asyncio.to_thread``'s ``Context.run`` unwrapped."""
     while isinstance(fn, functools.partial):
-        unwrap_first = fn.func is _PROCESS_CHUNK or is_context_run(fn)
+        unwrap_first = fn.func in _CHUNK_RUNNERS or is_context_run(fn)
         fn = fn.args[0] if unwrap_first and fn.args else fn.func
     name = getattr(fn, "__qualname__", None)
     return clean(name if isinstance(name, str) else type(fn).__qualname__)

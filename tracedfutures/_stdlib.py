@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import textwrap
+import threading
 import time
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
@@ -280,6 +281,25 @@ class FutureTransitions:
             life.on_finish(self)
         self._invoke_callbacks()
 
+    def _claim_read(self: Any) -> bool:
+        """Whether this read of the FINISHED future is the first (marked ``_tf_read``, under the future's lock)."""
+        with self._condition:
+            if self._tf_read or self._state != FINISHED:
+                return False
+            self._tf_read = True
+            return True
+
+
+_read_lock = threading.Lock()  # the fallback's first-read claim (see PublicTransitions._claim_read)
+
+
+def _after_fork_in_child() -> None:
+    global _read_lock
+    _read_lock = threading.Lock()  # a parent thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def _ended(future: Any) -> None:
     """The fallback's done-callback, the first one registered: the future finished or was cancelled."""
@@ -326,6 +346,15 @@ class PublicTransitions:
         except InvalidStateError:
             self._refused(method)
             raise
+
+    def _claim_read(self: Any) -> bool:
+        if not self.done() or self.cancelled():
+            return False
+        with _read_lock:
+            if self._tf_read:
+                return False
+            self._tf_read = True
+            return True
 
 
 # -- submit -----------------------------------------------------------------------------------------------------------
@@ -455,15 +484,29 @@ def process_pool_map(
     return _process_private._chain_from_iterable_of_lists(results)  # type: ignore[no-any-return]
 
 
+def run_chunk(fn: Callable[..., T], chunk: Iterable[tuple[Any, ...]]) -> list[T]:
+    """One task of the fallback's chunked ``map``: ``fn`` over a chunk of argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def _flatten(results: Iterator[list[T]]) -> Iterator[T]:
+    """The results of the chunks, in order; each is dropped from its chunk as it is yielded."""
+    for chunk in results:
+        chunk.reverse()
+        while chunk:
+            yield chunk.pop()
+
+
 @fallback("process pool map")
 def process_pool_map_public(
     executor: Executor, fn: Callable[..., T], iterables: tuple[Iterable[Any], ...], timeout: float | None,
     chunksize: int, options: dict[str, Any],
 ) -> Iterator[T]:  # fmt: skip
-    """``Executor.map``: a task per call (no chunks), the same results in the same order, the same errors."""
+    """The same chunks through ``Executor.map``, with a chunk runner of our own."""
     if chunksize < 1:
         raise ValueError("chunksize must be >= 1.")
-    return Executor.map(executor, fn, *iterables, timeout=timeout, **options)
+    chunks = _batched(iterables, chunksize)
+    return _flatten(Executor.map(executor, functools.partial(run_chunk, fn), chunks, timeout=timeout, **options))
 
 
 # -- wait and as_completed --------------------------------------------------------------------------------------------
@@ -616,7 +659,9 @@ def as_completed_public(
                 box.append(next(steps))
             except StopIteration:
                 break
-            tracker.batch(box, len(fs) - yielded)
+            remaining = len(fs) - yielded
+            if tracker.batch(box, remaining) == remaining - 1:
+                tracker.due(remaining - 1)
             yielded += 1
             yield box.pop()  # no reference to the future is kept while the caller holds it
     except BaseException as exc:

@@ -40,18 +40,22 @@ _STDLIB_PROCESS_SUBMIT = ProcessPoolExecutor.submit
 class _Capacity:
     """Adds an executor's ``max_workers`` to its series until it is shut down or collected, exactly once."""
 
-    __slots__ = ("__weakref__", "count", "stats")
+    __slots__ = ("__weakref__", "count", "lock", "stats")
 
     def __init__(self, executor: Executor, stats: ExecutorRecorder | None) -> None:
         count = getattr(executor, "_max_workers", None)
         self.count = count if isinstance(count, int) and stats is not None else 0
         self.stats = stats
+        # Shutdown and the finalizer may race (and the finalizer may run from garbage collection in a thread that
+        # holds it): the count is taken once, under a re-entrant lock, with or without a GIL.
+        self.lock = threading.RLock()
         if self.count and stats is not None:
             stats.add_workers(self.count)
             weakref.finalize(executor, self.release)
 
     def release(self) -> None:
-        count, self.count = self.count, 0
+        with self.lock:
+            count, self.count = self.count, 0
         if count and self.stats is not None:
             self.stats.add_workers(-count)
 
@@ -205,38 +209,40 @@ class _ChainedFuture(TracedFuture):
         return super().set_running_or_notify_cancel()
 
 
-class _RelayedFuture(TracedFuture):
-    """A thread pool's task future in the public-API fallback: it starts, is cancelled and is notified as the
-    pool's own future would be (its ``StartingCall`` runs where the pool starts the task); the pool's future, which
-    runs that call, brings only the outcome."""
+def _relay_outcome(future: TracedFuture, inner: Future[Any]) -> None:
+    """The done-callback by which a thread pool's future brings its outcome to the task's own future, in the
+    public-API fallback. The task's future starts, is cancelled and is notified as the pool's own would be (its
+    ``StartingCall`` runs where the pool starts the task)."""
+    if inner.cancelled():  # shutdown(cancel_futures=True) cancelled it in the queue, without notifying
+        future.cancel()
+        return
+    exc = inner.exception()
+    if exc is not None:
+        future.set_exception(exc)
+        return
+    result = inner.result()
+    if result is not NOT_RUN:
+        future.set_result(result)
 
-    __slots__ = ()
 
-    def follow(self, inner: Future[Any]) -> None:
-        inner.add_done_callback(self._relay)
+def _chain(future: TracedFuture, inner: Future[Any]) -> None:
+    future.follow(inner)  # a _ChainedFuture
 
-    def _relay(self, inner: Future[Any]) -> None:
-        if inner.cancelled():  # shutdown(cancel_futures=True) cancelled it in the queue, without notifying
-            super().cancel()
-            return
-        exc = inner.exception()
-        if exc is not None:
-            self.set_exception(exc)
-            return
-        result = inner.result()
-        if result is not NOT_RUN:
-            self.set_result(result)
+
+def _relay(future: TracedFuture, inner: Future[Any]) -> None:
+    inner.add_done_callback(partial(_relay_outcome, future))
 
 
 class Route(NamedTuple):
     """How tasks reach one kind of executor: the stdlib pool's own submit body (``enqueue``; None: through the
-    executor's ``submit``), what runs for a task, the future the caller gets, and whether the call runs remotely
-    (its real start then comes home with the outcome)."""
+    executor's ``submit``, with ``follow`` tying the future it returns to the caller's), what runs for a task, the
+    future the caller gets, and whether the call runs remotely (its real start then comes home with the outcome)."""
 
     enqueue: _stdlib.Enqueue | None
     make_call: Callable[[TracedFuture, Any, Any, Any], Call]
     future: Callable[[], TracedFuture]
     remote: bool
+    follow: Callable[[TracedFuture, Future[Any]], None] = _chain
 
 
 #: Each stdlib pool's own submit body in this interpreter, or None where ``_stdlib`` falls back to public API.
@@ -248,7 +254,7 @@ CHAINED = Route(None, _remote_call, _ChainedFuture, True)
 POOL_ROUTES: dict[Kind, Route] = {
     "thread": Route(_THREAD_ENQUEUE, _thread_call, TracedFuture, False)
     if _THREAD_ENQUEUE is not None
-    else Route(None, _starting_call, _RelayedFuture, False),
+    else Route(None, _starting_call, TracedFuture, False, _relay),
     "interpreter": Route(_THREAD_ENQUEUE, _interpreter_call, TracedFuture, True)
     if _THREAD_ENQUEUE is not None
     else CHAINED._replace(make_call=_interpreter_call),
@@ -271,7 +277,7 @@ def submit_task(
             route.enqueue(executor, future, fn, args, kwargs)
         else:
             assert submit is not None
-            future.follow(submit(fn, *args, **kwargs))
+            route.follow(future, submit(fn, *args, **kwargs))
     except BaseException as exc:
         if not future.done():  # a refused submit ends its task as an error with the exception the caller gets
             future.set_exception(exc)

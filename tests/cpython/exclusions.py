@@ -1,8 +1,8 @@
 """The tests of CPython's ``test_concurrent_futures`` that ``run_stdlib_suite.py`` does not run, with the reason.
 
 This is the only place where tests are left out. A key is a unittest id, or its tail after a ``.`` (for
-example ``test_shutdown_deadlock_pickle`` covers that test under every start method, in the 3.10 module and in
-the 3.13 package). A test is excluded only when the instrumentation cannot behave identically, or the
+example ``test_shutdown_deadlock_pickle`` covers that test under every start method, in every version's
+package). A test is excluded only when the instrumentation cannot behave identically, or the
 environment cannot run it; never because it fails: a failure is fixed in the library.
 """
 

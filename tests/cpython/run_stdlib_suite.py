@@ -2,7 +2,7 @@
 
     python tests/cpython/run_stdlib_suite.py [--mode substitute|instrumentor|stock] [-v] [--match TEXT ...]
 
-The suite is read from this interpreter's ``test`` package (a single module on 3.10, a package from 3.12 on),
+The suite is read from this interpreter's ``test`` package (a single module on 3.11, a package from 3.12 on),
 never copied. Before it is imported:
 
 * ``--mode substitute`` (default): ``TracedThreadPoolExecutor`` / ``TracedProcessPoolExecutor`` replace
@@ -92,8 +92,8 @@ class Telemetry:
 _untraced: list[str] = []
 
 
-def _census(cls: type, traced: type) -> None:
-    """Record every executor of the stock class ``cls`` made without being a ``traced`` one."""
+def _census(cls: type, traced: tuple[type, ...]) -> None:
+    """Record every executor of the stock class ``cls`` made without being one of the ``traced`` classes."""
     init = cls.__init__  # type: ignore[misc]
 
     @functools.wraps(init)
@@ -120,22 +120,20 @@ def activate(mode: str) -> Telemetry | None:
         from concurrent.futures import interpreter
     if mode == "substitute":
         tracedfutures.configure(tracer_provider=telemetry.provider, registry=telemetry.registry)
-        _census(thread.ThreadPoolExecutor, tracedfutures.TracedThreadPoolExecutor)
-        _census(process.ProcessPoolExecutor, tracedfutures.TracedProcessPoolExecutor)
-        for module in (cf, thread):
-            module.ThreadPoolExecutor = tracedfutures.TracedThreadPoolExecutor  # type: ignore[misc]
-        for module in (cf, process):
-            module.ProcessPoolExecutor = tracedfutures.TracedProcessPoolExecutor  # type: ignore[misc]
+        traced = tuple(getattr(tracedfutures, name) for name in tracedfutures.__all__ if name.endswith("PoolExecutor"))
+        substitutes = [(thread, "ThreadPoolExecutor"), (process, "ProcessPoolExecutor")]
         if interpreter is not None:
-            _census(interpreter.InterpreterPoolExecutor, tracedfutures.TracedInterpreterPoolExecutor)
-            for module in (cf, interpreter):
-                module.InterpreterPoolExecutor = tracedfutures.TracedInterpreterPoolExecutor  # type: ignore[attr-defined]
-            cf.TracedInterpreterPoolExecutor = tracedfutures.TracedInterpreterPoolExecutor  # type: ignore[attr-defined]
+            substitutes.append((interpreter, "InterpreterPoolExecutor"))
+        for module, name in substitutes:
+            _census(getattr(module, name), traced)
+        for module, name in substitutes:
+            traced_class = getattr(tracedfutures, f"Traced{name}")
+            for target in (cf, module):
+                setattr(target, name, traced_class)
+            # Child scripts import ``self.executor_type.__name__`` from concurrent.futures: give it that name too.
+            setattr(cf, traced_class.__name__, traced_class)
         cf.wait = tracedfutures.wait  # type: ignore[assignment]
         cf.as_completed = tracedfutures.as_completed
-        # Child scripts import ``self.executor_type.__name__`` from concurrent.futures: give it that name too.
-        cf.TracedThreadPoolExecutor = tracedfutures.TracedThreadPoolExecutor  # type: ignore[attr-defined]
-        cf.TracedProcessPoolExecutor = tracedfutures.TracedProcessPoolExecutor  # type: ignore[attr-defined]
     elif mode == "instrumentor":
         tracedfutures.ConcurrentFuturesInstrumentor().instrument(
             tracer_provider=telemetry.provider, registry=telemetry.registry
