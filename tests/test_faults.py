@@ -14,11 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import faultsupport
 import pytest
-from conftest import Telemetry, outcome_of
+from conftest import CHAINED_IN_FALLBACK, FALLBACK_FORCED, Telemetry, outcome_of
 from faultsupport import BrokenProcessor, HangingExporter, RaisingExporter, set_gates, unreachable_exporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -179,6 +180,8 @@ def warnings_logged(
 def test_broken_telemetry_changes_nothing(
     name: str, kind: str, capfd: pytest.CaptureFixture[str], warnings_logged: Callable[[], list[str]]
 ) -> None:
+    if FALLBACK_FORCED and kind != "thread":
+        pytest.skip(CHAINED_IN_FALLBACK)
     expected, stock_shutdown = run(kind, False, None)
     assert expected[0] == ("cancel", [True, True, True])
     assert capfd.readouterr() == ("", "")
@@ -321,14 +324,19 @@ def test_keyboard_interrupt_while_blocked(telemetry: Telemetry, where: str, sigi
 # -- process pools: broken workers, initializers, worker recycling, results that do not pickle ----------------------
 def outcomes(futures: list[Any]) -> list[Any]:
     """(type, message, type of the cause) of each future's exception, or its result. Object addresses in a
-    message (3.14's pickle errors name the object: "... <function f at 0x7f...>") are left out."""
+    message (3.14's pickle errors name the object: "... <function f at 0x7f...>") are left out, and so is the
+    cause 3.15 gives a broken pool when it finds a dead worker's exit code: whether the pool has reaped the
+    worker by then is a race of the stdlib's own (two stock pools differ on it)."""
     seen = []
     for future in futures:
         exc = future.exception(TIMEOUT)
         if exc is None:
             seen.append(("ok", future.result()))
-        else:
-            seen.append((type(exc), re.sub(r" at 0x[0-9a-f]+", " at 0x...", str(exc)), type(exc.__cause__)))
+            continue
+        cause = exc.__cause__
+        if isinstance(exc, BrokenProcessPool) and re.search(r"terminated abruptly with exit code", str(cause)):
+            cause = None
+        seen.append((type(exc), re.sub(r" at 0x[0-9a-f]+", " at 0x...", str(exc)), type(cause)))
     return seen
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
-from conftest import Telemetry, outcome_of
+from conftest import CHAINED_IN_FALLBACK, FALLBACK_FORCED, Telemetry, outcome_of
 from support import square
 
 import tracedfutures
@@ -45,6 +45,7 @@ def instrumentor(telemetry: Telemetry) -> Iterator[ConcurrentFuturesInstrumentor
         assert_original()
 
 
+@pytest.mark.skipif(FALLBACK_FORCED, reason=CHAINED_IN_FALLBACK)
 def test_traces_stock_pools_and_waits(
     telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import support
+import workersupport
 from conftest import Telemetry, labels, outcome_of, span_shape
 from support import square
 
@@ -145,8 +146,7 @@ def test_the_forced_fallback_gives_the_same_results_and_telemetry() -> None:
         warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
         seen[forced] = lines[:3], warnings, lines[3]
     assert seen["0"][0][:2] == seen["1"][0][:2] == ["[[0, 1, 4, 9, 16], ['CustomError'], [0, 1, 4, 9]]", "['p', 't']"]
-    assert seen["0"][0][2] == "6 1 2"  # ProcessPoolExecutor.map: two chunks of three and one
-    assert seen["1"][0][2] == "6 1 4"  # Executor.map, the fallback: a task per item, same results
+    assert seen["0"][0][2] == seen["1"][0][2] == "6 1 2"  # ProcessPoolExecutor.map: two chunks, of three and one
     assert seen["0"][1:] == ([], "[]")
     assert seen["1"][1:] == ([], str(sorted(_stdlib.COPIES)))
 
@@ -176,29 +176,51 @@ def test_a_source_no_copy_knows_falls_back_with_one_warning(
 
 
 # -- interpreter pools (3.14) -----------------------------------------------------------------------------------------
+def _importable(path: str) -> None:
+    """A pool initializer that uses no globals (so it is shared without pickling): the tests' own modules become
+    importable in each new interpreter, which starts from the interpreter's configured path."""
+    import sys
+
+    sys.path.insert(0, path)
+
+
+TESTS = os.path.dirname(support.__file__)
+
+
 @needs_interpreters
 def test_interpreter_pool_tasks_are_traced_where_they_run(telemetry: Telemetry) -> None:
     """Task span (executor.kind interpreter), real start and outcome measured in the interpreter; spans the task
     starts there are children of its task span; results and exceptions as the stock pool gives them."""
-    stock_pool = concurrent.futures.InterpreterPoolExecutor(1)
+    stock_pool = concurrent.futures.InterpreterPoolExecutor(1, initializer=_importable, initargs=(TESTS,))
     pool = tracedfutures.TracedInterpreterPoolExecutor(
-        1, name="interp", tracer_provider=telemetry.provider, registry=telemetry.registry
+        1, None, _importable, (TESTS,), name="interp", tracer_provider=telemetry.provider, registry=telemetry.registry
     )
     seen = []
     for executor in (stock_pool, pool):
         with executor:
             calls = [executor.submit(square, 3), executor.submit(support.fail, "boom")]
             seen.append([outcome_of(lambda f=f: f.result(30)) for f in calls])
-            causes = [type(calls[1].exception().__cause__).__name__]
-            ids = executor.submit(support.child_span_ids).result(30)
-        seen.append(causes)
+            seen.append([type(calls[1].exception().__cause__).__name__])
+            if executor is pool:
+                ids = executor.submit(support.child_span_ids).result(30)
+                executor.submit(workersupport.traced_work, 7).result(30)
     assert seen[0] == seen[2] == [("ok", 9), ("raised", (support.CustomError, ("boom",)))]
     assert seen[1] == seen[3] == ["ExecutionFailed"]
     spans = {span.name: span for span in telemetry.spans()}
-    assert sorted(spans) == ["inner", "interp child_span_ids", "interp fail", "interp square"]
+    assert sorted(spans) == [
+        "inner", "interp child_span_ids", "interp fail", "interp square", "interp traced_work", "outer"
+    ]  # fmt: skip
     task = spans["interp child_span_ids"]
     assert ids[:3] == (task.context.trace_id, task.context.span_id, task.context.trace_id)
-    assert spans["inner"].parent is not None and spans["inner"].parent.span_id == task.context.span_id
+    # Spans the task finished in its interpreter came home, children of its task span.
+    assert workersupport.tree(telemetry.spans()) == [
+        ("inner", "outer"),
+        ("interp child_span_ids", None),
+        ("interp fail", None),
+        ("interp square", None),
+        ("interp traced_work", None),
+        ("outer", "interp traced_work"),
+    ]
     shape = span_shape(spans["interp fail"])
     assert shape["attributes"] == {
         "executor.name": "interp",
@@ -208,11 +230,11 @@ def test_interpreter_pool_tasks_are_traced_where_they_run(telemetry: Telemetry) 
     }
     assert shape["events"] == ["running", "exception"]
     assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="interp", outcome="success", error_type=""): 2,
+        labels(executor="interp", outcome="success", error_type=""): 3,
         labels(executor="interp", outcome="cancelled", error_type=""): 0,
         labels(executor="interp", outcome="error", error_type="support.CustomError"): 1,
     }
-    assert telemetry.histogram("executor_task_run_seconds", executor="interp", outcome="success")[0] == 2
+    assert telemetry.histogram("executor_task_run_seconds", executor="interp", outcome="success")[0] == 3
     assert telemetry.value("executor_max_workers", executor="interp") == 0
 
 
@@ -221,11 +243,12 @@ def test_the_instrumentor_and_traced_trace_stock_interpreter_pools(telemetry: Te
     instrumentor = tracedfutures.ConcurrentFuturesInstrumentor()
     instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
     try:
-        with concurrent.futures.InterpreterPoolExecutor(1) as pool:
+        with concurrent.futures.InterpreterPoolExecutor(1, initializer=_importable, initargs=(TESTS,)) as pool:
             assert pool.submit(square, 4).result(30) == 16
     finally:
         instrumentor.uninstrument()
-    with tracedfutures.traced(concurrent.futures.InterpreterPoolExecutor(1), registry=telemetry.registry) as pool:
+    stock = concurrent.futures.InterpreterPoolExecutor(1, initializer=_importable, initargs=(TESTS,))
+    with tracedfutures.traced(stock, tracer_provider=telemetry.provider, registry=telemetry.registry) as pool:
         assert pool.name == "InterpreterPoolExecutor"  # the stdlib's numbered thread prefix is not a name
         assert pool.submit(square, 5).result(30) == 25
     kinds = [(span.name, dict(span.attributes or {})["executor.kind"]) for span in telemetry.spans()]
@@ -273,11 +296,13 @@ def test_map_refuses_a_buffer_where_the_stdlib_does(telemetry: Telemetry) -> Non
 @pytest.mark.parametrize("method", ["terminate_workers", "kill_workers"])
 @pytest.mark.parametrize("wrapped", [False, True], ids=["drop-in", "traced()"])
 def test_forced_shutdown_ends_futures_as_the_stdlib_does(telemetry: Telemetry, method: str, wrapped: bool) -> None:
-    """The task in a worker and the one handed to the call queue fail with BrokenProcessPool, the one still queued
-    is cancelled, as in the stock pool; each is counted with that outcome, and the gauges come back to 0."""
+    """Tasks in a worker or handed to the call queue (RUNNING) fail with BrokenProcessPool, those still queued are
+    cancelled, in the stock pool and the traced one alike; each is counted with its outcome, and the gauges come
+    back to 0."""
     import multiprocessing
 
     seen = []
+    running = 0
     for traced in (False, True):
         context = multiprocessing.get_context("fork")
         if not traced:
@@ -288,17 +313,22 @@ def test_forced_shutdown_ends_futures_as_the_stdlib_does(telemetry: Telemetry, m
             )
         else:
             executor = telemetry.executor("fork")
-        futures = [executor.submit(time.sleep, 60) for _ in range(3)]
+        futures = [executor.submit(time.sleep, 60) for _ in range(5)]
         deadline = time.monotonic() + 30
         while not futures[1].running() and time.monotonic() < deadline:
             time.sleep(0.01)
+        time.sleep(0.3)  # the worker holds the first, the call queue the next ones: the rest stay queued
+        handed = [f.running() for f in futures]
         getattr(executor, method)()
-        seen.append([type(f.exception(30)).__name__ if not f.cancelled() else "cancelled" for f in futures])
-    assert seen[0] == seen[1] == ["BrokenProcessPool", "BrokenProcessPool", "cancelled"]
+        outcomes = [type(f.exception(30)).__name__ if not f.cancelled() else "cancelled" for f in futures]
+        assert outcomes == ["BrokenProcessPool" if r else "cancelled" for r in handed], (traced, handed)
+        assert 2 <= sum(handed) < 5
+        seen.append(outcomes)
+        running = sum(handed)
     assert telemetry.series("executor_tasks_completed_total") == {
         labels(executor="pool", outcome="success", error_type=""): 0,
-        labels(executor="pool", outcome="cancelled", error_type=""): 1,
-        labels(executor="pool", outcome="error", error_type="concurrent.futures.process.BrokenProcessPool"): 2,
+        labels(executor="pool", outcome="cancelled", error_type=""): 5 - running,
+        labels(executor="pool", outcome="error", error_type="concurrent.futures.process.BrokenProcessPool"): running,
     }
     for gauge in ("executor_tasks_queued", "executor_tasks_running", "executor_max_workers"):
         assert telemetry.value(gauge, executor="pool") == 0, gauge

@@ -31,24 +31,34 @@ from wrapt import wrap_function_wrapper
 from tracedfutures import waiting
 from tracedfutures._lifecycle import Lifecycle, in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
-from tracedfutures.executor import CHAINED, POOL_ROUTES, Route, _lifecycle, executor_kind, submit_task
+from tracedfutures.executor import (
+    _STDLIB_PROCESS_SUBMIT,
+    _STDLIB_THREAD_SUBMIT,
+    POOL_ROUTES,
+    Route,
+    _lifecycle,
+    executor_kind,
+    submit_task,
+)
 from tracedfutures.package import _instruments
 
 _lock = threading.Lock()
 _STDLIB_FUNCTIONS = {"wait": concurrent.futures.wait, "as_completed": concurrent.futures.as_completed}
 
 
-def _instance_route(executor: Executor) -> tuple[Lifecycle, Route]:
-    """A stock pool's lifecycle and route, made on its first submit and kept on the executor itself."""
-    found: tuple[Lifecycle, Route] | None = executor.__dict__.get("_tf_route")
+def _instance_route(executor: Executor) -> tuple[Lifecycle, Route, Callable[..., Any]]:
+    """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
+    executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
+    found: tuple[Lifecycle, Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
     if found is None:
         with _lock:
             found = executor.__dict__.get("_tf_route")
             if found is None:
                 kind = executor_kind(executor)
-                route = POOL_ROUTES[kind] if kind != "other" else CHAINED
+                route = POOL_ROUTES[kind]
+                stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
                 life, capacity = _lifecycle(executor, None, kind, route.remote, None, None)
-                found = (life, route)
+                found = (life, route, stock)
                 executor.__dict__["_tf_capacity"] = capacity
                 executor.__dict__["_tf_route"] = found
     return found
@@ -65,7 +75,9 @@ def _submit_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
     if not args:  # no callable: the stdlib's own TypeError
         return wrapped(*args, **kwargs)
     fn = _without_threading_wrapper(args[0])
-    life, route = _instance_route(instance)
+    life, route, stock = _instance_route(instance)
+    if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
+        wrapped = partial(stock, instance)
     return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
 
 
