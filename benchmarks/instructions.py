@@ -62,8 +62,18 @@ def _inline(executor: cf.ThreadPoolExecutor) -> cf.ThreadPoolExecutor:
 
 def _run_queued(executor: cf.ThreadPoolExecutor) -> None:
     queue = executor._work_queue
-    while not queue.empty():
-        queue.get_nowait().run()
+    make_context = getattr(executor, "_create_worker_context", None)  # 3.14: work items run in a worker context
+    if make_context is None:
+        while not queue.empty():
+            queue.get_nowait().run()
+        return
+    context = make_context()
+    context.initialize()
+    try:
+        while not queue.empty():
+            queue.get_nowait().run(context)
+    finally:
+        context.finalize()
 
 
 def tasks(mode: str, n: int) -> None:

@@ -646,15 +646,18 @@ def as_completed(
 def as_completed_public(
     fs: Iterable[Future[T]], timeout: float | None, track: Callable[[int], Tracker]
 ) -> Iterator[Future[T]]:
-    """The stdlib's own ``as_completed``; every step counts as one that waited."""
+    """The stdlib's own ``as_completed``. It yields the futures done when it starts first: those steps count as
+    0 s (but the first, which also set the iteration up); each later step is timed."""
     fs = set(fs)
     tracker = track(len(fs))
+    done_first = sum(1 for f in fs if f.done())
     steps: Any = _STDLIB_AS_COMPLETED(fs, timeout)
     yielded = 0
     box: list[Future[T]] = []
     try:
         while True:
-            tracker.waiting()
+            if yielded >= done_first:
+                tracker.waiting()
             try:
                 box.append(next(steps))
             except StopIteration:
