@@ -649,9 +649,11 @@ def as_completed_public(
     """The stdlib's own ``as_completed``. It yields the futures done when it starts first: those steps count as
     0 s (but the first, which also set the iteration up); each later step is timed."""
     fs = set(fs)
-    tracker = track(len(fs))
+    total = len(fs)
+    tracker = track(total)
     done_first = sum(1 for f in fs if f.done())
     steps: Any = _STDLIB_AS_COMPLETED(fs, timeout)
+    del fs  # the stdlib's iteration holds the futures not yielded yet; nothing here may hold a yielded one
     yielded = 0
     box: list[Future[T]] = []
     try:
@@ -662,7 +664,7 @@ def as_completed_public(
                 box.append(next(steps))
             except StopIteration:
                 break
-            remaining = len(fs) - yielded
+            remaining = total - yielded
             if tracker.batch(box, remaining) == remaining - 1:
                 tracker.due(remaining - 1)
             yielded += 1
