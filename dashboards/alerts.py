@@ -17,7 +17,7 @@ import yaml
 
 from dashboards import config
 
-COMPLETED = "executor_tasks_completed_total"
+COMPLETED = config.COMPLETED
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def alerts() -> list[Alert]:
             signal=(
                 "histogram_quantile(\n"
                 "  0.95,\n"
-                f"  sum by (job, executor, le) (rate(executor_task_queue_seconds_bucket[{w}]))\n"
+                f"  sum by (job, executor, le) (rate({config.QUEUE}_bucket[{w}]))\n"
                 ")"
             ),
             op=">",
@@ -113,9 +113,9 @@ def alerts() -> list[Alert]:
         Alert(
             name="TracedFuturesExecutorSaturated",
             signal=(
-                "sum by (job, executor) (executor_tasks_running)\n"
+                f"sum by (job, executor) ({config.RUNNING})\n"
                 "/\n"
-                "(sum by (job, executor) (executor_max_workers) > 0)"
+                f"(sum by (job, executor) ({config.MAX_WORKERS}) > 0)"
             ),
             op=">=",
             threshold=config.SATURATION_CRITICAL,
@@ -132,7 +132,7 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             name="TracedFuturesUnretrievedExceptions",
-            signal=new_or_increased("executor_exceptions_unretrieved_total", "job, executor, error_type", w),
+            signal=new_or_increased(config.UNRETRIEVED, "job, executor, error_type", w),
             op=">",
             threshold=0,
             for_=config.BUG_FOR,
@@ -150,7 +150,7 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             name="TracedFuturesInvalidTransitions",
-            signal=new_or_increased("executor_invalid_transitions_total", "job, executor, method", w),
+            signal=new_or_increased(config.INVALID, "job, executor, method", w),
             op=">",
             threshold=0,
             for_=config.BUG_FOR,
@@ -236,7 +236,7 @@ def cases() -> list[Case]:
     saturated = "TracedFuturesExecutorSaturated"
     unretrieved = "TracedFuturesUnretrievedExceptions"
     invalid = "TracedFuturesInvalidTransitions"
-    q = "executor_task_queue_seconds_bucket"
+    q = f"{config.QUEUE}_bucket"
     return [
         Case(
             "error ratio: 10% errors fire after 10m, 1% errors never",
@@ -300,16 +300,16 @@ def cases() -> list[Case]:
         Case(
             "saturation: all workers busy for 15m fires; a quarter busy, idle gaps or no workers never",
             {
-                'executor_tasks_running{job="app",executor="busy"}': "4x40",
-                'executor_max_workers{job="app",executor="busy"}': "4x40",
-                'executor_tasks_running{job="app",executor="quarter"}': "1x40",
-                'executor_max_workers{job="app",executor="quarter"}': "4x40",
+                f'{config.RUNNING}{{job="app",executor="busy"}}': "4x40",
+                f'{config.MAX_WORKERS}{{job="app",executor="busy"}}': "4x40",
+                f'{config.RUNNING}{{job="app",executor="quarter"}}': "1x40",
+                f'{config.MAX_WORKERS}{{job="app",executor="quarter"}}': "4x40",
                 # Busy but idle every 10th minute: not sustained.
-                'executor_tasks_running{job="app",executor="gaps"}': values(*([4] * 9 + [0]) * 4),
-                'executor_max_workers{job="app",executor="gaps"}': "4x40",
+                f'{config.RUNNING}{{job="app",executor="gaps"}}': values(*([4] * 9 + [0]) * 4),
+                f'{config.MAX_WORKERS}{{job="app",executor="gaps"}}': "4x40",
                 # A pool that was shut down: 0 workers is no ratio (no +Inf or NaN alert).
-                'executor_tasks_running{job="app",executor="gone"}': "0x40",
-                'executor_max_workers{job="app",executor="gone"}': "0x40",
+                f'{config.RUNNING}{{job="app",executor="gone"}}': "0x40",
+                f'{config.MAX_WORKERS}{{job="app",executor="gone"}}': "0x40",
             },
             [
                 Expect("10m", saturated),
@@ -330,15 +330,15 @@ def cases() -> list[Case]:
             "then resolve",
             {
                 # The series appears with its first count at 10m (rate/increase alone would miss it) ...
-                'executor_exceptions_unretrieved_total{job="app",executor="io",error_type="ValueError"}': (
+                f'{config.UNRETRIEVED}{{job="app",executor="io",error_type="ValueError"}}': (
                     values(*[None] * 10, *[1] * 30)
                 ),
                 # ... this one existed at 0 and grows at 20m.
-                'executor_exceptions_unretrieved_total{job="app",executor="io",error_type="KeyError"}': (
+                f'{config.UNRETRIEVED}{{job="app",executor="io",error_type="KeyError"}}': (
                     values(*[0] * 20, *[2] * 20)
                 ),
                 # Counted long ago, nothing new: silent.
-                'executor_exceptions_unretrieved_total{job="app",executor="cpu",error_type="ValueError"}': (
+                f'{config.UNRETRIEVED}{{job="app",executor="cpu",error_type="ValueError"}}': (
                     "3x40"
                 ),
             },
@@ -371,14 +371,11 @@ def cases() -> list[Case]:
         Case(
             "invalid transitions: a refused set_result fires at once and resolves after the window",
             {
-                'executor_invalid_transitions_total{job="app",executor="io",method="set_result"}': (
+                f'{config.INVALID}{{job="app",executor="io",method="set_result"}}': (
                     values(*[0] * 10, *[1] * 30)
                 ),
-                'executor_invalid_transitions_total{job="app",executor="io",method="set_exception"}': "0x40",
-                (
-                    "executor_invalid_transitions_total"
-                    '{job="app",executor="io",method="set_running_or_notify_cancel"}'
-                ): "0x40",
+                f'{config.INVALID}{{job="app",executor="io",method="set_exception"}}': "0x40",
+                f'{config.INVALID}{{job="app",executor="io",method="set_running_or_notify_cancel"}}': "0x40",
             },
             [
                 Expect("8m", invalid),

@@ -2,8 +2,10 @@
 
     python dashboards/check.py
 
-1. Regenerates every file dashboards/generate.py makes (the dashboards, the alert rules and their tests, and the
-   panel and alert listing in docs/dashboards.md) and fails on any difference from the checked-in one.
+1. Regenerates every file dashboards/generate.py makes (the dashboards, the alert rules and their tests, the
+   panel and alert listing in docs/dashboards.md, and the package's copies in tracedfutures/_dashboards/) and
+   fails on any difference from the checked-in one, or on a file in tracedfutures/_dashboards/ that it does not
+   make (the wheel would ship it).
 2. Lints the checked-in dashboards: fixed uids, variables (datasource first, then job, executor, jaeger),
    every panel on ``${datasource}``, every query non-empty and on the job/executor selectors, rates on
    ``$__rate_interval``, exemplars with a Jaeger link on the latency panels, and every query parses
@@ -57,7 +59,14 @@ def check_generated() -> list[str]:
     from dashboards import generate
 
     problems = []
-    for path, text in generate.outputs():
+    made = dict(generate.outputs())
+    for path in sorted(config.PACKAGE_DATA_DIR.rglob("*")):
+        if path.is_file() and path not in made:
+            problems.append(
+                f"{rel(path)} is not made by dashboards/generate.py (config.PACKAGED), but the wheel would ship "
+                f"it: delete it"
+            )
+    for path, text in made.items():
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
             diff = "".join(

@@ -1,5 +1,6 @@
 """Everything the dashboards and alert rules are made of that is not a query: names, uids, selectors,
-thresholds.
+thresholds, and where the package carries them. The metrics (names, types, labels) are tracedfutures.metrics' own
+definitions, read from there.
 
 ``generate.py`` and ``alerts.py`` read their settings only from here; ``check.py`` and the tests read it too,
 so a threshold or a uid changes in one place. After a change run ``python dashboards/generate.py`` and commit
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from tracedfutures import metrics
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,36 +59,48 @@ DASHBOARD_TAG = "tracedfutures"
 DEFAULT_TIME_FROM = "now-1h"
 DEFAULT_REFRESH = "30s"
 
+# --- The metrics the dashboards and alerts read: tracedfutures.metrics' own definitions -----------------------
+
+
+def series(definition: metrics.Definition) -> str:
+    """The name a metric's samples carry in the exposition (counters gain ``_total``; a histogram's series add
+    ``_bucket``, ``_sum`` and ``_count`` to it)."""
+    return f"{definition.name}_total" if definition.type == "counter" else definition.name
+
+
+#: What tracedfutures exposes (docs/metrics.md), as series name -> (type, labels), read from the library's
+#: definitions. The dashboard lint uses the labels to demand the executor selector wherever a metric has that
+#: label; the real-Prometheus test compares this with the exposition.
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    series(definition): (definition.type, definition.labels)
+    for definition in (*metrics.EXECUTOR_METRICS, *metrics.WAIT_METRICS)
+}
+#: The series names the queries of generate.py and alerts.py are written with, one per definition.
+SUBMITTED = series(metrics.SUBMITTED)
+COMPLETED = series(metrics.COMPLETED)
+QUEUE = series(metrics.QUEUE)
+RUN = series(metrics.RUN)
+QUEUED = series(metrics.QUEUED)
+RUNNING = series(metrics.RUNNING)
+MAX_WORKERS = series(metrics.MAX_WORKERS)
+INVALID = series(metrics.INVALID)
+UNRETRIEVED = series(metrics.UNRETRIEVED)
+RESULT_LAG = series(metrics.RESULT_LAG)
+WAIT = series(metrics.WAIT)
+AS_COMPLETED = series(metrics.AS_COMPLETED)
+AS_COMPLETED_NEXT = series(metrics.AS_COMPLETED_NEXT)
+
 # --- Selectors ----------------------------------------------------------------------------------------------
 #: Label matchers for the dashboard variables. Both variables are multi-value with "All" = ``.*``, so they are
 #: always regex matchers.
 JOB_MATCHER = 'job=~"$job"'
 EXECUTOR_MATCHER = 'executor=~"$executor"'
 #: The series the variables' values come from (present as soon as an executor of that name exists).
-JOB_VALUES_METRIC = "executor_tasks_submitted_total"
-EXECUTOR_VALUES_METRIC = "executor_tasks_submitted_total"
-WAITS_JOB_VALUES_METRIC = "futures_wait_seconds_count"
+JOB_VALUES_METRIC = SUBMITTED
+EXECUTOR_VALUES_METRIC = SUBMITTED
+WAITS_JOB_VALUES_METRIC = f"{WAIT}_count"
 #: The value of "All" for the job and executor variables.
 ALL_VALUE = ".*"
-
-# --- The metrics the dashboards and alerts read: name -> (type, labels) -------------------------------------
-#: What tracedfutures exposes (docs/metrics.md). The dashboard lint uses the labels to demand the executor
-#: selector wherever a metric has that label; the real-Prometheus test compares this with the exposition.
-METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "executor_tasks_submitted_total": ("counter", ("executor",)),
-    "executor_tasks_completed_total": ("counter", ("executor", "outcome", "error_type")),
-    "executor_task_queue_seconds": ("histogram", ("executor",)),
-    "executor_task_run_seconds": ("histogram", ("executor", "outcome")),
-    "executor_tasks_queued": ("gauge", ("executor",)),
-    "executor_tasks_running": ("gauge", ("executor",)),
-    "executor_max_workers": ("gauge", ("executor",)),
-    "executor_invalid_transitions_total": ("counter", ("executor", "method")),
-    "executor_exceptions_unretrieved_total": ("counter", ("executor", "error_type")),
-    "futures_result_lag_seconds": ("histogram", ("executor",)),
-    "futures_wait_seconds": ("histogram", ("return_when", "timed_out")),
-    "futures_as_completed_seconds": ("histogram", ("timed_out",)),
-    "futures_as_completed_next_seconds": ("histogram", ()),
-}
 
 # --- Thresholds (dashboard colours and alert rules) ---------------------------------------------------------
 #: Share of ended tasks that raised: amber from WARNING, red (and the alert) from CRITICAL.
@@ -111,3 +126,23 @@ QUEUE_WAIT_FOR = "10m"
 SATURATION_FOR = "15m"
 #: Unretrieved exceptions and invalid transitions are bugs in the calling code: they alert at once.
 BUG_FOR = "0m"
+
+# --- Package data -------------------------------------------------------------------------------------------
+#: Where the library carries the dashboards, the alert rules and the Grafana provisioning, in the layout
+#: ``tracedfutures dashboards -o DIR`` writes them in (tracedfutures/_cli/dashboards.py). generate.py writes the
+#: copies; check.py fails when one differs from its source or the directory holds a file not listed here.
+PACKAGE_DATA_DIR = HERE.parent / "tracedfutures" / "_dashboards"
+#: The Grafana provisioning examples/compose.yaml mounts (written by hand; the package carries a copy).
+GRAFANA_PROVISIONING_DIR = HERE.parent / "examples" / "grafana" / "provisioning"
+#: Each packaged file, relative to PACKAGE_DATA_DIR, and the file of the repository it is a copy of.
+PACKAGED: dict[str, Path] = {
+    "grafana/dashboards/tracedfutures-executors.json": EXECUTORS_DASHBOARD.file,
+    "grafana/dashboards/tracedfutures-waits.json": WAITS_DASHBOARD.file,
+    "grafana/provisioning/dashboards/tracedfutures.yaml": (
+        GRAFANA_PROVISIONING_DIR / "dashboards" / "tracedfutures.yaml"
+    ),
+    "grafana/provisioning/datasources/tracedfutures.yaml": (
+        GRAFANA_PROVISIONING_DIR / "datasources" / "tracedfutures.yaml"
+    ),
+    "prometheus/rules/tracedfutures.yaml": ALERTS_FILE,
+}

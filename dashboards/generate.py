@@ -1,6 +1,8 @@
 """Dashboards and alert rules as code: writes the two Grafana dashboards (tracedfutures-*.json), the alert
-rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml) and the panel and alert listing of
-docs/dashboards.md (readme.py).
+rules and their promtool tests (alerts.py: alerts.yaml, alerts_test.yaml), the panel and alert listing of
+docs/dashboards.md (readme.py), and the copies the package carries in tracedfutures/_dashboards/ of the
+dashboards, the alert rules and examples/grafana/provisioning/ (config.PACKAGED; ``tracedfutures dashboards -o
+DIR`` writes them out).
 
     python dashboards/generate.py          # rewrite the checked-in files
     python dashboards/check.py             # fail if they differ from what this script makes, lint, promtool
@@ -72,9 +74,9 @@ def ratio(numerator: str, denominator: str) -> str:
 def workers(by: str, selector: str) -> str:
     """Max workers, with executors of 0 workers left out (so a ratio over it is absent rather than +Inf)."""
     return (
-        f"(sum by ({by}) (executor_max_workers{selector}) > 0)"
+        f"(sum by ({by}) ({config.MAX_WORKERS}{selector}) > 0)"
         if by
-        else f"(sum(executor_max_workers{selector}) > 0)"
+        else f"(sum({config.MAX_WORKERS}{selector}) > 0)"
     )
 
 
@@ -340,7 +342,7 @@ class Numbered:
 def executors_dashboard() -> dashboard_models.Dashboard:
     all_ = sel()
     errors = sel('outcome="error"')
-    completed = "executor_tasks_completed_total"
+    completed = config.COMPLETED
     board = base_dashboard(
         config.EXECUTORS_DASHBOARD,
         "Tasks of the executors traced by tracedfutures: throughput, errors, queue wait, run time, "
@@ -394,13 +396,13 @@ def executors_dashboard() -> dashboard_models.Dashboard:
     )
     p.panel(
         stat_panel(
-            "Queued now", "Tasks submitted and not started yet.", f"sum(executor_tasks_queued{all_})", "short"
+            "Queued now", "Tasks submitted and not started yet.", f"sum({config.QUEUED}{all_})", "short"
         ),
         4,
         4,
     )
     p.panel(
-        stat_panel("Running now", "Tasks running now.", f"sum(executor_tasks_running{all_})", "short"),
+        stat_panel("Running now", "Tasks running now.", f"sum({config.RUNNING}{all_})", "short"),
         4,
         4,
     )
@@ -408,7 +410,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         stat_panel(
             "Max workers",
             "max_workers of the live executors of the selected names.",
-            f"sum(executor_max_workers{all_})",
+            f"sum({config.MAX_WORKERS}{all_})",
             "short",
         ),
         4,
@@ -418,7 +420,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         stat_panel(
             "Utilization",
             "Worker-seconds spent running tasks per second of the time range, over max_workers.",
-            ratio(f"sum({rate('executor_task_run_seconds_sum', all_, '$__range')})", workers("", all_)),
+            ratio(f"sum({rate(config.RUN + '_sum', all_, '$__range')})", workers("", all_)),
             "percentunit",
             [(None, "green"), (config.SATURATION_WARNING, "orange"), (config.SATURATION_CRITICAL, "red")],
         ),
@@ -433,7 +435,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Tasks ending per second by outcome (success, error, cancelled), and tasks submitted per second.",
             [
                 target(f"sum by (outcome) ({rate(completed, all_)})", "{{outcome}}", "A"),
-                target(f"sum({rate('executor_tasks_submitted_total', all_)})", "submitted", "B"),
+                target(f"sum({rate(config.SUBMITTED, all_)})", "submitted", "B"),
             ],
             "ops",
         )
@@ -505,7 +507,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "The alert TracedFuturesQueueWaitHigh fires when p95 is above "
             f"{config.QUEUE_WAIT_P95_CRITICAL_SECONDS:g}s "
             f"for {config.QUEUE_WAIT_FOR}.",
-            quantile_targets("executor_task_queue_seconds", all_, "executor", "{{executor}} "),
+            quantile_targets(config.QUEUE, all_, "executor", "{{executor}} "),
         )
         .thresholds(
             thresholds(
@@ -522,7 +524,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         heatmap_panel(
             "Queue wait distribution",
             "How many tasks waited how long in the queue (histogram buckets per interval).",
-            "executor_task_queue_seconds",
+            config.QUEUE,
             all_,
         )
     )
@@ -532,14 +534,14 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Seconds from the real start of the callable to its result or exception (cancelled tasks never "
             "run). "
             "Exemplars link to the task's trace.",
-            quantile_targets("executor_task_run_seconds", all_, "executor", "{{executor}} "),
+            quantile_targets(config.RUN, all_, "executor", "{{executor}} "),
         )
     )
     p.panel(
         heatmap_panel(
             "Run time distribution",
             "How many tasks ran how long (histogram buckets per interval).",
-            "executor_task_run_seconds",
+            config.RUN,
             all_,
         )
     )
@@ -550,8 +552,8 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Queued and running now",
             "Tasks waiting for a worker and tasks running, per executor (process pools: handed to a worker).",
             [
-                target(f"sum by (executor) (executor_tasks_queued{all_})", "{{executor}} queued", "A"),
-                target(f"sum by (executor) (executor_tasks_running{all_})", "{{executor}} running", "B"),
+                target(f"sum by (executor) ({config.QUEUED}{all_})", "{{executor}} queued", "A"),
+                target(f"sum by (executor) ({config.RUNNING}{all_})", "{{executor}} running", "B"),
             ],
             "short",
         ),
@@ -564,7 +566,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             f"{config.SATURATION_CRITICAL:.0%} or more for {config.SATURATION_FOR}.",
             [
                 target(
-                    ratio(f"sum by (executor) (executor_tasks_running{all_})", workers("executor", all_)),
+                    ratio(f"sum by (executor) ({config.RUNNING}{all_})", workers("executor", all_)),
                     "{{executor}}",
                     "A",
                 )
@@ -583,7 +585,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             [
                 target(
                     ratio(
-                        f"sum by (executor) ({rate('executor_task_run_seconds_sum', all_)})",
+                        f"sum by (executor) ({rate(config.RUN + '_sum', all_)})",
                         workers("executor", all_),
                     ),
                     "{{executor}}",
@@ -603,7 +605,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Seconds from a task's end to the first retrieval of its result or exception (result(), "
             "exception(), "
             "or a done callback): how long finished work sits unread. Exemplars link to the task's trace.",
-            quantile_targets("futures_result_lag_seconds", all_, "executor", "{{executor}} "),
+            quantile_targets(config.RESULT_LAG, all_, "executor", "{{executor}} "),
         ),
         8,
     )
@@ -615,7 +617,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             [
                 target(
                     "sum by (executor, error_type) "
-                    f"({increase('executor_exceptions_unretrieved_total', all_)})",
+                    f"({increase(config.UNRETRIEVED, all_)})",
                     "{{executor}}: {{error_type}}",
                     "A",
                 )
@@ -630,7 +632,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "that completes futures it does not own. The alert TracedFuturesInvalidTransitions fires on any.",
             [
                 target(
-                    f"sum by (executor, method) ({increase('executor_invalid_transitions_total', all_)})",
+                    f"sum by (executor, method) ({increase(config.INVALID, all_)})",
                     "{{executor}}: {{method}}",
                     "A",
                 )
@@ -647,7 +649,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
 def waits_dashboard() -> dashboard_models.Dashboard:
     job = sel(executor=False)
     timed_out = sel('timed_out="true"', executor=False)
-    waits = "futures_wait_seconds"
+    waits = config.WAIT
     board = base_dashboard(
         config.WAITS_DASHBOARD,
         "Time callers spend blocked in tracedfutures.wait() and as_completed(), and how often those time "
@@ -709,7 +711,7 @@ def waits_dashboard() -> dashboard_models.Dashboard:
             "Exemplars link to the trace.",
             [
                 target(
-                    quantile(0.95, "futures_as_completed_seconds", job, "timed_out"),
+                    quantile(0.95, config.AS_COMPLETED, job, "timed_out"),
                     "timed_out={{timed_out}}",
                     "A",
                     exemplar=True,
@@ -721,7 +723,7 @@ def waits_dashboard() -> dashboard_models.Dashboard:
         latency_panel(
             "as_completed() wait per future p50 / p95 / p99",
             "Seconds an as_completed() iteration blocked before yielding each future.",
-            quantile_targets("futures_as_completed_next_seconds", job, "", ""),
+            quantile_targets(config.AS_COMPLETED_NEXT, job, "", ""),
         )
     )
 
@@ -741,8 +743,8 @@ def waits_dashboard() -> dashboard_models.Dashboard:
                 ),
                 target(
                     ratio(
-                        f"sum({rate('futures_as_completed_seconds_count', timed_out)})",
-                        f"sum({rate('futures_as_completed_seconds_count', job)})",
+                        f"sum({rate(config.AS_COMPLETED + '_count', timed_out)})",
+                        f"sum({rate(config.AS_COMPLETED + '_count', job)})",
                     ),
                     "as_completed()",
                     "B",
@@ -759,7 +761,7 @@ def waits_dashboard() -> dashboard_models.Dashboard:
             [
                 target(f"sum({rate(waits + '_count', timed_out)})", "wait()", "A"),
                 target(
-                    f"sum({rate('futures_as_completed_seconds_count', timed_out)})",
+                    f"sum({rate(config.AS_COMPLETED + '_count', timed_out)})",
                     "as_completed()",
                     "B",
                 ),
@@ -784,21 +786,28 @@ def dashboard_json(build: Callable[[], dashboard_models.Dashboard]) -> str:
 
 
 def outputs() -> Iterator[tuple[Path, str]]:
-    """Every generated file and its content."""
+    """Every generated file and its content: the files of dashboards/ and docs/dashboards.md, then the package's
+    copies (config.PACKAGED) of those and of the Grafana provisioning in examples/."""
+    made: dict[Path, str] = {}
     boards = []
     for settings, build in DASHBOARDS.values():
         boards.append(dashboard_json(build))
-        yield settings.file, boards[-1]
-    yield config.ALERTS_FILE, alerts.rules_yaml()
-    yield config.ALERTS_TEST_FILE, alerts.tests_yaml()
+        made[settings.file] = boards[-1]
+    made[config.ALERTS_FILE] = alerts.rules_yaml()
+    made[config.ALERTS_TEST_FILE] = alerts.tests_yaml()
     current = config.DOCS_FILE.read_text(encoding="utf-8")
-    yield config.DOCS_FILE, readme.page_with_section(current, readme.page_section(boards))
+    made[config.DOCS_FILE] = readme.page_with_section(current, readme.page_section(boards))
+    yield from made.items()
+    for relative, source in config.PACKAGED.items():
+        text = made[source] if source in made else source.read_text(encoding="utf-8")
+        yield config.PACKAGE_DATA_DIR / relative, text
 
 
 def main() -> int:
     for path, text in outputs():
         old = path.read_text(encoding="utf-8") if path.exists() else None
         if old != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(config.HERE.parent)}")
         else:

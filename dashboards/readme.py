@@ -34,7 +34,9 @@ source's exemplar link too, as `examples/grafana/` does). `python dashboards/gen
 files and this page; `python dashboards/check.py` fails if they differ from the code, lints the dashboards and
 runs promtool on the rules; `tests/prometheus/` evaluates every panel query and alert rule against a real
 Prometheus scraping a real workload. [Jaeger, Prometheus and Grafana](setup.md) says how to run all three next
-to your application with `examples/compose.yaml`.
+to your application with `examples/compose.yaml`. The package carries the dashboards, the alert rules and the
+Grafana provisioning too: `tracedfutures dashboards -o DIR` writes them out
+([below](#without-a-clone-tracedfutures-dashboards)).
 """
 
 
