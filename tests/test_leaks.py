@@ -100,3 +100,28 @@ def test_dropped_executor_is_collected_and_its_threads_exit(telemetry: Telemetry
         assert not thread.is_alive()
     assert telemetry.value("executor_max_workers", executor="dropped") == 0
     assert [f.result() for f in futures] == [i * i for i in range(10)]
+
+
+@pytest.mark.parametrize("kind", ["thread", "wrapped"])
+def test_a_refused_submit_leaves_no_cycle(telemetry: Telemetry, kind: str) -> None:
+    """A task that submits to its own pool after it was shut down gets the stdlib's RuntimeError; that exception's
+    traceback holds tracedfutures' frames, which must not hold the refused task's future (a cycle would keep the
+    pool, and its stopped threads, alive until the cyclic garbage collector runs: CPython's
+    test_hang_global_shutdown_lock counts them)."""
+
+    def resubmit(pool: Any) -> None:
+        pool.submit(resubmit, pool)
+
+    gc.collect()
+    gc.disable()
+    try:
+        pool = telemetry.executor(kind, max_workers=1)
+        telemetry.executors.remove(pool)
+        pool.submit(resubmit, pool)
+        time.sleep(0.05)
+        pool.shutdown()
+        refs = [weakref.ref(pool), weakref.ref(getattr(pool, "executor", pool))]
+        del pool
+        assert [ref() for ref in refs] == [None, None]
+    finally:
+        gc.enable()

@@ -374,15 +374,19 @@ class Enqueue(Protocol):
     },
 )
 def enqueue_thread_work_item(executor: Any, future: Future[Any], call: Any, args: Any, kwargs: Any) -> None:
-    with executor._shutdown_lock, _thread_private._global_shutdown_lock:
-        if executor._broken:
-            raise _thread.BrokenThreadPool(executor._broken)
-        if executor._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _thread_private._shutdown:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        executor._work_queue.put(_thread_private._WorkItem(future, call, args, kwargs))  # tf: our future, our call
-        executor._adjust_thread_count()
+    try:
+        with executor._shutdown_lock, _thread_private._global_shutdown_lock:
+            if executor._broken:
+                raise _thread.BrokenThreadPool(executor._broken)
+            if executor._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _thread_private._shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            executor._work_queue.put(_thread_private._WorkItem(future, call, args, kwargs))  # tf: our future, our call
+            executor._adjust_thread_count()
+    except BaseException:  # tf: a refused submit's traceback keeps this frame: not the future,
+        del future  # which holds that exception (no cycle future -> exception -> frame -> future)
+        raise
 
 
 @mirrors(
@@ -394,16 +398,20 @@ def enqueue_thread_work_item(executor: Any, future: Future[Any], call: Any, args
     },
 )
 def enqueue_thread_task(executor: Any, future: Future[Any], call: Any, args: Any, kwargs: Any) -> None:
-    with executor._shutdown_lock, _thread_private._global_shutdown_lock:
-        if executor._broken:
-            raise executor.BROKEN(executor._broken)
-        if executor._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _thread_private._shutdown:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        task = executor._resolve_work_item_task(call, args, kwargs)  # tf: our call
-        executor._work_queue.put(_thread_private._WorkItem(future, task))  # tf: our future
-        executor._adjust_thread_count()
+    try:
+        with executor._shutdown_lock, _thread_private._global_shutdown_lock:
+            if executor._broken:
+                raise executor.BROKEN(executor._broken)
+            if executor._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _thread_private._shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            task = executor._resolve_work_item_task(call, args, kwargs)  # tf: our call
+            executor._work_queue.put(_thread_private._WorkItem(future, task))  # tf: our future
+            executor._adjust_thread_count()
+    except BaseException:  # tf: a refused submit's traceback keeps this frame: not the future,
+        del future  # which holds that exception (no cycle future -> exception -> frame -> future)
+        raise
 
 
 @mirrors(
@@ -415,23 +423,27 @@ def enqueue_thread_task(executor: Any, future: Future[Any], call: Any, args: Any
     },
 )
 def enqueue_process_work_item(executor: Any, future: Future[Any], call: Any, args: Any, kwargs: Any) -> None:
-    with executor._shutdown_lock:
-        if executor._broken:
-            raise _process.BrokenProcessPool(executor._broken)
-        if executor._shutdown_thread:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _process_private._global_shutdown:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        if _shutdown_deadlock.AFFECTED:  # tf: a workaround for gh-125451
-            _shutdown_deadlock.unlock_queue_feeder(executor)
-        work = _process_private._WorkItem(future, call, args, kwargs)  # tf: our future, our call
-        executor._pending_work_items[executor._queue_count] = work
-        executor._work_ids.put(executor._queue_count)
-        executor._queue_count += 1
-        executor._executor_manager_thread_wakeup.wakeup()
-        if executor._safe_to_dynamically_spawn_children:
-            executor._adjust_process_count()
-        executor._start_executor_manager_thread()
+    try:
+        with executor._shutdown_lock:
+            if executor._broken:
+                raise _process.BrokenProcessPool(executor._broken)
+            if executor._shutdown_thread:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _process_private._global_shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            if _shutdown_deadlock.AFFECTED:  # tf: a workaround for gh-125451
+                _shutdown_deadlock.unlock_queue_feeder(executor)
+            work = _process_private._WorkItem(future, call, args, kwargs)  # tf: our future, our call
+            executor._pending_work_items[executor._queue_count] = work
+            executor._work_ids.put(executor._queue_count)
+            executor._queue_count += 1
+            executor._executor_manager_thread_wakeup.wakeup()
+            if executor._safe_to_dynamically_spawn_children:
+                executor._adjust_process_count()
+            executor._start_executor_manager_thread()
+    except BaseException:  # tf: a refused submit's traceback keeps this frame: not the future,
+        del future  # which holds that exception (no cycle future -> exception -> frame -> future)
+        raise
 
 
 # A part whose fallback is None has no body of its own: the executor chains to the stdlib's own submit.
