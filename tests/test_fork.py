@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from support import fail, square
 
 import tracedfutures
-from tracedfutures import _lifecycle, config, executor, instrumentor, metrics
+from tracedfutures import _telemetry, config, executor, instrumentor, metrics
 
 try:
     from tracedfutures import _worker_spans
@@ -58,7 +58,7 @@ def locks(registry: CollectorRegistry) -> dict[str, Any]:
         "WaitStats.lock": collector.waits.lock,
         "executor._capacities_lock": executor._capacities_lock,
         "instrumentor._lock": instrumentor._lock,
-        "_lifecycle._failures_lock": getattr(_lifecycle, "_failures_lock", None),
+        "_telemetry._failures_lock": getattr(_telemetry, "_failures_lock", None),
         "_worker_spans._lock": getattr(_worker_spans, "_lock", None),  # in workers: one a forked pool inherits
     }
     return {where: lock for where, lock in found.items() if lock is not None}

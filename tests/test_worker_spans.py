@@ -39,7 +39,8 @@ from workersupport import (
 
 import tracedfutures
 from tracedfutures import _calls, _worker_spans
-from tracedfutures._calls import Envelope, RemoteCall, take_remote_data
+from tracedfutures._calls import RemoteCall
+from tracedfutures._wire import Envelope, take_remote_data
 from tracedfutures._worker_spans import MAX_WORKER_SPANS
 
 TIMEOUT = 60

@@ -1,8 +1,8 @@
 """The callables that run a task inside its task span's context, in a worker thread or a worker process.
 
-``RemoteCall`` travels with the call (pickle and cloudpickle) and brings the worker's timestamps home: a result
-comes back wrapped in an ``Envelope``; an exception is raised unchanged, carrying the same data in its ``__dict__``
-so the executor handles it exactly as it would the bare exception. ``TracedFuture`` unwraps both.
+``RemoteCall`` travels with the call (pickle and cloudpickle) and brings the worker's timestamps home in the wire
+format of ``_wire``: a result comes back wrapped in an ``Envelope``; an exception is raised unchanged, carrying the
+same data in its ``__dict__``. ``TracedFuture`` unwraps both.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-_REMOTE_ATTR = "_tracedfutures_remote"
+from tracedfutures._wire import REMOTE_ATTR, Envelope
+
 _clock = time.time_ns
 
 
@@ -84,21 +85,6 @@ class LocalCall:
             otel_context.detach(token)
 
 
-class Envelope:
-    """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns), and
-    when the task made spans that were collected in the worker, those spans (plain tuples) and how many were
-    dropped."""
-
-    __slots__ = ("data", "value")
-
-    def __init__(self, value: Any, data: tuple[int, int]) -> None:
-        self.value = value
-        self.data = data
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Envelope, (self.value, self.data))
-
-
 class RemoteCall:
     """Runs ``fn`` in a worker process with the task span's W3C context attached and times the real start.
 
@@ -147,7 +133,7 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any,
     except BaseException as exc:
         # An exception object that refuses attributes keeps its outcome and loses the timing.
         with contextlib.suppress(Exception):
-            exc.__dict__[_REMOTE_ATTR] = _worker_data(start, collected)
+            exc.__dict__[REMOTE_ATTR] = _worker_data(start, collected)
         raise
     finally:
         if token is not None:
@@ -184,7 +170,7 @@ def _begin_collecting(trace_id: int, span_id: int) -> Any:
     try:
         from tracedfutures import _worker_spans
 
-        return _worker_spans.begin(trace_id, span_id)
+        return _worker_spans.begin(trace_id, span_id, fork_inherited_provider())
     except Exception:  # no SDK in this worker: the task runs, its spans stay here
         return None
 
@@ -200,11 +186,3 @@ def _worker_data(start: int, collected: Any) -> tuple[Any, ...]:
     except Exception:  # the outcome travels whatever happens to the spans
         return (start, end)
     return (start, end, records, dropped) if records or dropped else (start, end)
-
-
-def take_remote_data(exception: object) -> Any:
-    """Remove and return the worker data a ``RemoteCall`` attached to ``exception`` (None if there is none)."""
-    attrs = getattr(exception, "__dict__", None)
-    if type(attrs) is dict:
-        return attrs.pop(_REMOTE_ATTR, None)
-    return None

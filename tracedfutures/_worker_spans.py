@@ -36,8 +36,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from tracedfutures import _calls
-from tracedfutures._lifecycle import telemetry_failed
+from tracedfutures._telemetry import telemetry_failed
 
 #: At most this many spans of one task travel home; the rest are counted on the task span.
 MAX_WORKER_SPANS = 128
@@ -153,8 +152,9 @@ _decided = False
 _collector: _Collector | None = None
 
 
-def _take_over() -> _Collector | None:
-    """The worker's collector, set up at the first task that asks for one (None: the worker has its own)."""
+def _take_over(inherited: Any) -> _Collector | None:
+    """The worker's collector, set up at the first task that asks for one (None: the worker has its own);
+    ``inherited``: the global tracer provider this worker inherited through fork, if any."""
     provider = trace.get_tracer_provider()
     collector = _Collector()
     if isinstance(provider, trace.ProxyTracerProvider):
@@ -162,7 +162,7 @@ def _take_over() -> _Collector | None:
         own.add_span_processor(collector)
         trace.set_tracer_provider(own)
         return collector if trace.get_tracer_provider() is own else None
-    if provider is _calls.fork_inherited_provider() and isinstance(provider, TracerProvider):
+    if provider is inherited and isinstance(provider, TracerProvider):
         active = getattr(provider, "_active_span_processor", None)
         if isinstance(getattr(active, "_span_processors", None), tuple):
             active._span_processors = (collector,)  # type: ignore[union-attr]
@@ -170,14 +170,15 @@ def _take_over() -> _Collector | None:
     return None
 
 
-def begin(trace_id: int, span_id: int) -> _TaskSpans | None:
-    """In the worker, before the task's function runs: start collecting its spans, if this worker should."""
+def begin(trace_id: int, span_id: int, inherited: Any) -> _TaskSpans | None:
+    """In the worker, before the task's function runs: start collecting its spans, if this worker should
+    (``inherited``: ``_calls.fork_inherited_provider()``, which only the first call reads)."""
     global _decided, _collector
     if not _decided:
         with _lock:
             if not _decided:
                 try:
-                    _collector = _take_over()
+                    _collector = _take_over(inherited)
                 except Exception as exc:
                     telemetry_failed("worker span collector", exc)
                     _collector = None

@@ -29,7 +29,8 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwr
 from wrapt import wrap_function_wrapper
 
 from tracedfutures import waiting
-from tracedfutures._lifecycle import Lifecycle, in_telemetry, use_telemetry_scopes
+from tracedfutures._lifecycle import Lifecycle
+from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
 from tracedfutures.executor import (
     _STDLIB_PROCESS_SUBMIT,

@@ -1,4 +1,4 @@
-"""The Prometheus metrics: their definitions (names, help, labels, buckets, caps) and how they are recorded.
+"""The Prometheus metrics: how they are recorded, their buckets, and (from ``_metric_definitions``) their definitions.
 
 By default counts live in plain per-executor state under one lock and become metric families at scrape time,
 through one collector per registry: a task costs a few integer updates, the gauges are derived from the
@@ -19,24 +19,42 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 
-from tracedfutures._lifecycle import telemetry_failed
-from tracedfutures._naming import error_type
+# Every definition, exposed here too (dashboards/ and users read them from tracedfutures.metrics).
+# isort: off
+from tracedfutures._metric_definitions import (
+    AS_COMPLETED as AS_COMPLETED,
+    AS_COMPLETED_NEXT as AS_COMPLETED_NEXT,
+    COMPLETED as COMPLETED,
+    EXECUTOR_METRICS as EXECUTOR_METRICS,
+    INVALID as INVALID,
+    MAX_ERROR_TYPES as MAX_ERROR_TYPES,
+    MAX_WORKERS as MAX_WORKERS,
+    OTHER_ERROR_TYPE as OTHER_ERROR_TYPE,
+    QUEUE as QUEUE,
+    QUEUED as QUEUED,
+    REFUSABLE_METHODS as REFUSABLE_METHODS,
+    RESULT_LAG as RESULT_LAG,
+    RETURN_WHEN as RETURN_WHEN,
+    RUN as RUN,
+    RUNNING as RUNNING,
+    SUBMITTED as SUBMITTED,
+    UNRETRIEVED as UNRETRIEVED,
+    WAIT as WAIT,
+    WAIT_METRICS as WAIT_METRICS,
+    Definition as Definition,
+    ErrorLabels as ErrorLabels,
+    TaskTrace as TaskTrace,
+)
+# isort: on
+from tracedfutures._telemetry import telemetry_failed
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import SpanContext
-
     from tracedfutures._lifecycle import TracedFuture
 
 _log = logging.getLogger("tracedfutures")
@@ -48,12 +66,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
 
-#: Distinct ``error_type`` values per executor before further types are counted as ``other``.
-MAX_ERROR_TYPES = 20
-OTHER_ERROR_TYPE = "other"
 OUTCOMES = ("success", "error", "cancelled")
-REFUSABLE_METHODS = ("set_result", "set_exception", "set_running_or_notify_cancel")
-RETURN_WHEN = ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
 #: Whether prometheus_client's multiprocess mode is on, decided once at import as prometheus_client does.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -75,101 +88,7 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     return bounds
 
 
-# -- definitions ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Definition:
-    """One metric: its name (without ``_total``), type, help and labels, shared by both recording backends."""
-
-    name: str
-    type: Literal["counter", "gauge", "histogram"]
-    documentation: str
-    labels: tuple[str, ...]
-    #: How prometheus_client's multiprocess mode combines the processes' values of a gauge.
-    multiprocess_mode: str = ""
-
-    def family(self) -> Any:
-        """An empty metric family of this definition, for a collector to fill."""
-        cls = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
-        return cls[self.type](self.name, self.documentation, labels=list(self.labels))
-
-
-SUBMITTED = Definition(
-    "executor_tasks_submitted", "counter", "Tasks handed to the executor (submit and map).", ("executor",)
-)
-COMPLETED = Definition(
-    "executor_tasks_completed",
-    "counter",
-    "Tasks that ended, by outcome (success, error, cancelled) and capped exception class.",
-    ("executor", "outcome", "error_type"),
-)
-QUEUE = Definition(
-    "executor_task_queue_seconds",
-    "histogram",
-    "Seconds from submit to the moment the task's callable really started.",
-    ("executor",),
-)
-RUN = Definition(
-    "executor_task_run_seconds",
-    "histogram",
-    "Seconds from the real start of a task's callable to its result or exception.",
-    ("executor", "outcome"),
-)
-QUEUED = Definition("executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum")
-RUNNING = Definition(
-    "executor_tasks_running",
-    "gauge",
-    "Tasks running now (for process pools: handed to a worker process).",
-    ("executor",),
-    "livesum",
-)
-MAX_WORKERS = Definition(
-    "executor_max_workers", "gauge", "Workers the live executors of this name may use.", ("executor",), "livesum"
-)
-INVALID = Definition(
-    "executor_invalid_transitions",
-    "counter",
-    "Future state transitions refused with InvalidStateError or RuntimeError, by method.",
-    ("executor", "method"),
-)
-RESULT_LAG = Definition(
-    "futures_result_lag_seconds",
-    "histogram",
-    "Seconds from a task's future finishing to a caller first reading its result or exception.",
-    ("executor",),
-)
-UNRETRIEVED = Definition(
-    "executor_exceptions_unretrieved",
-    "counter",
-    "Futures that finished with an exception nobody read, counted when the future was collected.",
-    ("executor", "error_type"),
-)
-WAIT = Definition(
-    "futures_wait_seconds",
-    "histogram",
-    "Seconds callers blocked in wait(), by return_when and whether the timeout ended the wait.",
-    ("return_when", "timed_out"),
-)
-AS_COMPLETED = Definition(
-    "futures_as_completed_seconds",
-    "histogram",
-    "Seconds from the first to the last step of an as_completed() iteration, by whether it timed out.",
-    ("timed_out",),
-)
-AS_COMPLETED_NEXT = Definition(
-    "futures_as_completed_next_seconds",
-    "histogram",
-    "Seconds an as_completed() iteration blocked before yielding each future.",
-    (),
-)
-EXECUTOR_METRICS = (SUBMITTED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING, MAX_WORKERS, INVALID, RESULT_LAG, UNRETRIEVED)
-WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
-
-
 # -- what a backend records ---------------------------------------------------------------------------------------
-#: What an observation's exemplar points at: the sampled task span's context, and when the task ended (unix ns).
-TaskTrace = tuple["SpanContext", int]
-
-
 class ExecutorRecorder(Protocol):
     """One executor name's series in one backend. ``submitted`` and ``started`` are the metrics side's hook
     methods themselves, so they never raise (see ``LifecycleHook``)."""
@@ -207,36 +126,6 @@ class MetricsBackend(Protocol):
     def waits(self) -> WaitRecorder: ...
 
     def executor(self, name: str) -> ExecutorRecorder: ...
-
-
-class ErrorLabels:
-    """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
-
-    __slots__ = ("_labels", "_lock", "_names", "_pid")
-
-    def __init__(self) -> None:
-        self._labels: dict[type[BaseException], str] = {}
-        self._names: set[str] = set()
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def __call__(self, exc: BaseException) -> str:
-        cls = type(exc)
-        label = self._labels.get(cls)
-        if label is not None:
-            return label
-        label = error_type(cls)
-        if self._pid != os.getpid():  # a forked child: the parent may have held the lock at fork
-            self._lock, self._pid = threading.Lock(), os.getpid()
-        with self._lock:
-            if label in self._names:
-                return label
-            if len(self._names) >= MAX_ERROR_TYPES:
-                return OTHER_ERROR_TYPE
-            self._names.add(label)
-            if len(self._labels) < MAX_ERROR_TYPES:  # classes are kept only for the capped set
-                self._labels[cls] = label
-            return label
 
 
 # -- the in-process backend ---------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 A pre-fork server (gunicorn and the like) sets ``PROMETHEUS_MULTIPROC_DIR``; every process then writes its
 values to files there and the one exposing ``/metrics`` reads them all with ``MultiProcessCollector``. Here the
-definitions of ``tracedfutures.metrics`` become prometheus_client metrics (not registered in any registry, as
-its multiprocess documentation asks), gauges summed over live processes (``livesum``). Exemplars do not exist in
-this mode. Process pools never need it: their tasks are recorded in the submitting process.
+definitions of ``tracedfutures.metrics`` (from ``_metric_definitions``) become prometheus_client metrics (not
+registered in any registry, as its multiprocess documentation asks), gauges summed over live processes
+(``livesum``). Exemplars do not exist in this mode. Process pools never need it: their tasks are recorded in the
+submitting process.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tracedfutures._lifecycle import telemetry_failed
-from tracedfutures.metrics import (
+from tracedfutures._metric_definitions import (
     AS_COMPLETED,
     AS_COMPLETED_NEXT,
     COMPLETED,
@@ -37,6 +37,7 @@ from tracedfutures.metrics import (
     ErrorLabels,
     TaskTrace,
 )
+from tracedfutures._telemetry import telemetry_failed
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture

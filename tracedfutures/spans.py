@@ -15,8 +15,9 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from tracedfutures._lifecycle import not_listening, run_telemetry, telemetry_failed
+from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import error_type, function_name
+from tracedfutures._telemetry import run_telemetry, telemetry_failed
 from tracedfutures.version import __version__
 
 if TYPE_CHECKING:

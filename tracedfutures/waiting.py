@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from tracedfutures import _stdlib, config
-from tracedfutures._lifecycle import TelemetryScope, telemetry_failed
+from tracedfutures._telemetry import TelemetryScope, telemetry_failed
 from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,

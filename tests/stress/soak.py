@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from support import UserExecutor
 
 import tracedfutures
-from tracedfutures import _lifecycle, executor, metrics
+from tracedfutures import _telemetry, executor, metrics
 
 BATCH = 1000
 #: Growth allowed from the first checkpoint after warm-up to the last.
@@ -69,7 +69,7 @@ def tables(registry: CollectorRegistry) -> dict[str, int]:
         "collectors": len(metrics._collectors),
         "executor series": len(collector.executors),
         "capacities": len(executor._capacities),
-        "failures logged": len(_lifecycle._failures_logged),
+        "failures logged": len(_telemetry._failures_logged),
         "finalizers": len(weakref.finalize._registry),  # type: ignore[attr-defined]
     }
     for name, stats in collector.executors.items():
