@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from support import GATE_TIMEOUT, UserExecutor
 
 import tracedfutures
-from tracedfutures import _telemetry
+from tracedfutures._state import state
 from tracedfutures.spans import QUEUE_DURATION, RUNNING_EVENT
 
 #: Whether this run forces tracedfutures' public-API fallback (the test command runs the suite so once).
@@ -169,7 +169,7 @@ def stock_executor(kind: str, max_workers: int = 1) -> Executor:
 @pytest.fixture
 def telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
     """Fresh telemetry, also the process-wide default for wait / as_completed; warnings logged anew."""
-    monkeypatch.setattr(_telemetry, "_failures_logged", set())
+    monkeypatch.setattr(state, "failures_logged", set())
     t = Telemetry()
     tracedfutures.configure(tracer_provider=t.provider, registry=t.registry)
     try:

@@ -166,9 +166,9 @@ def warnings_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> Iterator[Callable[[], list[str]]]:
     """The tracedfutures warnings logged during the test, each failure logged anew."""
-    from tracedfutures import _telemetry
+    from tracedfutures._state import state
 
-    monkeypatch.setattr(_telemetry, "_failures_logged", set())
+    monkeypatch.setattr(state, "failures_logged", set())
     caplog.set_level(logging.DEBUG)
     yield lambda: [
         r.getMessage() for r in caplog.records if r.name == "tracedfutures" and r.levelno >= logging.WARNING

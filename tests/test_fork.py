@@ -27,12 +27,8 @@ from prometheus_client import CollectorRegistry
 from support import fail, square
 
 import tracedfutures
-from tracedfutures import _telemetry, config, executor, instrumentor, metrics
-
-try:
-    from tracedfutures import _worker_spans
-except ImportError:  # a version without worker spans
-    _worker_spans = None  # type: ignore[assignment]
+from tracedfutures import config, metrics
+from tracedfutures._state import state
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork"),
@@ -46,20 +42,21 @@ START_METHODS = ("fork", "spawn", "forkserver")
 
 def locks(registry: CollectorRegistry) -> dict[str, Any]:
     """Every lock of tracedfutures, by where it lives (for ``registry``'s collector and its executor "pool")."""
-    collector = metrics._collectors[registry]
+    collector = state.collectors[registry]
     assert isinstance(collector, metrics.MetricsCollector)
     stats = collector.executors["pool"]
     found = {
-        "config._lock": config._lock,
-        "metrics._collectors_lock": metrics._collectors_lock,
+        "config._lock": state.config_lock,
+        "metrics._collectors_lock": state.collectors_lock,
         "MetricsCollector.lock": collector.lock,
         "ExecutorStats.lock": stats.lock,
         "ErrorLabels._lock": stats.error_label._lock,
         "WaitStats.lock": collector.waits.lock,
-        "executor._capacities_lock": executor._capacities_lock,
-        "instrumentor._lock": instrumentor._lock,
-        "_telemetry._failures_lock": getattr(_telemetry, "_failures_lock", None),
-        "_worker_spans._lock": getattr(_worker_spans, "_lock", None),  # in workers: one a forked pool inherits
+        "executor._capacities_lock": state.capacities_lock,
+        "instrumentor._lock": state.instrumentor_lock,
+        "_telemetry._failures_lock": state.failures_lock,
+        "_worker_spans._lock": state.worker_spans_lock,  # in workers: one a forked pool inherits
+        "_stdlib._read_lock": state.read_lock,
     }
     return {where: lock for where, lock in found.items() if lock is not None}
 
@@ -323,7 +320,7 @@ def test_fork_while_threads_hammer_the_library(telemetry: Telemetry) -> None:
                     futures.append(pool.submit(type(f"Error{index}{len(futures)}", (Exception,), {})))
                     tracedfutures.wait(futures, timeout=TIMEOUT)
                     list(tracedfutures.as_completed(futures, timeout=TIMEOUT))
-                    metrics._collectors[registry].collect()  # type: ignore[union-attr]
+                    state.collectors[registry].collect()  # type: ignore[union-attr]
                     with tracedfutures.TracedThreadPoolExecutor(1, name=f"short{index}", registry=registry):
                         pass
                     config.tracer_and_collector()

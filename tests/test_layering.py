@@ -32,20 +32,22 @@ VENDOR_PACKAGES = ("opentelemetry", "prometheus_client", "wrapt")
 IMPORTS: dict[str, set[str]] = {
     # the bottom: vendor-free
     "tracedfutures._shutdown_deadlock": set(),
-    "tracedfutures._stdlib": {"tracedfutures._shutdown_deadlock"},
+    "tracedfutures._state": set(),
+    "tracedfutures._stdlib": {"tracedfutures._shutdown_deadlock", "tracedfutures._state"},
     "tracedfutures._naming": {"tracedfutures._stdlib"},
     "tracedfutures._wire": set(),
-    "tracedfutures._telemetry": set(),
+    "tracedfutures._telemetry": {"tracedfutures._state"},
     "tracedfutures.version": set(),
     "tracedfutures.package": set(),
     # the lifecycle
     "tracedfutures._lifecycle": {"tracedfutures._stdlib", "tracedfutures._wire"},
     # the hooks (spans, metrics) and what travels to workers
-    "tracedfutures._worker_spans": {"tracedfutures._telemetry"},
-    "tracedfutures._calls": {"tracedfutures._wire", "tracedfutures._worker_spans"},
+    "tracedfutures._worker_spans": {"tracedfutures._state", "tracedfutures._telemetry"},
+    "tracedfutures._calls": {"tracedfutures._state", "tracedfutures._wire", "tracedfutures._worker_spans"},
     "tracedfutures.spans": {
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
+        "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures._worker_spans",
         "tracedfutures.version",
@@ -59,11 +61,12 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures.metrics": {
         "tracedfutures._lifecycle",
         "tracedfutures._metric_definitions",
+        "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures.multiprocess",
     },
     # defaults and set-up
-    "tracedfutures.config": {"tracedfutures.metrics", "tracedfutures.spans"},
+    "tracedfutures.config": {"tracedfutures._state", "tracedfutures.metrics", "tracedfutures.spans"},
     "tracedfutures.tracing": set(),
     "tracedfutures.exposition": {"tracedfutures.config", "tracedfutures.metrics"},
     # executors and waiting
@@ -71,6 +74,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._calls",
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
+        "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._worker_spans",
         "tracedfutures.config",
@@ -88,6 +92,7 @@ IMPORTS: dict[str, set[str]] = {
     # the top: the instrumentor, the package's public names, the command line
     "tracedfutures.instrumentor": {
         "tracedfutures._lifecycle",
+        "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures.config",
         "tracedfutures.executor",
@@ -115,6 +120,7 @@ IMPORTS: dict[str, set[str]] = {
 LAYERS: tuple[set[str], ...] = (
     {
         "tracedfutures._shutdown_deadlock",
+        "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._naming",
         "tracedfutures._wire",

@@ -161,6 +161,7 @@ def test_counts_of_ended_threads_are_folded_in_exactly(telemetry: Telemetry) -> 
     """Each thread counts its own tasks without a lock; a thread that ends leaves its counts in the totals, and
     the per-thread table stays as small as the set of live threads however many come and go."""
     from tracedfutures import metrics
+    from tracedfutures._state import state
 
     submitted_seen: list[float] = []
     for _ in range(30):  # 30 pools of 3 workers, each shut down: 90 worker threads that end
@@ -180,7 +181,7 @@ def test_counts_of_ended_threads_are_folded_in_exactly(telemetry: Telemetry) -> 
     assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 600
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
     assert telemetry.value("executor_tasks_running", executor="pool") == 0
-    collector = metrics._collectors[telemetry.registry]
+    collector = state.collectors[telemetry.registry]
     assert isinstance(collector, metrics.MetricsCollector)
     stats = collector.executors["pool"]
     # Only this (submitting) thread is left: every worker's counts were folded into the retired totals.

@@ -24,6 +24,7 @@ from support import UserExecutor, square
 
 import tracedfutures
 from tracedfutures import _naming, config, metrics, spans
+from tracedfutures._state import state
 
 pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 TIMEOUT = 30
@@ -259,7 +260,7 @@ def test_10000_exception_classes_and_function_names_give_bounded_series(telemetr
     assert after_errors - before_errors <= 2 * (metrics.MAX_ERROR_TYPES + 1)
     assert after_functions == after_errors
     # Internal tables stay bounded too.
-    stats = metrics._collectors[telemetry.registry].executors["pool"]  # type: ignore[union-attr]
+    stats = state.collectors[telemetry.registry].executors["pool"]  # type: ignore[union-attr]
     assert len(stats.error_label._labels) <= metrics.MAX_ERROR_TYPES
     assert len(stats.error_label._names) <= metrics.MAX_ERROR_TYPES
     assert len([s for s in telemetry.spans() if s.name.startswith("pool ")]) == 20_000  # every task traced
@@ -449,7 +450,7 @@ def test_promtool_accepts_hostile_exception_class_names(telemetry: Telemetry, tm
 @pytest.fixture(autouse=True)
 def _no_provider_leak() -> Iterator[None]:
     yield
-    spans.record_exception_messages = True
+    state.record_exception_messages = True
 
 
 def test_tracer_provider_type_is_checked_not_called() -> None:

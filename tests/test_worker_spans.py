@@ -38,8 +38,9 @@ from workersupport import (
 )
 
 import tracedfutures
-from tracedfutures import _calls, _worker_spans
+from tracedfutures import _worker_spans
 from tracedfutures._calls import RemoteCall
+from tracedfutures._state import state
 from tracedfutures._wire import Envelope, take_remote_data
 from tracedfutures._worker_spans import MAX_WORKER_SPANS
 
@@ -240,7 +241,7 @@ def test_remote_call_in_the_submitting_process_collects_nothing(telemetry: Telem
     with telemetry.tracer.start_as_current_span("task") as span:
         context = span.get_span_context()
     wire = (context.trace_id, context.span_id, int(context.trace_flags))
-    envelope = RemoteCall(traced_work, wire, _calls.process_token)(4)
+    envelope = RemoteCall(traced_work, wire, state.process_token)(4)
     assert type(envelope) is Envelope and len(envelope.data) == 2
     assert RemoteCall(square, wire, 0)(5).data.__len__() == 2
     assert trace.get_tracer_provider() is before

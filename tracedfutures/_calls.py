@@ -9,56 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import time
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from tracedfutures._state import state
 from tracedfutures._wire import REMOTE_ATTR, Envelope
 
 _clock = time.time_ns
 
 
-def _new_token() -> int:
-    return int.from_bytes(os.urandom(8), "big") | 1
-
-
-#: This process, as a ``RemoteCall`` names the process that submitted it (a fork gets a new one): a call that
-#: runs where it was submitted (a user's executor of threads, Dask with processes=False) collects no spans.
-process_token = _new_token()
-_forking: Any = None  # the global tracer provider while this process forks
-_inherited: Any = None  # in a forked child: the global tracer provider the parent had when it forked
-
-
 def fork_inherited_provider() -> Any:
     """The tracer provider this process inherited through fork as its global one (None if it was not forked
     or had none then): a copy of the parent's, whose exporters must not run here."""
-    return _inherited
-
-
-def _before_fork() -> None:
-    global _forking
-    try:
-        _forking = trace.get_tracer_provider()
-    except Exception:
-        _forking = None
-
-
-def _after_fork_in_parent() -> None:
-    global _forking
-    _forking = None
-
-
-def _after_fork_in_child() -> None:
-    global _forking, _inherited, process_token
-    _inherited, _forking = _forking, None
-    process_token = _new_token()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+    return state.inherited_provider
 
 WireContext = tuple[int, int, int]  # trace_id, span_id, trace_flags of the task span
 
@@ -88,7 +54,7 @@ class LocalCall:
 class RemoteCall:
     """Runs ``fn`` in a worker process with the task span's W3C context attached and times the real start.
 
-    ``origin`` is the submitting process's ``process_token`` when its task span records into an SDK tracer
+    ``origin`` is the submitting process's ``state.process_token`` when its task span records into an SDK tracer
     provider (else 0): then, run in another process, the spans the task finishes there come back with its
     outcome (see ``_worker_spans``). With 0 the call costs what it did before: no import, no collector.
     """
@@ -126,7 +92,7 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any,
         trace_id, span_id, flags = parent
         span_context = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
         token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
-        if origin and origin != process_token:
+        if origin and origin != state.process_token:
             collected = _begin_collecting(trace_id, span_id)
     try:
         result = fn(*args, **kwargs)

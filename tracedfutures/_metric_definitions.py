@@ -5,7 +5,6 @@ module for them. ``tracedfutures.metrics`` exposes every name defined here.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -122,13 +121,16 @@ TaskTrace = tuple["SpanContext", int]
 class ErrorLabels:
     """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
 
-    __slots__ = ("_labels", "_lock", "_names", "_pid")
+    __slots__ = ("_labels", "_lock", "_names")
 
     def __init__(self) -> None:
         self._labels: dict[type[BaseException], str] = {}
         self._names: set[str] = set()
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held it); the labels stay."""
+        self._lock = threading.Lock()
 
     def __call__(self, exc: BaseException) -> str:
         cls = type(exc)
@@ -136,8 +138,6 @@ class ErrorLabels:
         if label is not None:
             return label
         label = error_type(cls)
-        if self._pid != os.getpid():  # a forked child: the parent may have held the lock at fork
-            self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
             if label in self._names:
                 return label

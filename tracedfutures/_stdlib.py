@@ -13,7 +13,7 @@ Behaviour is the stdlib's either way; the fallback's telemetry is coarser (see `
 ``TRACEDFUTURES_FORCE_FALLBACK=1`` forces every fallback, so that the tests run it on any interpreter.
 
 Lines marked ``# tf:`` are where tracedfutures departs from the stdlib body it mirrors. This module imports no
-telemetry vendor, and of tracedfutures only ``_shutdown_deadlock``.
+telemetry vendor, and of tracedfutures only ``_shutdown_deadlock`` and ``_state``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import itertools
 import logging
 import os
 import textwrap
-import threading
 import time
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
@@ -49,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from tracedfutures import _shutdown_deadlock
+from tracedfutures._state import state
 
 T = TypeVar("T")
 _log = logging.getLogger("tracedfutures")
@@ -290,15 +290,6 @@ class FutureTransitions:
             return True
 
 
-_read_lock = threading.Lock()  # the fallback's first-read claim (see PublicTransitions._claim_read)
-
-
-def _after_fork_in_child() -> None:
-    global _read_lock
-    _read_lock = threading.Lock()  # a parent thread may have held it at fork
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _ended(future: Any) -> None:
@@ -350,7 +341,7 @@ class PublicTransitions:
     def _claim_read(self: Any) -> bool:
         if not self.done() or self.cancelled():
             return False
-        with _read_lock:
+        with state.read_lock:  # the fallback claims first reads under a process-wide lock
             if self._tf_read:
                 return False
             self._tf_read = True

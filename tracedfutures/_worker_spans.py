@@ -22,7 +22,6 @@ worker's spans on its own, with the worker's resource, and nothing travels. So e
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
 
 #: At most this many spans of one task travel home; the rest are counted on the task span.
@@ -147,11 +147,6 @@ def _record(span: ReadableSpan) -> Record:
 
 
 # -- the worker side ---------------------------------------------------------------------------------------
-_lock = threading.Lock()
-_decided = False
-_collector: _Collector | None = None
-
-
 def _take_over(inherited: Any) -> _Collector | None:
     """The worker's collector, set up at the first task that asks for one (None: the worker has its own);
     ``inherited``: the global tracer provider this worker inherited through fork, if any."""
@@ -173,37 +168,26 @@ def _take_over(inherited: Any) -> _Collector | None:
 def begin(trace_id: int, span_id: int, inherited: Any) -> _TaskSpans | None:
     """In the worker, before the task's function runs: start collecting its spans, if this worker should
     (``inherited``: ``_calls.fork_inherited_provider()``, which only the first call reads)."""
-    global _decided, _collector
-    if not _decided:
-        with _lock:
-            if not _decided:
+    if not state.worker_spans_decided:
+        with state.worker_spans_lock:
+            if not state.worker_spans_decided:
                 try:
-                    _collector = _take_over(inherited)
+                    state.worker_collector = _take_over(inherited)
                 except Exception as exc:
                     telemetry_failed("worker span collector", exc)
-                    _collector = None
-                _decided = True
-    collector = _collector
+                    state.worker_collector = None
+                state.worker_spans_decided = True
+    collector: _Collector | None = state.worker_collector
     return collector.begin(trace_id, span_id) if collector is not None else None
 
 
 def finish(task: _TaskSpans) -> tuple[tuple[Record, ...], int]:
     """In the worker, after the task's function returned or raised: its spans, and how many were dropped."""
-    collector = _collector
+    collector: _Collector | None = state.worker_collector
     if collector is None:
         return (), 0
     return collector.finish(task)
 
-
-def _after_fork_in_child() -> None:
-    global _lock, _decided, _collector
-    _lock = threading.Lock()
-    _decided = False
-    _collector = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- the submitting side -----------------------------------------------------------------------------------

@@ -7,15 +7,13 @@ the global tracer provider and prometheus_client's ``REGISTRY``.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import spans
+from tracedfutures._state import state
 from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, collector_for, validate_buckets
 from tracedfutures.spans import get_tracer
 
@@ -28,7 +26,6 @@ class Defaults:
     record_exception_messages: bool = True
 
 
-_lock = threading.Lock()
 _defaults = Defaults(None, None, DEFAULT_BUCKETS)
 _resolved: tuple[Tracer, MetricsBackend | None] | None = None
 
@@ -52,10 +49,10 @@ def configure(
     if not isinstance(record_exception_messages, bool):
         raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
     bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
-    with _lock:
+    with state.config_lock:
         _defaults = Defaults(tracer_provider, registry, bounds, record_exception_messages)
         _resolved = None
-        spans.record_exception_messages = record_exception_messages
+        state.record_exception_messages = record_exception_messages  # what the span side reads
 
 
 def check_options(tracer_provider: object, registry: object) -> None:
@@ -80,7 +77,7 @@ def tracer_and_collector(
     if tracer_provider is None and registry is None:
         resolved = _resolved
         if resolved is None:
-            with _lock:
+            with state.config_lock:
                 d = _defaults
                 resolved = _resolved = (
                     get_tracer(d.tracer_provider),
@@ -94,11 +91,3 @@ def tracer_and_collector(
         collector_for(registry if registry is not None else d.registry, d.buckets),
     )
 
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # a parent thread may have held it at fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,7 +8,6 @@ executor: dropping one still shuts it down as the standard library does.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import weakref
@@ -24,10 +23,11 @@ from typing import Any, NamedTuple, TypeVar
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import _calls, _stdlib, config
+from tracedfutures import _stdlib, config
 from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, call_remote
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
+from tracedfutures._state import state
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import span_hook
 
@@ -60,17 +60,14 @@ class _Capacity:
             self.stats.add_workers(-count)
 
 
-# One _Capacity per executor and series: an executor wrapped twice under one name counts its workers once.
-_capacities: weakref.WeakKeyDictionary[Executor, dict[ExecutorRecorder, _Capacity]] = weakref.WeakKeyDictionary()
-_capacities_lock = threading.Lock()
-
-
 def _capacity(executor: Executor, stats: ExecutorRecorder | None) -> _Capacity:
+    """One _Capacity per executor and series (``state.capacities``): an executor wrapped twice under one name
+    counts its workers once."""
     if stats is None:
         return _Capacity(executor, None)
-    with _capacities_lock:
+    with state.capacities_lock:
         try:
-            shared = _capacities.setdefault(executor, {})
+            shared: dict[ExecutorRecorder, _Capacity] = state.capacities.setdefault(executor, {})
         except TypeError:  # an executor that cannot be weakly referenced
             return _Capacity(executor, stats)
         capacity = shared.get(stats)
@@ -130,14 +127,14 @@ Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
 def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
     """A call that travels (a process or a user's executor): the task span's context, and whether the spans made
     in the worker come home."""
-    origin = _calls.process_token if wants_worker_spans(future._tf_span) else 0
+    origin = state.process_token if wants_worker_spans(future._tf_span) else 0
     return RemoteCall(fn, _wire_context(future), origin), args, kwargs
 
 
 def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
     """A ``_remote_call`` shaped for an interpreter pool: ``fn`` stays an argument, shared as the stdlib shares
     it (a function that uses no globals crosses without pickling)."""
-    origin = _calls.process_token if wants_worker_spans(future._tf_span) else 0
+    origin = state.process_token if wants_worker_spans(future._tf_span) else 0
     return call_remote, (fn, _wire_context(future), origin, *args), kwargs
 
 
@@ -500,11 +497,3 @@ def _check(name: str | None, tracer_provider: object, registry: object) -> None:
         validate_name(name)
     config.check_options(tracer_provider, registry)
 
-
-def _after_fork_in_child() -> None:
-    global _capacities_lock
-    _capacities_lock = threading.Lock()  # a parent thread may have held it at fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

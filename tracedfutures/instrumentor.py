@@ -17,8 +17,6 @@ before instrumenting are traced too) and ``concurrent.futures.wait`` / ``as_comp
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import threading
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
@@ -30,6 +28,7 @@ from wrapt import wrap_function_wrapper
 
 from tracedfutures import waiting
 from tracedfutures._lifecycle import Lifecycle
+from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
 from tracedfutures.config import configure
 from tracedfutures.executor import (
@@ -43,7 +42,6 @@ from tracedfutures.executor import (
 )
 from tracedfutures.package import _instruments
 
-_lock = threading.Lock()
 _STDLIB_FUNCTIONS = {"wait": concurrent.futures.wait, "as_completed": concurrent.futures.as_completed}
 
 
@@ -52,7 +50,7 @@ def _instance_route(executor: Executor) -> tuple[Lifecycle, Route, Callable[...,
     executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
     found: tuple[Lifecycle, Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
     if found is None:
-        with _lock:
+        with state.instrumentor_lock:
             found = executor.__dict__.get("_tf_route")
             if found is None:
                 kind = executor_kind(executor)
@@ -137,11 +135,3 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         use_telemetry_scopes(False)
         configure()
 
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # a parent thread may have held it at fork
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

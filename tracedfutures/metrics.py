@@ -52,6 +52,7 @@ from tracedfutures._metric_definitions import (
     TaskTrace as TaskTrace,
 )
 # isort: on
+from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
 
 if TYPE_CHECKING:
@@ -433,6 +434,16 @@ class MetricsCollector:
             stats.reset()
         self.waits.reset()
 
+    def after_fork(self) -> None:
+        """In a forked child (``_state`` calls it): clean counts and fresh locks, whatever a parent thread held at
+        fork. The executors the child inherited are still live objects there: their workers stay counted, so
+        that shutting one down in the child brings the gauge back to 0, not below."""
+        workers = {name: stats.max_workers for name, stats in self.executors.items()}
+        self.reset()
+        for name, stats in self.executors.items():
+            stats.max_workers = workers[name]
+            stats.error_label.after_fork()
+
 
 # -- the hook -------------------------------------------------------------------------------------------------------
 class MetricsHook:
@@ -497,11 +508,6 @@ def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:
 
 
 # -- one backend per registry -------------------------------------------------------------------------------------
-_collectors: weakref.WeakKeyDictionary[CollectorRegistry, MetricsCollector | None] = weakref.WeakKeyDictionary()
-_collectors_lock = threading.Lock()
-_multiprocess: MetricsBackend | None = None
-
-
 def collector_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsBackend | None:
     """The backend recording into ``registry`` (prometheus_client's ``REGISTRY`` if None), made on first use.
 
@@ -509,42 +515,26 @@ def collector_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]
     and says so once in a warning, rather than failing the program. In multiprocess mode every registry shares
     the one multiprocess backend (prometheus_client's ``MultiProcessCollector`` exposes it).
     """
-    global _multiprocess
     if MULTIPROCESS:
-        with _collectors_lock:
-            if _multiprocess is None:
+        with state.collectors_lock:
+            if state.multiprocess is None:
                 from tracedfutures.multiprocess import MultiprocessMetrics
 
-                _multiprocess = MultiprocessMetrics(buckets)
-            return _multiprocess
+                state.multiprocess = MultiprocessMetrics(buckets)
+            shared: MetricsBackend = state.multiprocess
+            return shared
     if registry is None:
         registry = REGISTRY
-    with _collectors_lock:
-        if registry in _collectors:
-            return _collectors[registry]
+    with state.collectors_lock:
+        if registry in state.collectors:
+            found: MetricsCollector | None = state.collectors[registry]
+            return found
         collector: MetricsCollector | None = MetricsCollector(buckets)
         try:
             registry.register(collector)  # type: ignore[arg-type]
         except ValueError as exc:
             _log.warning("tracedfutures metrics disabled for this registry: %s", exc)
             collector = None
-        _collectors[registry] = collector
+        state.collectors[registry] = collector
         return collector
 
-
-def _reset_after_fork() -> None:
-    """A forked child starts with clean counts and fresh locks, whatever a parent thread held at fork."""
-    global _collectors_lock
-    _collectors_lock = threading.Lock()
-    for collector in list(_collectors.values()):
-        if collector is not None:
-            # The executors the child inherited are still live objects there: keep their workers counted, so
-            # that shutting one down in the child brings the gauge back to 0, not below.
-            workers = {name: stats.max_workers for name, stats in collector.executors.items()}
-            collector.reset()
-            for name, count in workers.items():
-                collector.executors[name].max_workers = count
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)

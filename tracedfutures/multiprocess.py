@@ -10,7 +10,6 @@ submitting process.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -135,11 +134,12 @@ class MultiprocessMetrics:
         self.waits = MultiprocessWaits(self.metrics)
         self._series: dict[str, MultiprocessSeries] = {}
         self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):  # one per process, kept for its life anyway
-            os.register_at_fork(after_in_child=self._after_fork_in_child)
 
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()  # a parent thread may have held it at fork
+    def after_fork(self) -> None:
+        """In a forked child (``_state`` calls it): fresh locks, a parent thread may have held them at fork."""
+        self._lock = threading.Lock()
+        for series in self._series.values():
+            series.error_label.after_fork()
 
     def executor(self, name: str) -> MultiprocessSeries:
         with self._lock:

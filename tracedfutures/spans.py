@@ -17,6 +17,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import error_type, function_name
+from tracedfutures._state import state
 from tracedfutures._telemetry import run_telemetry, telemetry_failed
 from tracedfutures.version import __version__
 
@@ -187,14 +188,10 @@ class SpanHook:
         """Reading a result happens after the task span ended; metrics time it."""
 
 
-#: Whether the ``exception`` event of a failed task carries the exception's message (``configure()`` sets it).
-record_exception_messages = True
-
-
 def record_exception(span: Span, exc: BaseException, timestamp: int) -> None:
     """The ``exception`` event; without messages it keeps the type and the frames, and drops every message
     (the exception's, its notes, and those of chained exceptions, which may hold task data)."""
-    if record_exception_messages:
+    if state.record_exception_messages:  # set by ``configure()``
         span.record_exception(exc, timestamp=timestamp)
         return
     kind = error_type(type(exc))
@@ -241,3 +238,11 @@ def end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: Ba
         span.set_attribute(ERROR_TYPE, error_type(type(error)))
         span.set_status(Status(StatusCode.ERROR))
     span.end(end_time=end_ns)
+
+
+def __getattr__(name: str) -> Any:
+    """``record_exception_messages``: whether the ``exception`` event of a failed task carries the exception's
+    message, as ``configure()`` set it (read from the process state)."""
+    if name == "record_exception_messages":
+        return state.record_exception_messages
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

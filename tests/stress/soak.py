@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry
 from support import UserExecutor
 
 import tracedfutures
-from tracedfutures import _telemetry, executor, metrics
+from tracedfutures import metrics
+from tracedfutures._state import state
 
 BATCH = 1000
 #: Growth allowed from the first checkpoint after warm-up to the last.
@@ -63,13 +64,13 @@ def rss_mb() -> float:
 
 def tables(registry: CollectorRegistry) -> dict[str, int]:
     """The size of every table tracedfutures keeps."""
-    collector = metrics._collectors[registry]
+    collector = state.collectors[registry]
     assert isinstance(collector, metrics.MetricsCollector)
     sizes = {
-        "collectors": len(metrics._collectors),
+        "collectors": len(state.collectors),
         "executor series": len(collector.executors),
-        "capacities": len(executor._capacities),
-        "failures logged": len(_telemetry._failures_logged),
+        "capacities": len(state.capacities),
+        "failures logged": len(state.failures_logged),
         "finalizers": len(weakref.finalize._registry),  # type: ignore[attr-defined]
     }
     for name, stats in collector.executors.items():
