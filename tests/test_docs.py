@@ -18,10 +18,12 @@ skip marker that precedes no python block, or has no reason, fails ``test_skip_m
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +163,11 @@ def run_block(code: str, directory: Path) -> tuple[bool, str]:
 def test_block_runs(block: Block, tmp_path: Path) -> None:
     if block.skip is not None:
         pytest.skip(f"{block.where}: {block.skip}")
-    passed, output = run_block(block.code, tmp_path)
+    # One block at a time on this machine: the test command runs several interpreters' tests side by side, and
+    # the quick start serves /metrics on its documented port.
+    with open(os.path.join(tempfile.gettempdir(), "tracedfutures-doc-blocks.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        passed, output = run_block(block.code, tmp_path)
     assert passed, f"the python block at {block.where} failed: {output}\n--- the block\n{block.code}"
 
 
