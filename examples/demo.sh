@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs the demo workload on a fresh clone: makes .venv-demo (Python 3.11, else 3.13/3.12/3.10), installs, runs.
+# Runs the demo workload on a fresh clone, on Python 3.14: makes .venv-demo (from a python3.14 on this machine,
+# else, as root on Debian, from a Debian sid root: tests/tools/sid.sh), installs, runs. Arguments go to demo.py.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
+source tests/tools/sid.sh
 source tests/tools/venv.sh
-for v in 3.11 3.13 3.12 3.10; do
-    if tf_python "$v" >/dev/null; then break; fi
-done
-tf_venv "$v" .venv-demo examples/requirements.txt
-exec .venv-demo/bin/python examples/demo.py "$@"
+trap tf_sid_umount EXIT
+tf_venv 3.14 .venv-demo examples/requirements.txt
+tf_py .venv-demo examples/demo.py "$@"

@@ -1,63 +1,155 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: venvs, packages, lint, type check, unit tests, and CPython's own
-# test_concurrent_futures on the oldest and newest supported Python. Exits non-zero if any stage fails.
+# The whole test suite, from a fresh clone: venvs, packages, lint, type check, docs, unit tests, and CPython's
+# own test_concurrent_futures on the oldest and newest supported Pythons. Exits non-zero if any stage fails.
+#
+# Pythons (tests/tools/venv.sh): 3.11 from pyenv or PATH (lint, type check, docs, unit tests, dashboards,
+# stress); a 3.11 with CPython's test package, on Debian 12 Debian's own python3.11 (the stdlib suite on 3.11);
+# 3.13 (unit tests), 3.14 and 3.15 from pyenv or PATH when there (3.14 and 3.15 with their test package), else
+# from a Debian sid root (tests/tools/sid.sh). As root on Debian 12, whatever is missing is installed; not as
+# root, a stage whose Python is missing fails and says what to install.
+#
+# Stages run TF_JOBS (default 2) at a time, each one's output printed in full when it ends, in the order they
+# started. TF_STAGES=REGEX runs only the stages whose name matches (bash =~); the venv stages always run (quick
+# when nothing changed), e.g.  TF_STAGES='unit tests 3.14|CPython suite 3.15$' bash tests/run.sh
 set -uo pipefail
-cd "$(dirname "$0")/.."
+set -m  # each stage in its own process group: an interrupted run stops a stage's processes, not only its shell
+cd "$(dirname "$0")/.." || exit
+source tests/tools/sid.sh
 source tests/tools/venv.sh
 
+TF_JOBS=${TF_JOBS:-2}
+TF_STAGES=${TF_STAGES:-}
 passed=0
 failed=0
 failures=()
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+names=() pids=() starts=() ends=() statuses=()
+printed=0
+finish() {
+    local pid
+    for pid in $(running); do kill -- "-$pid" 2>/dev/null; done  # stages still going when interrupted
+    wait
+    tf_sid_umount
+    rm -rf "$logs"
+}
+trap finish EXIT
 stage_log() { echo "$logs/$(printf '%s' "$1" | tr -c 'A-Za-z0-9' '_').log"; }
-stage() {  # stage NAME COMMAND...: run one stage, keep going, remember the outcome (and the stage's output)
+
+stage() {  # stage [--always] NAME COMMAND...: start one stage (in the background), keep going
+    local always=
+    if [ "$1" = --always ]; then always=1; shift; fi
     local name=$1; shift
+    if [ -z "$always" ] && [ -n "$TF_STAGES" ] && ! [[ $name =~ $TF_STAGES ]]; then
+        return 0
+    fi
+    while [ "$(running | wc -w)" -ge "$TF_JOBS" ]; do reap; done
+    echo "--- started: $name"
+    names+=("$name")
+    starts+=("$SECONDS")
+    ends+=("")
+    statuses+=("")
+    ("$@") >"$(stage_log "$name")" 2>&1 </dev/null &
+    pids+=("$!")
+}
+
+running() {  # the pids of the stages not reaped yet
+    local i
+    for i in "${!pids[@]}"; do [ -n "${statuses[i]}" ] || echo "${pids[i]}"; done
+}
+
+reap() {  # wait for a stage to end; print each ended stage whose predecessors are all printed
+    local pid status i
+    # shellcheck disable=SC2046  # one word per pid
+    wait -n -p pid $(running)
+    status=$?
+    for i in "${!pids[@]}"; do
+        if [ "${pids[i]}" = "$pid" ]; then statuses[i]=$status; ends[i]=$SECONDS; fi
+    done
+    while [ "$printed" -lt "${#names[@]}" ] && [ -n "${statuses[printed]}" ]; do
+        report "$printed"
+        printed=$((printed + 1))
+    done
+}
+
+report() {  # report INDEX: the stage's output and its outcome
+    local name=${names[$1]} took=$((ends[$1] - starts[$1]))
     echo
     echo "=== $name"
-    local start=$SECONDS
-    if "$@" 2>&1 | tee "$(stage_log "$name")"; then
+    cat "$(stage_log "$name")"
+    if [ "${statuses[$1]}" -eq 0 ]; then
         passed=$((passed + 1))
-        echo "=== $name: ok ($((SECONDS - start))s)"
+        echo "=== $name: ok (${took}s)"
     else
         failed=$((failed + 1))
         failures+=("$name")
-        echo "=== $name: FAILED ($((SECONDS - start))s)"
+        echo "=== $name: FAILED (${took}s)"
     fi
+}
+
+all_ended() {
+    while [ -n "$(running)" ]; do reap; done
+}
+
+venv() {  # venv [--tests] VERSION DIR REQUIREMENTS...: tf_venv, then which Python the venv has, and where
+    local dir=$2
+    [ "$1" != --tests ] || dir=$3
+    tf_venv "$@" || return 1
+    echo "$dir: Python $(tf_py "$dir" -c 'import sys; print(sys.version.split()[0], "from", sys.base_prefix)')" \
+         "$([ "$(cat "$dir/.tf-runner")" = tf_in_sid ] && echo "inside the Debian sid root $TF_SID_ROOT")"
 }
 
 tf_prometheus() {  # Debian's prometheus and promtool for tests/prometheus (as root, quietly), unless on PATH
     if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "prometheus/promtool not on PATH and not root: install them (Debian: apt-get install prometheus)" >&2
-            return 1
-        fi
-        local log; log=$(mktemp)
-        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                prometheus; } >"$log" 2>&1; then
-            cat "$log" >&2; rm -f "$log"; return 1
-        fi
-        rm -f "$log"
+        tf_apt_install prometheus || return 1
     fi
     prometheus --version 2>&1 | sed -n 1p
 }
 
-stage "venv 3.11" tf_venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt dashboards/requirements.txt
-stage "venv 3.10" tf_venv 3.10 .venv-3.10 tests/requirements.txt
-stage "venv 3.13" tf_venv 3.13 .venv-3.13 tests/requirements.txt
+forced_fallback() {  # forced_fallback COMMAND...: the library's public-API fallback path, forced
+    TRACEDFUTURES_FORCE_FALLBACK=1 "$@"
+}
 
-stage "ruff" .venv-3.11/bin/ruff check tracedfutures tests examples benchmarks dashboards
-stage "mypy" .venv-3.11/bin/mypy
-stage "prometheus + promtool" tf_prometheus  # before the unit tests: tests/test_security.py runs promtool too
-stage "unit tests 3.11" .venv-3.11/bin/python -m pytest tests -q -p no:randomly --ignore=tests/cpython --ignore=tests/prometheus
-stage "unit tests 3.13" .venv-3.13/bin/python -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus
-stage "dashboards, alert rules, real Prometheus" .venv-3.11/bin/python -m pytest tests/prometheus -q -p no:randomly
-stage "CPython suite 3.10" .venv-3.10/bin/python tests/cpython/run_stdlib_suite.py
-stage "CPython suite 3.13" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py
-stage "CPython suite 3.13, instrumentor" .venv-3.13/bin/python tests/cpython/run_stdlib_suite.py --mode instrumentor
+unit_tests() {  # unit_tests VENV PYTEST-ARGS...
+    tf_py "$1" -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus "${@:2}"
+}
+
+suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfutures substituted (by default)
+    tf_py "$1" tests/cpython/run_stdlib_suite.py "${@:2}"
+}
+
+# Needed by what follows: the venvs (the 3.14 and 3.15 ones may wait for the sid root), and promtool, which
+# tests/test_security.py runs too.
+stage --always "venv 3.14" venv --tests 3.14 .venv-3.14 tests/requirements.txt
+stage --always "venv 3.15" venv --tests 3.15 .venv-3.15 tests/requirements.txt
+stage --always "venv 3.11" \
+    venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt dashboards/requirements.txt
+stage --always "venv 3.11 with its test package" venv --tests 3.11 .venv-3.11-debian tests/requirements.txt
+stage --always "venv 3.13" venv 3.13 .venv-3.13 tests/requirements.txt
+stage --always "venv docs" venv 3.11 .venv-docs docs/requirements.txt
+stage "prometheus + promtool" tf_prometheus
+all_ended
+
+# Longest first, so that the two lanes end together.
+stage "CPython suite 3.15" suite .venv-3.15
+stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
+stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
+stage "CPython suite 3.14" suite .venv-3.14
+stage "CPython suite 3.11" suite .venv-3.11-debian
 # Stress (about 40 s and 90 s on 2 cores): 200,000 tasks from 16 threads, exact counts; 1,000,000 tasks, flat memory.
-stage "stress: load, 200,000 tasks" .venv-3.11/bin/python tests/stress/load.py 200000
-stage "stress: soak, 1,000,000 tasks" .venv-3.11/bin/python tests/stress/soak.py 1000000
+stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
+stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
+# Free-threaded builds (3.14t, 3.15t) cannot be had here: the stress test reports sys._is_gil_enabled() wherever it runs.
+stage "stress: free-threaded, 3.15" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
+stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
+stage "unit tests 3.13" unit_tests .venv-3.13
+stage "unit tests 3.14" unit_tests .venv-3.14
+stage "unit tests 3.15" unit_tests .venv-3.15
+stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
+stage "dashboards, alert rules, real Prometheus" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
+stage "docs: mkdocs build --strict" tf_py .venv-docs -m mkdocs build --strict --quiet -d "$logs/site"
+stage "mypy" tf_py .venv-3.11 -m mypy
+stage "ruff" tf_py .venv-3.11 -m ruff check tracedfutures tests examples benchmarks dashboards
+all_ended
 
 echo
 if [ "$failed" -ne 0 ]; then
