@@ -56,7 +56,7 @@ class RemoteCall:
 
     ``origin`` is the submitting process's ``state.process_token`` when its task span records into an SDK tracer
     provider (else 0): then, run in another process, the spans the task finishes there come back with its
-    outcome (see ``_worker_spans``). With 0 the call costs what it did before: no import, no collector.
+    outcome (see ``_worker_spans``). With 0 the call imports nothing and collects nothing.
     """
 
     __slots__ = ("fn", "origin", "parent")

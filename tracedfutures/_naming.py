@@ -31,9 +31,10 @@ def validate_name(name: object) -> str:
 
 
 def executor_name(executor: Executor, name: str | None) -> str:
-    """The ``executor`` label: ``name`` when given, else the thread name prefix the user chose, else the class."""
+    """The ``executor`` label: ``name`` when given (``validate_name`` checked it where it was given), else the
+    thread name prefix the user chose, else the class."""
     if name is not None:
-        return validate_name(name)
+        return name
     inner = getattr(executor, "_tf_life", None)  # a traced executor wrapped again keeps its name
     if inner is not None:
         return str(inner.name)

@@ -67,7 +67,6 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
 
-OUTCOMES = ("success", "error", "cancelled")
 #: Whether prometheus_client's multiprocess mode is on, decided once at import as prometheus_client does.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -261,9 +260,17 @@ class ExecutorStats:
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
         self.unretrieved_count: dict[str, int] = {}
 
+    def _counts(self) -> _TaskCounts:
+        """This thread's counts (see ``_first_counts``)."""
+        try:
+            counts: _TaskCounts = self._local.counts
+        except AttributeError:
+            counts = self._first_counts()
+        return counts
+
     def _first_counts(self) -> _TaskCounts:
-        """This thread's counts, made on its first task (when ended threads' counts are folded in). Later ones
-        find them in ``self._local.counts``, looked up in place: one attribute read, no call."""
+        """This thread's counts, made on its first task (when ended threads' counts are folded in); later tasks
+        find them in ``self._local.counts``."""
         counts = _TaskCounts(self.buckets, weakref.ref(threading.current_thread()))
         with self.lock:
             self._fold_ended()
@@ -283,24 +290,15 @@ class ExecutorStats:
         self._threads = live
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
-        try:
-            self._local.counts.submitted += 1
-        except AttributeError:
-            self._first_counts().submitted += 1
+        self._counts().submitted += 1
 
     def started(self, future: TracedFuture) -> None:
-        try:
-            self._local.counts.started += 1
-        except AttributeError:
-            self._first_counts().started += 1
+        self._counts().started += 1
 
     def finished(
         self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
     ) -> None:
-        try:
-            counts: _TaskCounts = self._local.counts
-        except AttributeError:
-            counts = self._first_counts()
+        counts = self._counts()
         if ran:
             counts.ended_after_start += 1
         else:
@@ -317,11 +315,7 @@ class ExecutorStats:
             self.invalid[method] = self.invalid.get(method, 0) + 1
 
     def retrieved(self, lag_ns: int) -> None:
-        try:
-            counts: _TaskCounts = self._local.counts
-        except AttributeError:
-            counts = self._first_counts()
-        counts.result_lag.observe(lag_ns)
+        self._counts().result_lag.observe(lag_ns)
 
     def unretrieved(self, label: str) -> None:
         with self.lock:
