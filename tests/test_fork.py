@@ -323,7 +323,7 @@ def test_fork_while_threads_hammer_the_library(telemetry: Telemetry) -> None:
                     state.collectors[registry].collect()  # type: ignore[union-attr]
                     with tracedfutures.TracedThreadPoolExecutor(1, name=f"short{index}", registry=registry):
                         pass
-                    config.tracer_and_collector()
+                    config.tracer_and_backend()
         except BaseException as exc:
             errors.append(exc)
 

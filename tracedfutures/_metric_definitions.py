@@ -63,7 +63,7 @@ RUN = Definition(
     ("executor", "outcome"),
 )
 QUEUED = Definition("executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum")
-RUNNING = Definition(
+RUNNING_GAUGE = Definition(
     "executor_tasks_running",
     "gauge",
     "Tasks running now (for process pools: handed to a worker process).",
@@ -109,7 +109,9 @@ AS_COMPLETED_NEXT = Definition(
     "Seconds an as_completed() iteration blocked before yielding each future.",
     (),
 )
-EXECUTOR_METRICS = (SUBMITTED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING, MAX_WORKERS, INVALID, RESULT_LAG, UNRETRIEVED)
+EXECUTOR_METRICS = (
+    SUBMITTED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING_GAUGE, MAX_WORKERS, INVALID, RESULT_LAG, UNRETRIEVED
+)  # fmt: skip
 WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
 
 

@@ -14,7 +14,7 @@ from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracedfutures._state import state
-from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, collector_for, validate_buckets
+from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, backend_for, validate_buckets
 from tracedfutures.spans import get_tracer
 
 
@@ -69,10 +69,10 @@ def defaults() -> Defaults:
     return _defaults
 
 
-def tracer_and_collector(
+def tracer_and_backend(
     tracer_provider: TracerProvider | None = None, registry: CollectorRegistry | None = None
 ) -> tuple[Tracer, MetricsBackend | None]:
-    """The tracer and metrics collector to record with, each from its argument if given, else the defaults."""
+    """The tracer and metrics backend to record with, each from its argument if given, else the defaults."""
     global _resolved
     if tracer_provider is None and registry is None:
         resolved = _resolved
@@ -81,13 +81,13 @@ def tracer_and_collector(
                 d = _defaults
                 resolved = _resolved = (
                     get_tracer(d.tracer_provider),
-                    collector_for(d.registry, d.buckets),
+                    backend_for(d.registry, d.buckets),
                 )
         return resolved
     check_options(tracer_provider, registry)
     d = _defaults
     return (
         get_tracer(tracer_provider if tracer_provider is not None else d.tracer_provider),
-        collector_for(registry if registry is not None else d.registry, d.buckets),
+        backend_for(registry if registry is not None else d.registry, d.buckets),
     )
 

@@ -87,7 +87,7 @@ def executor_kind(executor: Executor) -> Kind:
     return "other"
 
 
-def _lifecycle(
+def _make_lifecycle(
     executor: Executor,
     name: str | None,
     kind: Kind,
@@ -96,8 +96,8 @@ def _lifecycle(
     registry: CollectorRegistry | None,
 ) -> tuple[Lifecycle, _Capacity]:
     label = executor_name(executor, name)
-    tracer, collector = config.tracer_and_collector(tracer_provider, registry)
-    stats = collector.executor(label) if collector is not None else None
+    tracer, backend = config.tracer_and_backend(tracer_provider, registry)
+    stats = backend.executor(label) if backend is not None else None
     spans = span_hook(tracer, label, kind, remote)
     hooks: list[LifecycleHook] = [] if spans is None else [spans]
     if stats is not None:
@@ -325,7 +325,8 @@ class TracedExecutor(Executor):
         self._submit_to = executor.submit if stock is None else partial(stock, executor)
         self._process_map = kind == "process" and stock is not None
         self._executor = executor
-        self._life, self._capacity = _lifecycle(executor, name, kind, self._route.remote, tracer_provider, registry)
+        remote = self._route.remote
+        self._life, self._capacity = _make_lifecycle(executor, name, kind, remote, tracer_provider, registry)
 
     @property
     def executor(self) -> Executor:
@@ -415,7 +416,7 @@ class _TracedPool(Executor):
     ) -> None:
         self._tf_route = POOL_ROUTES[self._tf_kind]
         remote = self._tf_route.remote
-        self._tf_life, self._tf_capacity = _lifecycle(self, name, self._tf_kind, remote, tracer_provider, registry)
+        self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, tracer_provider, registry)
 
     def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
         """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""

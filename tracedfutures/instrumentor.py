@@ -36,7 +36,7 @@ from tracedfutures.executor import (
     _STDLIB_THREAD_SUBMIT,
     POOL_ROUTES,
     Route,
-    _lifecycle,
+    _make_lifecycle,
     executor_kind,
     submit_task,
 )
@@ -56,7 +56,7 @@ def _instance_route(executor: Executor) -> tuple[Lifecycle, Route, Callable[...,
                 kind = executor_kind(executor)
                 route = POOL_ROUTES[kind]
                 stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
-                life, capacity = _lifecycle(executor, None, kind, route.remote, None, None)
+                life, capacity = _make_lifecycle(executor, None, kind, route.remote, None, None)
                 found = (life, route, stock)
                 executor.__dict__["_tf_capacity"] = capacity
                 executor.__dict__["_tf_route"] = found

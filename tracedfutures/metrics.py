@@ -42,7 +42,7 @@ from tracedfutures._metric_definitions import (
     RESULT_LAG as RESULT_LAG,
     RETURN_WHEN as RETURN_WHEN,
     RUN as RUN,
-    RUNNING as RUNNING,
+    RUNNING_GAUGE as RUNNING_GAUGE,
     SUBMITTED as SUBMITTED,
     UNRETRIEVED as UNRETRIEVED,
     WAIT as WAIT,
@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
 
 _log = logging.getLogger("tracedfutures")
+
+#: The running gauge under the name ``dashboards/`` reads (``RUNNING_GAUGE``, not the stdlib future state).
+RUNNING = RUNNING_GAUGE
 
 #: Buckets for every latency histogram, in seconds: 100 µs to one hour, so sub-millisecond tasks and backlogs of
 #: half an hour and more both land in a finite bucket. Change them with ``configure(buckets=...)``.
@@ -348,7 +351,7 @@ class ExecutorStats:
             families[RUN].add_metric([name, outcome], *hist.snapshot())
         # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
         families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted, 0))
-        families[RUNNING].add_metric([name], max(total.started - total.ended_after_start, 0))
+        families[RUNNING_GAUGE].add_metric([name], max(total.started - total.ended_after_start, 0))
         families[RESULT_LAG].add_metric([name], *total.result_lag.snapshot())
         with self.lock:
             families[MAX_WORKERS].add_metric([name], self.max_workers)
@@ -502,7 +505,7 @@ def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:
 
 
 # -- one backend per registry -------------------------------------------------------------------------------------
-def collector_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsBackend | None:
+def backend_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsBackend | None:
     """The backend recording into ``registry`` (prometheus_client's ``REGISTRY`` if None), made on first use.
 
     A registry that already holds metrics of these names keeps them: tracedfutures then records nothing there

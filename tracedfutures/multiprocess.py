@@ -27,7 +27,7 @@ from tracedfutures._metric_definitions import (
     QUEUED,
     RESULT_LAG,
     RUN,
-    RUNNING,
+    RUNNING_GAUGE,
     SUBMITTED,
     UNRETRIEVED,
     WAIT,
@@ -63,7 +63,7 @@ class MultiprocessSeries:
         self._submitted = metrics[SUBMITTED].labels(name)
         self._queue = metrics[QUEUE].labels(name)
         self._queued = metrics[QUEUED].labels(name)
-        self._running = metrics[RUNNING].labels(name)
+        self._running = metrics[RUNNING_GAUGE].labels(name)
         self._max_workers = metrics[MAX_WORKERS].labels(name)
         self._lag = metrics[RESULT_LAG].labels(name)
         self._run = {outcome: metrics[RUN].labels(name, outcome) for outcome in ("success", "error")}

@@ -32,7 +32,7 @@ EXECUTOR_NAME = "executor.name"
 EXECUTOR_KIND = "executor.kind"
 CODE_FUNCTION = "code.function"
 QUEUE_DURATION = "executor.task.queue_duration"  # seconds, submit to the callable's real start
-CANCELLED = "executor.task.cancelled"
+TASK_CANCELLED = "executor.task.cancelled"
 #: Spans the task finished in a worker process beyond the ``MAX_WORKER_SPANS`` that travel home (only when > 0).
 WORKER_SPANS_DROPPED = "executor.task.worker_spans_dropped"
 RUNNING_EVENT = "running"
@@ -170,7 +170,7 @@ class SpanHook:
             _worker_spans_home(span, worker)
         outcome = future.outcome
         if outcome == "cancelled":
-            span.set_attribute(CANCELLED, True)
+            span.set_attribute(TASK_CANCELLED, True)
         elif outcome == "error":
             exc = future._exception
             assert exc is not None

@@ -69,17 +69,17 @@ def _timeout_attribute(attributes: dict[str, Any], timeout: object) -> None:
 class _Call:
     """The telemetry of one wait / as_completed call; every method swallows telemetry failures."""
 
-    __slots__ = ("collector", "links", "span", "start", "traced")
+    __slots__ = ("backend", "links", "span", "start", "traced")
 
     def __init__(self, name: str, attributes: dict[str, Any]) -> None:
         self.start = _clock()
         self.links = 0
         self.traced = 0
         self.span: Span = INVALID_SPAN
-        self.collector: MetricsBackend | None = None
+        self.backend: MetricsBackend | None = None
         try:
             with TelemetryScope():
-                tracer, self.collector = config.tracer_and_collector()
+                tracer, self.backend = config.tracer_and_backend()
                 self.span = start_wait_span(tracer, name, self.start, attributes)
         except Exception as exc:
             telemetry_failed(name, exc)
@@ -135,9 +135,9 @@ def wait(
     timed_out = not _condition_met(done, not_done, return_when)
     call.link(done)
     end = call.end({FUTURES_COUNT: len(done) + len(not_done), FUTURES_DONE: len(done), FUTURES_TIMED_OUT: timed_out})
-    if call.collector is not None:
+    if call.backend is not None:
         try:
-            call.collector.waits.observe_wait(return_when, timed_out, end - call.start)
+            call.backend.waits.observe_wait(return_when, timed_out, end - call.start)
         except Exception as exc:
             telemetry_failed("wait metrics", exc)
     return result
@@ -167,7 +167,7 @@ class _AsCompleted:
         attributes: dict[str, Any] = {FUTURES_COUNT: total}
         _timeout_attribute(attributes, timeout)
         self.call = _Call(AS_COMPLETED_SPAN, attributes)
-        self.steps = _Steps(self.call.collector)
+        self.steps = _Steps(self.call.backend)
         self.since: int | None = self.call.start  # when the caller began waiting for a future not done yet
         self.traced = 0  # traced futures among those of the batches seen
         # The task span contexts to link, each with its future's place in the yield order (at most MAX_LINKS).
@@ -222,9 +222,9 @@ class _AsCompleted:
         call.traced = self.traced
         end = call.end({FUTURES_DONE: yielded, FUTURES_TIMED_OUT: timed_out}, error)
         self.steps.hand_over(yielded)
-        if call.collector is not None:
+        if call.backend is not None:
             try:
-                call.collector.waits.observe_as_completed(timed_out, end - call.start)
+                call.backend.waits.observe_as_completed(timed_out, end - call.start)
             except Exception as exc:
                 telemetry_failed("as_completed metrics", exc)
 
@@ -243,19 +243,19 @@ class _Steps:
     every ``_STEP_BATCH`` steps, at once after a step that blocked over ``_STEP_FLUSH_NS``, and at the end.
     """
 
-    __slots__ = ("collector", "handed", "waits")
+    __slots__ = ("backend", "handed", "waits")
 
-    def __init__(self, collector: MetricsBackend | None) -> None:
-        self.collector = collector
+    def __init__(self, backend: MetricsBackend | None) -> None:
+        self.backend = backend
         self.handed = 0  # steps already in the histogram
         self.waits: list[int] = []  # durations of the steps since then that blocked
 
     def hand_over(self, steps: int) -> None:
         """Hand the first ``steps`` steps to the histogram."""
         waits, zeros = self.waits, steps - self.handed - len(self.waits)
-        if self.collector is not None and (waits or zeros > 0):
+        if self.backend is not None and (waits or zeros > 0):
             try:
-                self.collector.waits.observe_as_completed_steps(waits, max(zeros, 0))
+                self.backend.waits.observe_as_completed_steps(waits, max(zeros, 0))
             except Exception as exc:
                 telemetry_failed("as_completed metrics", exc)
         self.handed = steps
