@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import weakref
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -114,19 +115,22 @@ NOT_RUN = object()
 class StartingCall:
     """Starts the task's own future where the pool starts the task, then runs ``call`` (the public-API fallback of
     a stdlib thread pool, whose own future runs this call): a future cancelled meanwhile is notified, as the pool's
-    worker would notify it, and ``call`` does not run."""
+    worker would notify it, and ``call`` does not run.
+
+    It holds the future weakly: a refused submit's traceback keeps this call, and that exception is kept on the
+    future (no cycle). A queued task's future lives on in the pool's future's done-callback.
+    """
 
     __slots__ = ("call", "future")
 
     def __init__(self, future: Any, call: Any) -> None:
-        self.future = future
+        self.future = weakref.ref(future)
         self.call = call
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        future, call = self.future, self.call
-        self.future = None  # a failed task's traceback keeps this call: not the future
+        future, call = self.future(), self.call
         del self
-        if not future.set_running_or_notify_cancel():
+        if future is None or not future.set_running_or_notify_cancel():
             return NOT_RUN
         del future
         return call(*args, **kwargs)
