@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by tests/run.sh and examples/demo.sh: Python 3.13, 3.14 and 3.15 (the last two with CPython's test
+# Sourced by tests/run.sh and examples/demo.sh: Python 3.14 and 3.15 (with CPython's test
 # package) and Prometheus 3 for a Debian 12 host that has none of them, from Debian sid's binary packages in a
 # debootstrap root.
 #
@@ -17,8 +17,8 @@
 
 TF_SID_ROOT=${TF_SID_ROOT:-/var/cache/tracedfutures/sid}
 TF_SID_MIRROR=${TF_SID_MIRROR:-http://deb.debian.org/debian}
-TF_SID_PYTHONS="3.13 3.14 3.15"
-TF_SID_PACKAGES=python3.13,python3.13-venv,python3.14,python3.14-venv,libpython3.14-testsuite,python3.15,python3.15-venv
+TF_SID_PYTHONS="3.14 3.15"
+TF_SID_PACKAGES=python3.14,python3.14-venv,libpython3.14-testsuite,python3.15,python3.15-venv
 TF_SID_PACKAGES+=,libpython3.15-testsuite,prometheus
 TF_SID_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TF_SID_MOUNTED=$(mktemp -t tracedfutures-sid-mounts.XXXXXX)  # what this shell mounted, one target a line
