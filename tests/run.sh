@@ -4,9 +4,9 @@
 #
 # Pythons (tests/tools/venv.sh): 3.11 from pyenv or PATH (lint, type check, docs, unit tests, dashboards,
 # stress); a 3.11 with CPython's test package, on Debian 12 Debian's own python3.11 (the stdlib suite on 3.11);
-# 3.14 and 3.15 from pyenv or PATH when there (3.14 and 3.15 with their test package), else
-# from a Debian sid root (tests/tools/sid.sh). As root on Debian 12, whatever is missing is installed; not as
-# root, a stage whose Python is missing fails and says what to install.
+# 3.14 and 3.15 with their test package from pyenv or PATH when there, else from a Debian sid root
+# (tests/tools/sid.sh). As root on Debian 12, whatever is missing is installed; not as root, a stage whose
+# Python is missing fails and says what to install.
 #
 # Stages run TF_JOBS (default 2) at a time, each one's output printed in full when it ends, in the order they
 # started. TF_STAGES=REGEX runs only the stages whose name matches (bash =~); the venv stages always run (quick
@@ -138,7 +138,8 @@ stage "CPython suite 3.11" suite .venv-3.11-debian
 # flat memory.
 stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
 stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
-# Free-threaded builds (3.14t, 3.15t) cannot be had here: the stress test reports sys._is_gil_enabled() wherever it runs.
+# Free-threaded builds (3.14t, 3.15t) cannot be had here: the stress test reports sys._is_gil_enabled() wherever
+# it runs.
 stage "stress: free-threaded, 3.15" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
 stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
 stage "unit tests 3.14" unit_tests .venv-3.14

@@ -1,7 +1,6 @@
 # shellcheck shell=bash
-# Sourced by tests/run.sh and examples/demo.sh: Python 3.14 and 3.15 (with CPython's test
-# package) and Prometheus 3 for a Debian 12 host that has none of them, from Debian sid's binary packages in a
-# debootstrap root.
+# Sourced by tests/run.sh and examples/demo.sh: Python 3.14 and 3.15 (with CPython's test package) and
+# Prometheus 3 for a Debian 12 host that has none of them, from Debian sid's binary packages in a debootstrap root.
 #
 #   tf_in_sid CMD ARGS...   run CMD inside the root, in the current directory: the root is made when absent (as
 #                           root: debootstrap, about a minute) and mounted when not (/proc, /dev, /dev/shm, and
