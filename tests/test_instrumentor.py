@@ -129,6 +129,25 @@ def test_traced_executors_are_not_traced_twice(
     assert sorted(s.name for s in telemetry.spans()) == ["pool square", "sub square"]
 
 
+def test_the_sdks_own_work_is_not_traced(telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor) -> None:
+    """The SDK detects its resource on a thread pool (on every provider it makes, and in every forked child): its
+    set-up, not the program's; the program's own tasks on the same kind of pool are traced."""
+    from opentelemetry.sdk.resources import (
+        SERVICE_INSTANCE_ID,
+        Resource,
+        ServiceInstanceIdResourceDetector,
+        get_aggregated_resources,
+    )
+
+    instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    resource = get_aggregated_resources([ServiceInstanceIdResourceDetector()], Resource.get_empty())
+    assert SERVICE_INSTANCE_ID in resource.attributes
+    with ThreadPoolExecutor(1) as executor:
+        assert executor.submit(square, 2).result(TIMEOUT) == 4
+    assert [s.name for s in telemetry.spans()] == ["ThreadPoolExecutor square"]
+    assert telemetry.value("executor_tasks_submitted_total", executor="ThreadPoolExecutor") == 1
+
+
 def test_submit_signature_errors_unchanged(
     telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
 ) -> None:

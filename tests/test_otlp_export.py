@@ -122,7 +122,11 @@ class Run:
     def finish(self) -> tuple[dict[str, Any], str, float]:
         """(results, stderr, seconds from the end of the program's work to its exit)."""
         assert self.process.stdout is not None and self.process.stderr is not None
-        results = json.loads(self.process.stdout.readline())
+        line = self.process.stdout.readline()
+        if not line:  # the program ended without its results: what it said is the failure
+            self.process.wait(TIMEOUT)
+            pytest.fail(f"exit status {self.process.returncode}, no results; stderr:\n{self.process.stderr.read()}")
+        results = json.loads(line)
         end_line = self.process.stdout.readline().split()
         assert end_line[0] == "END", end_line
         self.process.wait(TIMEOUT)
