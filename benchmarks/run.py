@@ -499,7 +499,7 @@ def finished_futures(n: int) -> Iterator[tuple[list[cf.Future[Any]], Telemetry]]
         try:
             yield futures, tel
         finally:
-            tracedfutures.configure()
+            tracedfutures.reset_defaults()
 
 
 Waiter = Callable[[list[cf.Future[Any]]], object]

@@ -176,7 +176,7 @@ def telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
         yield t
     finally:
         t.close()
-        tracedfutures.configure()
+        tracedfutures.reset_defaults()
 
 
 @pytest.fixture(params=THREAD_KINDS)

@@ -133,7 +133,7 @@ def run_load(
     elapsed = time.perf_counter() - start
     stop.set()
     scrape.join()
-    tracedfutures.configure()
+    tracedfutures.reset_defaults()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples
     }

@@ -192,7 +192,7 @@ def test_broken_telemetry_changes_nothing(
         tracedfutures.configure(tracer_provider=scenario.provider, registry=scenario.registry)
         seen, shutdown = run(kind, True, scenario)
     finally:
-        tracedfutures.configure()
+        tracedfutures.reset_defaults()
         patcher.undo()  # the real observe() again before anything else records
         provider_shutdown = scenario.close()
 

@@ -186,7 +186,7 @@ def child_work(registry: CollectorRegistry, provider: TracerProvider, inherited:
         if inherited is not None:
             inherited.shutdown()  # an executor inherited from the parent: its workers leave the gauge
         out["after"] = samples(registry)
-        tracedfutures.configure()
+        tracedfutures.reset_defaults()
         return out
 
     return work

@@ -35,7 +35,7 @@ def assert_original() -> None:
 
 @pytest.fixture
 def instrumentor(telemetry: Telemetry) -> Iterator[ConcurrentFuturesInstrumentor]:
-    tracedfutures.configure()  # what instrument() is given is all there is
+    tracedfutures.reset_defaults()  # what instrument() is given is all there is
     assert_original()
     instrumentor = ConcurrentFuturesInstrumentor()
     try:

@@ -362,8 +362,8 @@ def test_record_exception_messages_default_and_reset() -> None:
     try:
         assert spans.record_exception_messages is False
     finally:
-        tracedfutures.configure()
-    assert spans.record_exception_messages is True  # left out: back to the default, like every option
+        tracedfutures.reset_defaults()
+    assert spans.record_exception_messages is True  # reset: back to the default, like every option
 
 
 # -- the metrics endpoint ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from tracedfutures.version import __version__
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
-    from tracedfutures.config import configure
+    from tracedfutures.config import configure, reset_defaults
     from tracedfutures.executor import TracedExecutor, TracedProcessPoolExecutor, TracedThreadPoolExecutor, traced
     from tracedfutures.exposition import make_asgi_app, make_wsgi_app, start_http_server
     from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
@@ -41,6 +41,7 @@ _PUBLIC = {
     "configure": "tracedfutures.config",
     "make_asgi_app": "tracedfutures.exposition",
     "make_wsgi_app": "tracedfutures.exposition",
+    "reset_defaults": "tracedfutures.config",
     "setup_tracing": "tracedfutures.tracing",
     "start_http_server": "tracedfutures.exposition",
     "traced": "tracedfutures.executor",
@@ -59,6 +60,7 @@ __all__ = [
     "configure",
     "make_asgi_app",
     "make_wsgi_app",
+    "reset_defaults",
     "setup_tracing",
     "start_http_server",
     "traced",

@@ -1,12 +1,13 @@
 """Process-wide defaults: the tracer provider, the Prometheus registry and the histogram buckets.
 
 Executors given their own ``tracer_provider=`` / ``registry=`` use those; everything else (and every ``wait`` /
-``as_completed`` call) uses what ``configure()`` or ``ConcurrentFuturesInstrumentor().instrument()`` set, else
-the global tracer provider and prometheus_client's ``REGISTRY``.
+``as_completed`` call) uses what ``configure()`` set, else the global tracer provider and prometheus_client's
+``REGISTRY``. Each ``configure()`` changes only the options it is given; ``reset_defaults()`` puts all back.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,7 +27,16 @@ class Defaults:
     record_exception_messages: bool = True
 
 
-_defaults = Defaults(None, None, DEFAULT_BUCKETS)
+class Unchanged(enum.Enum):
+    """The default of ``configure()``'s ``record_exception_messages``: the setting stays as it is (``None`` is
+    refused, as every value that is not a bool)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+_BUILT_IN = Defaults(None, None, DEFAULT_BUCKETS)
+_defaults = _BUILT_IN
 _resolved: tuple[Tracer, MetricsBackend | None] | None = None
 
 
@@ -35,24 +45,47 @@ def configure(
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
     buckets: Iterable[float] | None = None,
-    record_exception_messages: bool = True,
+    record_exception_messages: bool | Unchanged = UNCHANGED,
 ) -> None:
-    """Set the process-wide defaults; arguments left out go back to the global tracer provider, ``REGISTRY``
-    and ``DEFAULT_BUCKETS``. Bad values raise ``TypeError`` / ``ValueError`` here, not when a task runs.
+    """Change the process-wide defaults that are given; those left out stay as they are (``reset_defaults()``
+    puts every one back). Bad values raise ``TypeError`` / ``ValueError`` here, not when a task runs, and change
+    nothing.
 
     Buckets apply to metrics first created after this call: configure before creating executors.
     ``record_exception_messages=False`` keeps exception messages (which may carry task data) out of the
     ``exception`` event of failed task spans, from now on: the event keeps the exception's type and frames.
     """
-    global _defaults, _resolved
     check_options(tracer_provider, registry)
-    if not isinstance(record_exception_messages, bool):
+    if not isinstance(record_exception_messages, (bool, Unchanged)):
         raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
-    bounds = DEFAULT_BUCKETS if buckets is None else validate_buckets(buckets)
+    bounds = None if buckets is None else validate_buckets(buckets)
     with state.config_lock:
-        _defaults = Defaults(tracer_provider, registry, bounds, record_exception_messages)
-        _resolved = None
-        state.record_exception_messages = record_exception_messages  # what the span side reads
+        current = _defaults
+        _replace(
+            Defaults(
+                current.tracer_provider if tracer_provider is None else tracer_provider,
+                current.registry if registry is None else registry,
+                current.buckets if bounds is None else bounds,
+                current.record_exception_messages
+                if isinstance(record_exception_messages, Unchanged)
+                else record_exception_messages,
+            )
+        )
+
+
+def reset_defaults() -> None:
+    """Put every process-wide default back: the global tracer provider, prometheus_client's ``REGISTRY``,
+    ``DEFAULT_BUCKETS``, and exception messages recorded."""
+    with state.config_lock:
+        _replace(_BUILT_IN)
+
+
+def _replace(defaults: Defaults) -> None:
+    """Make ``defaults`` the current ones (under ``state.config_lock``)."""
+    global _defaults, _resolved
+    _defaults = defaults
+    _resolved = None
+    state.record_exception_messages = defaults.record_exception_messages  # what the span side reads
 
 
 def check_options(tracer_provider: object, registry: object) -> None:

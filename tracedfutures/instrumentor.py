@@ -30,7 +30,7 @@ from tracedfutures import waiting
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
-from tracedfutures.config import configure
+from tracedfutures.config import configure, reset_defaults
 from tracedfutures.executor import (
     _STDLIB_PROCESS_SUBMIT,
     _STDLIB_THREAD_SUBMIT,
@@ -138,6 +138,7 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         options = {key: kwargs[key] for key in ("buckets", "record_exception_messages") if key in kwargs}
+        reset_defaults()
         configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"), **options)
         for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
             wrap_function_wrapper(pool, "submit", _submit_wrapper)
@@ -153,5 +154,5 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for name, function in _STDLIB_FUNCTIONS.items():
             setattr(concurrent.futures, name, function)
         use_telemetry_scopes(False)
-        configure()
+        reset_defaults()
 

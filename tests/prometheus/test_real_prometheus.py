@@ -383,6 +383,7 @@ def scenario() -> Iterator[Scenario]:
             print(f"prometheus log:\n{prom.log_tail()}", file=sys.stderr)
         raise
     finally:
+        tracedfutures.reset_defaults()  # then back to what was configured before
         tracedfutures.configure(
             tracer_provider=previous.tracer_provider, registry=previous.registry, buckets=previous.buckets
         )
