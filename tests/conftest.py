@@ -19,7 +19,7 @@ from support import GATE_TIMEOUT, UserExecutor
 
 import tracedfutures
 from tracedfutures._state import state
-from tracedfutures.spans import QUEUE_DURATION, RUNNING_EVENT
+from tracedfutures.spans import PROCESS_PID, QUEUE_DURATION, RUNNING_EVENT, THREAD_ID, THREAD_NAME
 
 #: Whether this run forces tracedfutures' public-API fallback (the test command runs the suite so once).
 FALLBACK_FORCED = os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("", "0")
@@ -198,6 +198,9 @@ def span_shape(span: ReadableSpan) -> dict[str, Any]:
         assert attributes.pop(QUEUE_DURATION) == (running - span.start_time) / 1e9
     else:
         assert QUEUE_DURATION not in attributes
+    # Where the task ran differs from run to run (tests/test_running.py checks it): its types only.
+    ran_on = [attributes.pop(key, None) for key in (PROCESS_PID, THREAD_ID, THREAD_NAME)]
+    assert ran_on == [None] * 3 or [type(value) for value in ran_on] == [int, int, str], ran_on
     return {
         "name": span.name,
         "kind": span.kind.name,

@@ -43,7 +43,13 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._lifecycle": {"tracedfutures._stdlib", "tracedfutures._wire"},
     # the hooks (spans, metrics) and what travels to workers
     "tracedfutures._worker_spans": {"tracedfutures._state", "tracedfutures._telemetry"},
-    "tracedfutures._calls": {"tracedfutures._state", "tracedfutures._wire", "tracedfutures._worker_spans"},
+    "tracedfutures._running": {"tracedfutures._lifecycle", "tracedfutures._naming", "tracedfutures._state"},
+    "tracedfutures._calls": {
+        "tracedfutures._running",
+        "tracedfutures._state",
+        "tracedfutures._wire",
+        "tracedfutures._worker_spans",
+    },
     "tracedfutures.spans": {
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
@@ -68,12 +74,13 @@ IMPORTS: dict[str, set[str]] = {
     # defaults and set-up
     "tracedfutures.config": {"tracedfutures._state", "tracedfutures.metrics", "tracedfutures.spans"},
     "tracedfutures.tracing": set(),
-    "tracedfutures.exposition": {"tracedfutures.config", "tracedfutures.metrics"},
+    "tracedfutures.exposition": {"tracedfutures._running", "tracedfutures.config", "tracedfutures.metrics"},
     # executors and waiting
     "tracedfutures.executor": {
         "tracedfutures._calls",
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
+        "tracedfutures._running",
         "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._worker_spans",
@@ -130,6 +137,7 @@ LAYERS: tuple[set[str], ...] = (
     },
     {"tracedfutures._lifecycle"},
     {
+        "tracedfutures._running",
         "tracedfutures._worker_spans",
         "tracedfutures._calls",
         "tracedfutures.spans",
@@ -154,6 +162,7 @@ VENDOR_FREE = LAYERS[0] | LAYERS[1]
 #: The telemetry vendors each module pulls in when imported alone in a fresh interpreter.
 VENDORS: dict[str, set[str]] = {
     **{module: set() for module in VENDOR_FREE},
+    "tracedfutures._running": set(),
     "tracedfutures._worker_spans": {"opentelemetry"},
     "tracedfutures._calls": {"opentelemetry"},
     "tracedfutures.spans": {"opentelemetry"},

@@ -1,8 +1,8 @@
 """The callables that run a task inside its task span's context, in a worker thread or a worker process.
 
-``RemoteCall`` travels with the call (pickle and cloudpickle) and brings the worker's timestamps home in the wire
-format of ``_wire``: a result comes back wrapped in an ``Envelope``; an exception is raised unchanged, carrying the
-same data in its ``__dict__``. ``TracedFuture`` unwraps both.
+``RemoteCall`` travels with the call (pickle and cloudpickle) and brings the worker's timestamps and where the task
+ran home in the wire format of ``_wire``: a result comes back wrapped in an ``Envelope``; an exception is raised
+unchanged, carrying the same data in its ``__dict__``. ``TracedFuture`` unwraps both.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from tracedfutures._running import ran_on_here
 from tracedfutures._state import state
 from tracedfutures._wire import REMOTE_ATTR, Envelope
 
@@ -147,12 +148,13 @@ def _begin_collecting(trace_id: int, span_id: int) -> Any:
 
 def _worker_data(start: int, collected: Any) -> tuple[Any, ...]:
     end = _clock()
+    ran_on = ran_on_here()
     if collected is None:
-        return (start, end)
+        return (start, end, ran_on)
     try:
         from tracedfutures import _worker_spans
 
         records, dropped = _worker_spans.finish(collected)
     except Exception:  # the outcome travels whatever happens to the spans
-        return (start, end)
-    return (start, end, records, dropped) if records or dropped else (start, end)
+        return (start, end, ran_on)
+    return (start, end, ran_on, records, dropped) if records or dropped else (start, end, ran_on)

@@ -106,7 +106,9 @@ class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignor
     __slots__ = (
         "_tf_caller",
         "_tf_context",
+        "_tf_fn",
         "_tf_life",
+        "_tf_ran_on",
         "_tf_read",
         "_tf_span",
         "_tf_unretrieved",
@@ -125,6 +127,9 @@ class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignor
         # What a thread pool's task runs in, when a context must travel: the caller's, with the task span current.
         self._tf_caller: Context | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
+        self._tf_fn: Any = None  # the function of a queued or running task, to name it (see ``_running``)
+        # Where the task ran, once known: (process id, thread id, thread name), see ``_running``.
+        self._tf_ran_on: tuple[int, int, str] | None = None
         self.submitted_ns = 0
         self.started_ns = 0
         self.finished_ns = 0
@@ -176,11 +181,13 @@ class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignor
                 self._retrieved()
 
     def _accept_remote(self, life: Lifecycle, data: Any) -> None:
-        """Take the worker's timestamps that travelled back with the outcome (see ``_remote``)."""
+        """Take the worker's data that travelled back with the outcome (see ``_wire.Envelope``)."""
         if life.remote:
             self.started_ns = data[0]
-            if len(data) > 2:  # the spans the task finished in the worker, and how many were dropped
-                self._tf_worker = data[2:]
+            if self._tf_ran_on is None:  # an interpreter pool's worker thread said so when the task started
+                self._tf_ran_on = data[2]
+            if len(data) > 3:  # the spans the task finished in the worker, and how many were dropped
+                self._tf_worker = data[3:]
 
     # -- the transitions: the stdlib's, from ``_stdlib`` (see ``FutureTransitions``) ---------------------------------
     def set_result(self, result: Any) -> None:

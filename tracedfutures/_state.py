@@ -2,10 +2,11 @@
 the one fork hook that gives a forked child its own.
 
 A forked child is a new process: a parent thread may have held any of these locks at fork, so the child gets fresh
-ones; it logs its own first telemetry failure, gets a new process token, keeps the tracer provider it inherited
-(to turn it into a collector of worker spans, see ``_worker_spans``), decides anew about worker spans, and starts
-with clean metrics (each backend resets itself, see ``after_fork``). A bottom module: it imports no telemetry
-vendor and nothing of tracedfutures; what it holds of theirs is typed loosely here and precisely where it is used.
+ones; it logs its own first telemetry failure, gets a new process token and its own pid, runs none of the
+parent's tasks, keeps the tracer provider it inherited (to turn it into a collector of worker spans, see
+``_worker_spans``), decides anew about worker spans, and starts with clean metrics (each backend resets itself,
+see ``after_fork``). A bottom module: it imports no telemetry vendor and nothing of tracedfutures; what it holds
+of theirs is typed loosely here and precisely where it is used.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class ProcessState:
         self.capacities: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
         # instrumentor: each stock pool's lifecycle is made once, under this lock.
         self.instrumentor_lock = threading.Lock()
+        # _running: this process's id (read per task, so kept rather than asked of the kernel), and every
+        # executor's table of running tasks, added to under the lock.
+        self.pid = os.getpid()
+        self.running_lock = threading.Lock()
+        self.running: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def before_fork(self) -> None:
         """Keep the global tracer provider the child inherits; only once ``_calls``, which asks for it, is there
@@ -77,7 +83,11 @@ class ProcessState:
         self.collectors_lock = threading.Lock()
         self.capacities_lock = threading.Lock()
         self.instrumentor_lock = threading.Lock()
+        self.running_lock = threading.Lock()
         self.failures_logged.clear()
+        self.pid = os.getpid()
+        for table in list(self.running):
+            table.after_fork()
         self.inherited_provider, self.forking = self.forking, None
         self.process_token = new_process_token()
         self.worker_spans_decided = False

@@ -14,13 +14,13 @@ REMOTE_ATTR = "_tracedfutures_remote"
 
 
 class Envelope:
-    """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns), and
-    when the task made spans that were collected in the worker, those spans (plain tuples) and how many were
-    dropped."""
+    """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns,
+    ran_on), ``ran_on`` being where the task ran, (process id, thread id, thread name), and when the task made
+    spans that were collected in the worker, those spans (plain tuples) and how many were dropped."""
 
     __slots__ = ("data", "value")
 
-    def __init__(self, value: Any, data: tuple[int, int]) -> None:
+    def __init__(self, value: Any, data: tuple[Any, ...]) -> None:
         self.value = value
         self.data = data
 

@@ -27,6 +27,7 @@ from tracedfutures import _stdlib, config
 from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, call_remote
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
+from tracedfutures._running import RunningTasks
 from tracedfutures._state import state
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import span_hook
@@ -99,7 +100,9 @@ def _make_lifecycle(
     tracer, backend = config.tracer_and_backend(tracer_provider, registry)
     stats = backend.executor(label) if backend is not None else None
     spans = span_hook(tracer, label, kind, remote)
-    hooks: list[LifecycleHook] = [] if spans is None else [spans]
+    hooks: list[LifecycleHook] = [RunningTasks(executor, label, kind)]
+    if spans is not None:
+        hooks.append(spans)
     if stats is not None:
         hooks.append(MetricsHook(stats))
     return Lifecycle(label, kind, tuple(hooks), remote), _capacity(executor, stats)

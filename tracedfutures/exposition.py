@@ -1,15 +1,31 @@
-"""Serving ``/metrics``: prometheus_client's own HTTP server and WSGI/ASGI apps, bound to loopback by default."""
+"""Serving ``/metrics`` and ``/tasks``: an HTTP server and WSGI/ASGI apps on prometheus_client's, bound to loopback
+by default.
+
+``GET /tasks`` is a JSON document of the tasks running now (``_running.running_now``, schema in the docs'
+"Running tasks" page): function names, ages and workers, never a task's arguments, results or exception messages.
+Every other path serves the metrics, as prometheus_client's app does.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tracedfutures import config
+from tracedfutures._running import running_now
 from tracedfutures.metrics import MULTIPROCESS
+
+#: The path of the running-tasks document.
+TASKS_PATH = "/tasks"
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -23,18 +39,51 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     return configured if configured is not None else prometheus_client.REGISTRY
 
 
-def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
-    """Serve the registry's metrics on ``addr:port`` from a daemon thread; returns (server, thread).
+class _QuietHandler(WSGIRequestHandler):
+    """Logs no request (a scraper calls every few seconds)."""
 
-    The default address is loopback: binding to ``0.0.0.0`` exposes the metrics to the whole network and is
-    left to an explicit choice. The text format is served unless the scraper asks for OpenMetrics.
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
+    """Serve the registry's metrics, and ``/tasks``, on ``addr:port`` from a daemon thread; returns (server,
+    thread). ``port`` 0 picks a free port: ``server.server_port`` says which.
+
+    The default address is loopback: binding to ``0.0.0.0`` exposes the metrics and the running tasks' function
+    names to the whole network and is left to an explicit choice. The text format is served unless the scraper
+    asks for OpenMetrics.
     """
-    return prometheus_client.start_http_server(port, addr=addr, registry=_registry(registry))
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    host = str(sockaddr[0])
+
+    class Server(ThreadingWSGIServer):
+        address_family = family  # an IPv6 address needs an IPv6 socket (as prometheus_client's server does)
+
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="tracedfutures-http", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
-    """A WSGI app serving the registry's metrics, to mount in an existing server."""
-    return prometheus_client.make_wsgi_app(_registry(registry))
+    """A WSGI app serving ``/tasks`` and, on every other path, the registry's metrics, to mount in an existing
+    server."""
+    metrics = prometheus_client.make_wsgi_app(_registry(registry))
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != TASKS_PATH:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        body = json.dumps(running_now(), separators=(",", ":")).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store")]  # fmt: skip
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
 
 
 def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:

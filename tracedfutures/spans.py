@@ -36,6 +36,10 @@ TASK_CANCELLED = "executor.task.cancelled"
 #: Spans the task finished in a worker process beyond the ``MAX_WORKER_SPANS`` that travel home (only when > 0).
 WORKER_SPANS_DROPPED = "executor.task.worker_spans_dropped"
 RUNNING_EVENT = "running"
+# Where the task ran (the semantic conventions' names): the worker's process and thread.
+PROCESS_PID = "process.pid"
+THREAD_ID = "thread.id"  # threading.get_ident(), as the SDK's log records name a thread
+THREAD_NAME = "thread.name"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -166,6 +170,10 @@ class SpanHook:
     def _finish(self, future: TracedFuture, span: Span, worker: Any) -> None:
         if future.started_ns:
             _mark_running(span, future)
+        ran_on = future._tf_ran_on
+        if ran_on is not None:
+            pid, thread_id, thread_name = ran_on
+            span.set_attributes({PROCESS_PID: pid, THREAD_ID: thread_id, THREAD_NAME: thread_name})
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome

@@ -1,0 +1,195 @@
+"""The tasks running now, per executor, and where each task ran: what ``GET /tasks`` serves.
+
+Every executor's lifecycle has one ``RunningTasks`` hook. It keeps the function of each queued or running task on
+its future (to name it, never its arguments), holds the futures of the tasks running now (in the order they
+started: the oldest first), and, where a task starts in the worker thread that runs it (thread and interpreter
+pools), records where it runs: ``future._tf_ran_on``, (process id, thread id, thread name). A task that runs in
+another process brings the same triple home with its outcome (``_calls``). The span of a task carries it as the
+semantic conventions' ``process.pid``, ``thread.id`` and ``thread.name``.
+
+A task counts as running from the moment its future enters RUNNING in this process until it ends, as the
+``executor_running_tasks`` gauge counts it: for a process pool, from its hand-off to the pool's call queue; its
+worker is known only when it ends. Executors reached through their own ``submit`` (loky, Dask) never say when a
+task starts: they list no running task. Nothing per finished task is kept; the table is as long as the tasks
+running now. Vendor-free: nothing here imports a telemetry vendor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from tracedfutures._lifecycle import not_listening
+from tracedfutures._naming import function_name
+from tracedfutures._state import state
+
+if TYPE_CHECKING:
+    from tracedfutures._lifecycle import Kind, TracedFuture
+
+#: The version of the ``/tasks`` document (``schema``); a change that breaks readers makes a new one.
+SCHEMA = "tracedfutures.tasks/1"
+
+_current_thread = threading.current_thread
+_clock = time.time_ns
+
+
+def ran_on_here() -> tuple[int, int, str]:
+    """Where the calling code runs: (process id, thread id, thread name); the thread id is
+    ``threading.get_ident()``, as the OpenTelemetry SDK's log records name threads."""
+    thread = _current_thread()
+    return state.pid, thread.ident or 0, thread.name
+
+
+class RunningTasks:
+    """One executor's running tasks: the lifecycle hook that keeps them, and what ``/tasks`` reads of them.
+
+    ``tasks`` maps the future of each running task to its start in this process, in ns (insertion and removal
+    are single dict operations: atomic with the GIL and locked per dict without it); a reader copies it.
+    """
+
+    __slots__ = ("__weakref__", "executor", "kind", "name", "on_start", "tasks")
+
+    def __init__(self, executor: Executor, name: str, kind: Kind) -> None:
+        self.name = name
+        self.kind: Kind = kind
+        self.tasks: dict[TracedFuture, int] = {}
+        try:
+            self.executor: weakref.ref[Executor] | None = weakref.ref(executor)
+        except TypeError:  # an executor that cannot be weakly referenced: its capacity is not known
+            self.executor = None
+        # Thread and interpreter pools start a task in the worker thread that runs it: where it runs is known now.
+        self.on_start = self._start_here if kind in ("thread", "interpreter") else self._start
+        with state.running_lock:
+            state.running.add(self)
+
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        future._tf_fn = fn
+
+    def _start(self, future: TracedFuture) -> None:
+        # A task that runs elsewhere (its real start comes home with its outcome) started here now.
+        self.tasks[future] = future.started_ns or _clock()
+
+    def _start_here(self, future: TracedFuture) -> None:
+        future._tf_ran_on = ran_on_here()
+        self.tasks[future] = future.started_ns or _clock()
+
+    def on_finish(self, future: TracedFuture) -> None:
+        future._tf_fn = None
+        self.tasks.pop(future, None)
+
+    @not_listening
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """A refused transition changes no task's state."""
+
+    @not_listening
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Reading a result happens after the task ended."""
+
+    def alive(self) -> bool:
+        """Whether the executor lives and is not shut down (an executor that cannot be weakly referenced counts
+        as alive)."""
+        executor = self.executor() if self.executor is not None else True
+        if executor is None:
+            return False
+        return not (getattr(executor, "_shutdown", False) or getattr(executor, "_shutdown_thread", False))
+
+    def max_workers(self) -> int | None:
+        """The executor's ``max_workers`` while it is alive (0 after), None when it has none to read."""
+        if not self.alive():
+            return 0
+        executor = self.executor() if self.executor is not None else None
+        count = getattr(executor, "_max_workers", None)
+        return count if isinstance(count, int) else None
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's running tasks do not run here."""
+        self.tasks = {}
+
+
+class RunningTask(TypedDict):
+    """One running task in ``/tasks``."""
+
+    function: str
+    started: float
+    age_seconds: float
+    worker: Worker | None
+
+
+class Worker(TypedDict):
+    """Where a running task runs."""
+
+    pid: int
+    thread_id: int
+    thread_name: str
+
+
+class ExecutorTasks(TypedDict):
+    """One executor name in ``/tasks``: every live executor of that name together, as the metrics count them."""
+
+    name: str
+    kind: str
+    max_workers: int | None
+    running: list[RunningTask]
+
+
+class TasksDocument(TypedDict):
+    """The ``/tasks`` document."""
+
+    schema: str
+    pid: int
+    time: float
+    executors: list[ExecutorTasks]
+
+
+def _task(future: TracedFuture, started: int, now_ns: int) -> RunningTask | None:
+    fn = future._tf_fn
+    if fn is None:  # it ended while the table was read
+        return None
+    ran_on = future._tf_ran_on
+    worker: Worker | None = None
+    if ran_on is not None:
+        worker = {"pid": ran_on[0], "thread_id": ran_on[1], "thread_name": ran_on[2]}
+    return {
+        "function": function_name(fn),
+        "started": started / 1e9,
+        "age_seconds": max(now_ns - started, 0) / 1e9,
+        "worker": worker,
+    }
+
+
+def _executor(name: str, tables: Iterable[RunningTasks], now_ns: int) -> ExecutorTasks:
+    running: list[RunningTask] = []
+    capacity: int | None = 0
+    kind = ""
+    for table in tables:
+        kind = kind or table.kind
+        count = table.max_workers()
+        capacity = None if count is None or capacity is None else capacity + count
+        for future, started in table.tasks.copy().items():
+            task = _task(future, started, now_ns)
+            if task is not None:
+                running.append(task)
+    running.sort(key=lambda task: task["started"])
+    return {"name": name, "kind": kind, "max_workers": capacity, "running": running}
+
+
+def running_now() -> TasksDocument:
+    """The ``/tasks`` document: every live executor by name (sorted), its capacity and its running tasks, the
+    oldest first. It holds function names and timestamps, never a task's arguments, result or exception."""
+    with state.running_lock:
+        tables = list(state.running)
+    by_name: dict[str, list[RunningTasks]] = {}
+    for table in tables:
+        if table.tasks or table.alive():
+            by_name.setdefault(table.name, []).append(table)
+    now_ns = time.time_ns()
+    return {
+        "schema": SCHEMA,
+        "pid": state.pid,
+        "time": now_ns / 1e9,
+        "executors": [_executor(name, by_name[name], now_ns) for name in sorted(by_name)],
+    }
