@@ -1,0 +1,300 @@
+"""What ``tracedfutures report`` embeds in its page: a timeline read by ``timeline_reader``, aggregated in Python.
+
+The page must stay responsive with 100,000 tasks and more, so nothing here grows with the trace past fixed caps:
+the timeline's slices are merged per worker into busy blocks when there are more than ``MAX_SLICES`` of them;
+the queued / running counters are resampled onto ``TIME_BINS`` bins (time-weighted mean per bin); the
+distributions are log-spaced histograms (``BUCKETS_PER_DECADE`` per decade), per executor and for at most
+``MAX_FUNCTIONS`` functions; the tables hold the ``TOP`` slowest tasks and the first ``TOP`` errors.
+Times are in seconds from the start of the trace.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tracedfutures._cli.timeline_reader import BLOCKED, ERROR, Timeline
+
+#: Slices drawn one by one; past this, each worker's slices are merged into busy blocks (gaps shorter than a
+#: resolution that keeps the total under the cap are closed).
+MAX_SLICES = 200_000
+#: Time bins of the queued / running / utilization charts.
+TIME_BINS = 1_000
+#: The histograms' log-spaced buckets: this many per decade, from 1 µs to 10,000 s.
+BUCKETS_PER_DECADE = 5
+LOWEST, HIGHEST = 1e-6, 1e4
+#: Functions with their own histograms and table rows (by task count); the others are summed as ``OTHER``.
+MAX_FUNCTIONS = 50
+OTHER = "(other functions)"
+#: Rows of the slowest-tasks and errors tables.
+TOP = 25
+#: Decimal places kept of times in seconds (1 µs).
+DIGITS = 6
+
+
+def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
+    """Everything the page draws, as JSON-ready values (see the module docstring for the caps)."""
+    tasks = timeline.tasks
+    origin = timeline.origin
+    end = max([origin, *(t.start + t.run for t in tasks), *(b.start + b.duration for b in timeline.blocked)])
+    end = max(end, *(points[-1][0] for points in timeline.counters.values() if points), origin)
+    wall = end - origin
+    functions = _top_functions(t.function for t in tasks)
+    executors = sorted({t.executor for t in tasks} | {executor for executor, _ in timeline.counters})
+    outcomes = Counter(t.outcome for t in tasks)
+    return {
+        "title": title,
+        "summary": {
+            "tasks": len(tasks),
+            "errors": outcomes[ERROR],
+            "executors": len(executors),
+            "workers": len({t.lane for t in tasks}),
+            "wall": round(wall, DIGITS),
+            "blocked": round(sum(b.duration for b in timeline.blocked), DIGITS),
+            "left_out": timeline.left_out,
+        },
+        "executors": executors,
+        "timeline": _timeline(timeline, wall),
+        "counters": _counters(timeline, executors, wall),
+        "utilization": _utilization(timeline, executors, wall),
+        "histograms": _histograms(timeline, executors, functions),
+        "functions": _function_rows(timeline),
+        "slowest": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: -t.run)[:TOP]],
+        "errors": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: t.start) if t.outcome == ERROR][:TOP],
+        "blocked": _blocked_rows(timeline),
+    }
+
+
+def _rel(timeline: Timeline, ts: float) -> float:
+    return round(ts - timeline.origin, DIGITS)
+
+
+def _top_functions(names: Iterable[str]) -> list[str]:
+    return [name for name, _ in Counter(names).most_common(MAX_FUNCTIONS)]
+
+
+# -- the per-worker timeline ---------------------------------------------------------------------------------------
+def _timeline(timeline: Timeline, wall: float) -> dict[str, Any]:
+    """The lanes and their slices as columns (lane, start, dur, label, outcome), sorted by lane then start.
+
+    ``labels`` are the task functions and the blocking calls' kinds; a merged block's label is -1 when it holds
+    several, its outcome the worst of its slices (error over blocked over success), ``count`` its slices."""
+    labels: dict[str, int] = {}
+    raw: list[tuple[int, float, float, int, str]] = []
+    for t in timeline.tasks:
+        raw.append((t.lane, t.start, t.run, labels.setdefault(t.function, len(labels)), t.outcome))
+    for b in timeline.blocked:
+        raw.append((b.lane, b.start, b.duration, labels.setdefault(b.kind, len(labels)), BLOCKED))
+    outcome_codes = {name: code for code, name in enumerate(("success", ERROR, "cancelled", BLOCKED))}
+    lanes = sorted({s[0] for s in raw}, key=lambda lane: timeline.lanes[lane])  # by process, then thread
+    order = {lane: index for index, lane in enumerate(lanes)}
+    raw.sort(key=lambda s: (order[s[0]], s[1]))
+    resolution = 0.0
+    if len(raw) > MAX_SLICES:
+        resolution = wall * len(lanes) / MAX_SLICES
+    columns: dict[str, list[Any]] = {"lane": [], "start": [], "dur": [], "label": [], "outcome": [], "count": []}
+
+    def emit(lane: int, start: float, stop: float, label: int, outcome: int, count: int) -> None:
+        columns["lane"].append(order[lane])
+        columns["start"].append(_rel(timeline, start))
+        columns["dur"].append(round(stop - start, DIGITS))
+        columns["label"].append(label)
+        columns["outcome"].append(outcome)
+        columns["count"].append(count)
+
+    block: list[Any] | None = None  # lane, start, stop, label, outcome, count
+    for lane, start, duration, label, outcome_name in raw:
+        outcome = outcome_codes.get(outcome_name, 0)
+        if block is not None and block[0] == lane and start - block[2] < resolution:
+            block[2] = max(block[2], start + duration)
+            block[3] = block[3] if block[3] == label else -1
+            block[4] = outcome if outcome == 1 or block[4] == 0 else block[4]
+            block[5] += 1
+            continue
+        if block is not None:
+            emit(*block)
+        block = [lane, start, start + duration, label, outcome, 1]
+    if block is not None:
+        emit(*block)
+    return {
+        "lanes": [timeline.lane_name(lane) for lane in lanes],
+        "labels": list(labels),
+        "outcomes": list(outcome_codes),
+        "merged": resolution > 0,
+        "resolution": resolution,
+        "slices": len(raw),
+        **columns,
+    }
+
+
+# -- queued and running over time, utilization ----------------------------------------------------------------------
+def _resample(points: Sequence[tuple[float, float]], origin: float, wall: float) -> list[float]:
+    """The time-weighted mean over each of ``TIME_BINS`` bins of a step function (each point's value held until
+    the next point, the last one's until the end of the trace)."""
+    width = wall / TIME_BINS if wall > 0 else 1.0
+    area = [0.0] * TIME_BINS
+    for (ts, value), (following, _) in zip(points, [*points[1:], (origin + wall, 0.0)]):
+        left, right = ts - origin, min(following - origin, wall)
+        if not value or right <= left:
+            continue
+        for index in range(int(left / width), min(int(right / width), TIME_BINS - 1) + 1):
+            overlap = min(right, (index + 1) * width) - max(left, index * width)
+            if overlap > 0:
+                area[index] += value * overlap
+    return [round(total / width, 3) for total in area]
+
+
+def _counters(timeline: Timeline, executors: list[str], wall: float) -> dict[str, Any]:
+    """Queued and running per executor, resampled onto ``TIME_BINS`` bins (x: each bin's start)."""
+    width = wall / TIME_BINS if wall > 0 else 1.0
+    series = []
+    for executor in executors:
+        for kind in ("queued", "running"):
+            points = timeline.counters.get((executor, kind), [])
+            if points:
+                series.append({"executor": executor, "kind": kind, "values": _resample(points, timeline.origin, wall)})
+    return {"t": [round(i * width, DIGITS) for i in range(TIME_BINS)], "series": series}
+
+
+def _utilization(timeline: Timeline, executors: list[str], wall: float) -> list[dict[str, Any]]:
+    """Per executor: tasks, workers, busy seconds and busy / (workers x the trace's duration)."""
+    rows = []
+    for executor in executors:
+        tasks = [t for t in timeline.tasks if t.executor == executor]
+        workers = timeline.max_workers.get(executor) or len({t.lane for t in tasks})
+        busy = sum(t.run for t in tasks)
+        capacity = workers * wall
+        rows.append(
+            {
+                "executor": executor,
+                "tasks": len(tasks),
+                "workers": workers,
+                "busy": round(busy, DIGITS),
+                "utilization": round(busy / capacity, 4) if capacity > 0 else 0.0,
+            }
+        )
+    return rows
+
+
+# -- distributions ---------------------------------------------------------------------------------------------------
+def bucket_edges() -> list[float]:
+    """The histograms' upper bounds: ``BUCKETS_PER_DECADE`` log-spaced per decade from ``LOWEST`` to ``HIGHEST``."""
+    decades = round(math.log10(HIGHEST / LOWEST))
+    return [float(f"{LOWEST * 10 ** (i / BUCKETS_PER_DECADE):.3g}") for i in range(decades * BUCKETS_PER_DECADE + 1)]
+
+
+def _histogram(values: Iterable[float], edges: Sequence[float]) -> list[int]:
+    counts = [0] * (len(edges) + 1)  # the last: above HIGHEST
+    for value in values:
+        counts[bisect.bisect_left(edges, value)] += 1
+    return counts
+
+
+def _histograms(timeline: Timeline, executors: list[str], functions: list[str]) -> dict[str, Any]:
+    """Queue-wait and run-time histograms per executor and per function (the tasks of the other functions summed),
+    trimmed to the buckets that hold anything."""
+    edges = bucket_edges()
+    groups: dict[str, list[tuple[str, str]]] = {"executor": [], "function": []}
+    queue: dict[tuple[str, str], list[float]] = defaultdict(list)
+    run: dict[tuple[str, str], list[float]] = defaultdict(list)
+    kept = set(functions)
+    for t in timeline.tasks:
+        for key in (("executor", t.executor), ("function", t.function if t.function in kept else OTHER)):
+            run[key].append(t.run)
+            if t.queue is not None:
+                queue[key].append(t.queue)
+    for key in sorted(run.keys() | queue.keys(), key=lambda k: (k[0], -len(run[k]), k[1])):
+        groups[key[0]].append(key)
+    counted = {
+        name: {f"{key[0]}:{key[1]}": _histogram(values[key], edges) for key in run.keys() | queue.keys()}
+        for name, values in (("queue", queue), ("run", run))
+    }
+    used = [i for i in range(len(edges) + 1) if any(counts[i] for side in counted.values() for counts in side.values())]
+    first, last = (used[0], used[-1]) if used else (0, 0)
+    return {
+        # bucket i of the lists below holds the values in (bounds[i], bounds[i + 1]]; None: no upper bound
+        "bounds": [0.0, *edges, None][first : last + 2],
+        "groups": {group: [f"{key[0]}:{key[1]}" for key in keys] for group, keys in groups.items()},
+        "names": {f"{key[0]}:{key[1]}": key[1] for keys in groups.values() for key in keys},
+        "queue": {key: counts[first : last + 1] for key, counts in counted["queue"].items()},
+        "run": {key: counts[first : last + 1] for key, counts in counted["run"].items()},
+    }
+
+
+def quantile(ordered: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of sorted values (nearest rank), None when there are none."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    values.sort()
+    return {
+        "p50": quantile(values, 0.5),
+        "p95": quantile(values, 0.95),
+        "max": values[-1] if values else None,
+    }
+
+
+def _function_rows(timeline: Timeline) -> list[dict[str, Any]]:
+    """One row per (executor, function): count, errors, queue-wait and run-time quantiles, busiest first."""
+    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for t in timeline.tasks:
+        grouped[(t.executor, t.function)].append(t)
+    rows = []
+    for (executor, function), tasks in grouped.items():
+        rows.append(
+            {
+                "executor": executor,
+                "function": function,
+                "tasks": len(tasks),
+                "errors": sum(t.outcome == ERROR for t in tasks),
+                "busy": round(sum(t.run for t in tasks), DIGITS),
+                "queue": _stats([t.queue for t in tasks if t.queue is not None]),
+                "run": _stats([t.run for t in tasks]),
+            }
+        )
+    rows.sort(key=lambda row: -row["busy"])
+    return rows[: MAX_FUNCTIONS * 2]
+
+
+# -- tables ------------------------------------------------------------------------------------------------------------
+def _task_row(timeline: Timeline, task: Any) -> dict[str, Any]:
+    return {
+        "function": task.function,
+        "executor": task.executor,
+        "worker": timeline.lane_name(task.lane),
+        "start": _rel(timeline, task.start),
+        "run": round(task.run, DIGITS),
+        "queue": None if task.queue is None else round(task.queue, DIGITS),
+        "outcome": task.outcome,
+        "error_type": task.error_type,
+        "trace_id": task.trace_id,
+        "span_id": task.span_id,
+    }
+
+
+def _blocked_rows(timeline: Timeline) -> list[dict[str, Any]]:
+    """Per blocking call kind and calling thread: calls, total seconds blocked, median and longest call."""
+    grouped: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for b in timeline.blocked:
+        grouped[(b.kind, b.lane)].append(b.duration)
+    rows: list[dict[str, Any]] = []
+    for (kind, lane), durations in grouped.items():
+        durations.sort()
+        rows.append(
+            {
+                "kind": kind,
+                "caller": timeline.lane_name(lane),
+                "calls": len(durations),
+                "total": round(sum(durations), DIGITS),
+                "p50": quantile(durations, 0.5),
+                "max": durations[-1],
+            }
+        )
+    rows.sort(key=lambda row: -row["total"])
+    return rows
