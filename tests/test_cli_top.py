@@ -1,0 +1,231 @@
+"""``tracedfutures top`` (tracedfutures/_cli/top.py and the modules it uses), as a user meets it.
+
+A traced program serves ``/metrics`` and ``/tasks`` on a free port: three workers held by a gate with five tasks
+queued behind them, and a second pool that keeps finishing short tasks, a tenth of them raising. ``top`` runs in
+a tmux pane (a real terminal): what its screen says must match what ``/metrics`` and ``/tasks`` say, ``q`` must
+end it with status 0 and the terminal back in its cooked mode; an unreachable URL must end it with one line that
+says so. The interval's rates and quantiles are checked against two real scrapes of a program, with known tasks
+run between them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import tracedfutures
+from tracedfutures._cli import scrape, top_interval
+
+ROOT = Path(__file__).resolve().parent.parent
+rich = pytest.importorskip("rich", reason="tracedfutures top needs the tracedfutures[cli] extra")
+
+#: The program that top looks at: prints its port, runs until its stdin closes.
+PROGRAM = """
+import sys, threading, time
+import tracedfutures
+
+server, _ = tracedfutures.start_http_server(0)
+gate = threading.Event()
+
+def held():
+    gate.wait()
+
+def short(i):
+    time.sleep(0.002)
+    if i % 10 == 0:
+        raise ValueError(i)
+
+pool = tracedfutures.TracedThreadPoolExecutor(3, name="held")
+futures = [pool.submit(held) for _ in range(8)]
+busy = tracedfutures.TracedThreadPoolExecutor(2, name="busy")
+stop = threading.Event()
+
+def feed():
+    i = 0
+    while not stop.is_set():
+        busy.submit(short, i).exception()
+        i += 1
+
+threading.Thread(target=feed, daemon=True).start()
+print(server.server_port, flush=True)
+sys.stdin.read()
+stop.set()
+gate.set()
+"""
+
+
+@pytest.fixture
+def program() -> Iterator[str]:
+    """The base URL of the running program."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdin is not None
+    port = process.stdout.readline().strip()
+    try:
+        assert port.isdigit(), f"the program did not start (printed {port!r})"
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while not _held_running(scrape.scrape(url)):  # the three held tasks running, the five others queued
+            assert time.monotonic() < deadline, "the held tasks did not start"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
+def _held_running(look: scrape.Scrape) -> bool:
+    running = dict((labels["executor"], value) for labels, value in look.values("executor_tasks_running"))
+    return running.get("held") == 3
+
+
+class Pane:
+    """A tmux server of its own (its own socket) with one window of a given size running a command."""
+
+    def __init__(self, command: str, width: int = 160, height: int = 40) -> None:
+        self.socket = f"tf-top-test-{os.getpid()}"
+        self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), command)
+
+    def tmux(self, *args: str) -> str:
+        done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "top")
+
+    def wait_for(self, pattern: str, timeout: float = 15) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if re.search(pattern, text):
+                return text
+            assert time.monotonic() < deadline, f"no {pattern!r} on the screen:\n{text}"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+def _rows(screen: str) -> dict[str, list[str]]:
+    """The table rows on the screen (``|a | b |``), by their first cell."""
+    rows = {}
+    for line in screen.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and len(cells) > 1:
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (Debian: apt-get install tmux)")
+def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program: str) -> None:
+    top = shlex.join([sys.executable, "-m", "tracedfutures", "top", program, "--interval", "0.5"])
+    # After top: its exit status, and whether the terminal is back in canonical mode with echo.
+    pane = Pane(f"stty sane; {top}; echo EXITED $?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e -echo; sleep 60")
+    try:
+        screen = pane.wait_for(r"\|\s*busy\s*\|\s*[0-9.,]+\s*\|")  # the busy pool's rate: after one interval
+        truth = scrape.scrape(program)
+        rows = _rows(screen)
+        header = rows["executor"]
+        held, busy = dict(zip(header, rows["held"])), dict(zip(header, rows["busy"]))
+        gauges = {
+            name: {labels["executor"]: value for labels, value in truth.values(name)}
+            for name in ("executor_tasks_queued", "executor_tasks_running", "executor_max_workers")
+        }
+        assert held["queued"] == f"{gauges['executor_tasks_queued']['held']:.0f}" == "5"
+        assert held["running"] == f"{gauges['executor_tasks_running']['held']:.0f}" == "3"
+        assert held["max workers"] == f"{gauges['executor_max_workers']['held']:.0f}" == "3"
+        assert held["busy"] == "100 %"
+        assert held["tasks/s"] == "0.0"  # none of the held tasks ended
+        assert busy["max workers"] == f"{gauges['executor_max_workers']['busy']:.0f}" == "2"
+        assert float(busy["tasks/s"].replace(",", "")) > 10
+        assert busy["errors"].endswith(" %") and 3 <= float(busy["errors"].split()[0]) <= 20  # a tenth raise
+        assert busy["run p50"].endswith(" ms") and busy["queue p50"] != "-"
+        # The running tasks: /tasks lists the three held ones, oldest first, on the pool's three threads.
+        assert truth.tasks is not None
+        listed = [e for e in truth.tasks["executors"] if e["name"] == "held"][0]["running"]
+        assert len(listed) == 3
+        running = [line for line in screen.splitlines() if re.search(r"\|\s*held\s*\|\s*held\s*\|", line)]
+        assert len(running) == 3, screen
+        assert {task["worker"]["thread_name"] for task in listed} == {
+            re.search(r"(\S+) \(pid \d+\)", line).group(1) for line in running  # type: ignore[union-attr]
+        }
+        assert re.search(r"running now: [34], oldest first", screen)  # and the busy pool's task, if running
+        pane.tmux("send-keys", "-t", "top", "q")
+        after = pane.wait_for(r"EXITED \d+")
+        assert "EXITED 0" in after
+        assert "-icanon" not in after and "-echo" not in after, after
+        assert "Traceback" not in after
+    finally:
+        pane.close()
+
+
+def test_an_unreachable_program_is_one_clear_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedfutures", "top", "http://127.0.0.1:9"],  # discard port: nothing listens
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("tracedfutures top: cannot reach http://127.0.0.1:9/metrics: connection refused")
+
+
+def test_an_interval_from_two_real_scrapes() -> None:
+    registry = CollectorRegistry()
+    server, _ = tracedfutures.start_http_server(0, registry=registry)
+    url = scrape.base_url(f"127.0.0.1:{server.server_port}/metrics")
+
+    def work(i: int) -> None:
+        time.sleep(0.03)
+        if i < 4:
+            raise KeyError(i)
+
+    try:
+        with tracedfutures.TracedThreadPoolExecutor(4, name="timed", registry=registry) as pool:
+            wait([pool.submit(work, 99)])
+            before = scrape.scrape(url)
+            wait([pool.submit(work, i) for i in range(20)])
+            now = scrape.scrape(url)
+        shown = top_interval.interval(before, now)
+    finally:
+        server.shutdown()
+    [row] = shown.executors
+    assert row.name == "timed" and row.max_workers == 4 and row.queued == 0 and row.running == 0
+    assert shown.seconds is not None
+    assert row.throughput == pytest.approx(20 / shown.seconds)
+    assert row.submitted == pytest.approx(20 / shown.seconds)
+    assert row.error_rate == pytest.approx(4 / 20)
+    # 20 runs of 30 ms (more on a loaded machine): the default buckets put them in (0.025, 0.05] or above.
+    assert row.run_p50 is not None and 0.025 < row.run_p50 <= 0.25
+    assert row.run_p95 is not None and row.run_p50 <= row.run_p95
+    # 4 workers, 20 tasks at once: 16 of them queued behind 30 ms and more.
+    assert row.queue_p95 is not None and row.queue_p95 > 0.025
+    assert shown.running == []  # all ended
+    first = top_interval.interval(None, before)
+    assert first.seconds is None and first.executors[0].throughput is None
+
+
+def test_bucket_quantile_interpolates_as_prometheus_does() -> None:
+    # 10 observations: 4 in (0, 1], 4 in (1, 2], 2 above 2.
+    cumulative = {1.0: 4.0, 2.0: 8.0, float("inf"): 10.0}
+    assert top_interval.bucket_quantile(0.2, cumulative) == pytest.approx(0.5)  # rank 2 of 4 in (0, 1]
+    assert top_interval.bucket_quantile(0.5, cumulative) == pytest.approx(1.25)  # rank 5: 1 of 4 in (1, 2]
+    assert top_interval.bucket_quantile(0.95, cumulative) == 2.0  # in +Inf: the highest finite bound
+    assert top_interval.bucket_quantile(0.5, {1.0: 0.0, float("inf"): 0.0}) is None
