@@ -155,12 +155,13 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
         assert busy["run p50"].endswith(" ms") and busy["queue p50"] != "-"
         # The running tasks: /tasks lists the three held ones, oldest first, on the pool's three threads.
         assert truth.tasks is not None
-        listed = [e for e in truth.tasks["executors"] if e["name"] == "held"][0]["running"]
+        listed = next(e for e in truth.tasks["executors"] if e["name"] == "held")["running"]
         assert len(listed) == 3
         running = [line for line in screen.splitlines() if re.search(r"\|\s*held\s*\|\s*held\s*\|", line)]
         assert len(running) == 3, screen
         assert {task["worker"]["thread_name"] for task in listed} == {
-            re.search(r"(\S+) \(pid \d+\)", line).group(1) for line in running  # type: ignore[union-attr]
+            re.search(r"(\S+) \(pid \d+\)", line).group(1)
+            for line in running  # type: ignore[union-attr]
         }
         assert re.search(r"running now: [34], oldest first", screen)  # and the busy pool's task, if running
         pane.tmux("send-keys", "-t", "top", "q")
