@@ -8,13 +8,14 @@ import importlib.metadata
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from conftest import CHAINED_IN_FALLBACK, FALLBACK_FORCED, Telemetry, outcome_of
-from support import square
+from support import fail, square
 
 import tracedfutures
-from tracedfutures import ConcurrentFuturesInstrumentor, TracedFuture
+from tracedfutures import ConcurrentFuturesInstrumentor, TracedFuture, config
 
 TIMEOUT = 30
 ORIGINAL = {
@@ -91,8 +92,9 @@ def test_uninstrument_restores_the_originals(
     instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
     assert ThreadPoolExecutor.__dict__["submit"] is not ORIGINAL["thread_submit"]
     assert ProcessPoolExecutor.__dict__["submit"] is not ORIGINAL["process_submit"]
-    assert concurrent.futures.wait is tracedfutures.wait
-    assert concurrent.futures.as_completed is tracedfutures.as_completed
+    # wrapped in place (wrapt), so that uninstrument() unwraps them: tracedfutures' own wait and as_completed run
+    assert concurrent.futures.wait.__wrapped__ is ORIGINAL["wait"]  # type: ignore[attr-defined]
+    assert concurrent.futures.as_completed.__wrapped__ is ORIGINAL["as_completed"]  # type: ignore[attr-defined]
     executor = ThreadPoolExecutor(1)
     assert type(executor.submit(square, 2)) is TracedFuture
     instrumentor.uninstrument()
@@ -102,6 +104,59 @@ def test_uninstrument_restores_the_originals(
     concurrent.futures.wait([future])
     executor.shutdown()
     assert [s.name for s in telemetry.spans()] == ["ThreadPoolExecutor square"]
+
+
+def test_uninstrument_puts_back_another_patch(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    """A patch of concurrent.futures.wait made before instrumenting is there again after uninstrument()."""
+    calls: list[int] = []
+
+    def patched_wait(fs: Any, timeout: float | None = None, return_when: str = "ALL_COMPLETED") -> Any:
+        calls.append(len(fs))
+        return ORIGINAL["wait"](fs, timeout, return_when)
+
+    concurrent.futures.wait = patched_wait
+    try:
+        instrumentor.instrument(tracer_provider=telemetry.provider, registry=telemetry.registry)
+        future: Future[int] = Future()
+        future.set_result(1)
+        assert concurrent.futures.wait([future], timeout=TIMEOUT) == ({future}, set())
+        assert [s.name for s in telemetry.spans()] == ["futures.wait"]
+        instrumentor.uninstrument()
+        assert concurrent.futures.wait is patched_wait
+        assert concurrent.futures.wait([future]) == ({future}, set()) and calls == [1]
+    finally:
+        concurrent.futures.wait = ORIGINAL["wait"]
+
+
+def test_the_instrumentors_options_stay_with_it(
+    telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
+) -> None:
+    """instrument()'s options are the instrumentor's: configure()'s defaults (which traced executors and
+    tracedfutures.wait use) are neither changed by instrument() nor reset by uninstrument()."""
+    tracedfutures.configure(tracer_provider=telemetry.provider, registry=telemetry.registry)
+    defaults = config.defaults()
+    other = Telemetry()
+    instrumentor.instrument(tracer_provider=other.provider, registry=other.registry, record_exception_messages=False)
+    assert config.defaults() is defaults
+    with ThreadPoolExecutor(1) as stock:
+        failed = stock.submit(fail, "secret")
+        assert concurrent.futures.wait([failed], timeout=TIMEOUT).not_done == set()
+    traced = telemetry.executor("thread", name="traced")
+    tracedfutures.wait([traced.submit(fail, "shown")], timeout=TIMEOUT)
+    instrumentor.uninstrument()
+    assert config.defaults() is defaults
+    assert sorted(s.name for s in other.spans()) == ["ThreadPoolExecutor fail", "futures.wait"]
+    assert sorted(s.name for s in telemetry.spans()) == ["futures.wait", "traced fail"]
+    messages = {
+        span.name: [event.attributes.get("exception.message") for event in span.events if event.name == "exception"]
+        for span in [*other.spans(), *telemetry.spans()]
+    }
+    assert messages["ThreadPoolExecutor fail"] == [None] and messages["traced fail"] == ["shown"]
+    assert other.value("executor_tasks_submitted_total", executor="ThreadPoolExecutor") == 1
+    assert telemetry.value("executor_tasks_submitted_total", executor="ThreadPoolExecutor") is None
+    assert telemetry.value("executor_tasks_submitted_total", executor="traced") == 1
 
 
 def test_instrumenting_twice_wraps_once(

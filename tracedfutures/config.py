@@ -27,6 +27,16 @@ class Defaults:
     record_exception_messages: bool = True
 
 
+@dataclass(frozen=True)
+class Options:
+    """Options given to ``configure()`` or to the instrumentor, checked: None where one was not given."""
+
+    tracer_provider: TracerProvider | None = None
+    registry: CollectorRegistry | None = None
+    buckets: tuple[float, ...] | None = None
+    record_exception_messages: bool | None = None
+
+
 class Unchanged(enum.Enum):
     """The default of ``configure()``'s ``record_exception_messages``: the setting stays as it is (``None`` is
     refused, as every value that is not a bool)."""
@@ -37,7 +47,6 @@ class Unchanged(enum.Enum):
 UNCHANGED = Unchanged.UNCHANGED
 _BUILT_IN = Defaults(None, None, DEFAULT_BUCKETS)
 _defaults = _BUILT_IN
-_resolved: tuple[Tracer, MetricsBackend | None] | None = None
 
 
 def configure(
@@ -55,20 +64,17 @@ def configure(
     ``record_exception_messages=False`` keeps exception messages (which may carry task data) out of the
     ``exception`` event of failed task spans, from now on: the event keeps the exception's type and frames.
     """
-    check_options(tracer_provider, registry)
-    if not isinstance(record_exception_messages, (bool, Unchanged)):
-        raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
-    bounds = None if buckets is None else validate_buckets(buckets)
+    given = checked_options(tracer_provider, registry, buckets, record_exception_messages)
     with state.config_lock:
         current = _defaults
         _replace(
             Defaults(
-                current.tracer_provider if tracer_provider is None else tracer_provider,
-                current.registry if registry is None else registry,
-                current.buckets if bounds is None else bounds,
+                current.tracer_provider if given.tracer_provider is None else given.tracer_provider,
+                current.registry if given.registry is None else given.registry,
+                current.buckets if given.buckets is None else given.buckets,
                 current.record_exception_messages
-                if isinstance(record_exception_messages, Unchanged)
-                else record_exception_messages,
+                if given.record_exception_messages is None
+                else given.record_exception_messages,
             )
         )
 
@@ -82,10 +88,28 @@ def reset_defaults() -> None:
 
 def _replace(defaults: Defaults) -> None:
     """Make ``defaults`` the current ones (under ``state.config_lock``)."""
-    global _defaults, _resolved
+    global _defaults
     _defaults = defaults
-    _resolved = None
     state.record_exception_messages = defaults.record_exception_messages  # what the span side reads
+
+
+def checked_options(
+    tracer_provider: object = None,
+    registry: object = None,
+    buckets: Iterable[float] | None = None,
+    record_exception_messages: object = UNCHANGED,
+) -> Options:
+    """The options of ``configure()`` or of the instrumentor, refused (``TypeError``, ``ValueError``) where
+    they could only fail later."""
+    check_options(tracer_provider, registry)
+    if not isinstance(record_exception_messages, (bool, Unchanged)):
+        raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
+    return Options(
+        tracer_provider,  # type: ignore[arg-type]  # checked above
+        registry,  # type: ignore[arg-type]
+        None if buckets is None else validate_buckets(buckets),
+        None if isinstance(record_exception_messages, Unchanged) else record_exception_messages,
+    )
 
 
 def check_options(tracer_provider: object, registry: object) -> None:
@@ -102,25 +126,37 @@ def defaults() -> Defaults:
     return _defaults
 
 
-def tracer_and_backend(
-    tracer_provider: TracerProvider | None = None, registry: CollectorRegistry | None = None
-) -> tuple[Tracer, MetricsBackend | None]:
-    """The tracer and metrics backend to record with, each from its argument if given, else the defaults."""
-    global _resolved
-    if tracer_provider is None and registry is None:
-        resolved = _resolved
-        if resolved is None:
-            with state.config_lock:
-                d = _defaults
-                resolved = _resolved = (
-                    get_tracer(d.tracer_provider),
-                    backend_for(d.registry, d.buckets),
-                )
-        return resolved
-    check_options(tracer_provider, registry)
-    d = _defaults
-    return (
-        get_tracer(tracer_provider if tracer_provider is not None else d.tracer_provider),
-        backend_for(registry if registry is not None else d.registry, d.buckets),
-    )
+class Resolver:
+    """The tracer and metrics backend to record with for some options, each option from the defaults where it
+    was not given; resolved again only once ``configure()`` has changed the defaults."""
 
+    __slots__ = ("_resolved", "options")
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._resolved: tuple[Defaults, tuple[Tracer, MetricsBackend | None]] | None = None
+
+    def __call__(self) -> tuple[Tracer, MetricsBackend | None]:
+        current = _defaults
+        resolved = self._resolved
+        if resolved is None or resolved[0] is not current:  # one read of one tuple: no lock
+            resolved = self._resolved = (current, _resolve(self.options, current))
+        return resolved[1]
+
+
+def _resolve(options: Options, defaults: Defaults) -> tuple[Tracer, MetricsBackend | None]:
+    tracer_provider = options.tracer_provider if options.tracer_provider is not None else defaults.tracer_provider
+    registry = options.registry if options.registry is not None else defaults.registry
+    buckets = options.buckets if options.buckets is not None else defaults.buckets
+    return get_tracer(tracer_provider), backend_for(registry, buckets)
+
+
+_DEFAULTS = Resolver(Options())
+
+
+def tracer_and_backend(options: Options | None = None) -> tuple[Tracer, MetricsBackend | None]:
+    """The tracer and metrics backend to record with: each option from ``options`` where given, else from the
+    defaults."""
+    if options is None or (options.tracer_provider is None and options.registry is None and options.buckets is None):
+        return _DEFAULTS()
+    return _resolve(options, _defaults)

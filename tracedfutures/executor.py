@@ -93,13 +93,14 @@ def _make_lifecycle(
     name: str | None,
     kind: Kind,
     remote: bool,
-    tracer_provider: TracerProvider | None,
-    registry: CollectorRegistry | None,
+    options: config.Options,
 ) -> tuple[Lifecycle, _Capacity]:
+    """The lifecycle of ``executor``'s tasks, recording with ``options`` (each from the defaults where not given),
+    and the capacity its workers add to its series."""
     label = executor_name(executor, name)
-    tracer, backend = config.tracer_and_backend(tracer_provider, registry)
+    tracer, backend = config.tracer_and_backend(options)
     stats = backend.executor(label) if backend is not None else None
-    spans = span_hook(tracer, label, kind, remote)
+    spans = span_hook(tracer, label, kind, remote, options.record_exception_messages)
     hooks: list[LifecycleHook] = [RunningTasks(executor, label, kind)]
     if spans is not None:
         hooks.append(spans)
@@ -322,6 +323,7 @@ class TracedExecutor(Executor):
         if isinstance(executor, TracedExecutor):  # one span per task, not one per wrapper; the name carries over
             name = executor.name if name is None else name
             executor = executor.executor
+        options = config.checked_options(tracer_provider, registry)
         kind = executor_kind(executor)
         stock = _stock_submit(executor)
         self._route = CHAINED if stock is None else POOL_ROUTES[kind]
@@ -329,7 +331,7 @@ class TracedExecutor(Executor):
         self._process_map = kind == "process" and stock is not None
         self._executor = executor
         remote = self._route.remote
-        self._life, self._capacity = _make_lifecycle(executor, name, kind, remote, tracer_provider, registry)
+        self._life, self._capacity = _make_lifecycle(executor, name, kind, remote, options)
 
     @property
     def executor(self) -> Executor:
@@ -419,7 +421,8 @@ class _TracedPool(Executor):
     ) -> None:
         self._tf_route = POOL_ROUTES[self._tf_kind]
         remote = self._tf_route.remote
-        self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, tracer_provider, registry)
+        options = config.Options(tracer_provider, registry)  # checked by ``_check``
+        self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)
 
     def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
         """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""

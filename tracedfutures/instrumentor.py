@@ -9,9 +9,12 @@ Usage::
     ConcurrentFuturesInstrumentor().uninstrument()
 
 or, with no code change, ``opentelemetry-instrument python app.py`` (entry point ``concurrent_futures``).
-``submit`` of ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` is wrapped on the classes (executors created
-before instrumenting are traced too) and ``concurrent.futures.wait`` / ``as_completed`` are replaced;
-``uninstrument()`` puts back the very same objects.
+``submit`` and ``shutdown`` of ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are wrapped on the classes
+(executors created before instrumenting are traced too), and ``concurrent.futures.wait`` / ``as_completed`` in
+place, with wrapt; ``uninstrument()`` unwraps them, which puts back the very objects that were there (the stdlib's,
+or another instrumentation's). The options given to ``instrument()`` (``tracer_provider``, ``registry``,
+``buckets``, ``record_exception_messages``) stay with the instrumentor; those not given are the defaults of
+``configure()``, which the instrumentor neither changes nor resets.
 """
 
 from __future__ import annotations
@@ -26,11 +29,10 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
-from tracedfutures import waiting
+from tracedfutures import config, waiting
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
-from tracedfutures.config import configure, reset_defaults
 from tracedfutures.executor import (
     _STDLIB_PROCESS_SUBMIT,
     _STDLIB_THREAD_SUBMIT,
@@ -42,44 +44,67 @@ from tracedfutures.executor import (
 )
 from tracedfutures.package import _instruments
 
-_STDLIB_FUNCTIONS = {"wait": concurrent.futures.wait, "as_completed": concurrent.futures.as_completed}
+#: The functions of ``concurrent.futures`` that are wrapped in place.
+_FUNCTIONS = ("wait", "as_completed")
+#: The keyword arguments of ``instrument()`` that are options of tracedfutures (as ``configure()`` takes them).
+_OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages")
 
 
-def _instance_route(executor: Executor) -> tuple[Lifecycle, Route, Callable[..., Any]]:
-    """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
-    executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
-    found: tuple[Lifecycle, Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
-    if found is None:
-        with state.instrumentor_lock:
-            found = executor.__dict__.get("_tf_route")
-            if found is None:
-                kind = executor_kind(executor)
-                route = POOL_ROUTES[kind]
-                stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
-                life, capacity = _make_lifecycle(executor, None, kind, route.remote, None, None)
-                found = (life, route, stock)
-                executor.__dict__["_tf_capacity"] = capacity
-                executor.__dict__["_tf_route"] = found
-    return found
+class _Instrumentation:
+    """What one ``instrument()`` call was given, and the wrappers that record with it."""
 
+    def __init__(self, options: config.Options) -> None:
+        self.options = options
+        self.wait, self.as_completed = waiting.recording_with(config.Resolver(options))
 
-def _submit_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if in_telemetry() or not is_instrumentation_enabled():
-        # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
-        # instrumentation) records: tracing it would make a span for every span, endlessly.
-        return wrapped(*args, **kwargs)
-    if instance is None and args:  # called through the class: ThreadPoolExecutor.submit(executor, fn)
-        instance, args = args[0], args[1:]
-        wrapped = partial(wrapped, instance)
-    if not args:  # no callable: the stdlib's own TypeError
-        return wrapped(*args, **kwargs)
-    fn = _without_threading_wrapper(args[0])
-    if _opentelemetry_own(fn):
-        return wrapped(*args, **kwargs)
-    life, route, stock = _instance_route(instance)
-    if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
-        wrapped = partial(stock, instance)
-    return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
+    def route(self, executor: Executor) -> tuple[Lifecycle, Route, Callable[..., Any]]:
+        """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
+        executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
+        found: tuple[Lifecycle, Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
+        if found is None:
+            with state.instrumentor_lock:
+                found = executor.__dict__.get("_tf_route")
+                if found is None:
+                    kind = executor_kind(executor)
+                    route = POOL_ROUTES[kind]
+                    stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
+                    life, capacity = _make_lifecycle(executor, None, kind, route.remote, self.options)
+                    found = (life, route, stock)
+                    executor.__dict__["_tf_capacity"] = capacity
+                    executor.__dict__["_tf_route"] = found
+        return found
+
+    def submit_wrapper(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if in_telemetry() or not is_instrumentation_enabled():
+            # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
+            # instrumentation) records: tracing it would make a span for every span, endlessly.
+            return wrapped(*args, **kwargs)
+        if instance is None and args:  # called through the class: ThreadPoolExecutor.submit(executor, fn)
+            instance, args = args[0], args[1:]
+            wrapped = partial(wrapped, instance)
+        if not args:  # no callable: the stdlib's own TypeError
+            return wrapped(*args, **kwargs)
+        fn = _without_threading_wrapper(args[0])
+        if _opentelemetry_own(fn):
+            return wrapped(*args, **kwargs)
+        life, route, stock = self.route(instance)
+        if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
+            wrapped = partial(stock, instance)
+        return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
+
+    def wait_wrapper(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``concurrent.futures.wait``: tracedfutures' (the stdlib's own body, timed and traced)."""
+        return self.wait(*args, **kwargs)
+
+    def as_completed_wrapper(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``concurrent.futures.as_completed``: tracedfutures' (the stdlib's own body, timed and traced)."""
+        return self.as_completed(*args, **kwargs)
 
 
 def _shutdown_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -133,26 +158,29 @@ def _without_threading_wrapper(fn: Any) -> Any:
 class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """An OpenTelemetry instrumentor for ``concurrent.futures``, following the contrib instrumentations."""
 
+    _tf_instrumentation: _Instrumentation | None = None  # what instrument() was given, while instrumented
+
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        options = {key: kwargs[key] for key in ("buckets", "record_exception_messages") if key in kwargs}
-        reset_defaults()
-        configure(tracer_provider=kwargs.get("tracer_provider"), registry=kwargs.get("registry"), **options)
+        """Wrap the stock pools and the module's functions; ``kwargs`` are checked as ``configure()`` checks them."""
+        options = config.checked_options(**{key: kwargs[key] for key in _OPTIONS if key in kwargs})
+        instrumentation = self._tf_instrumentation = _Instrumentation(options)
         for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
-            wrap_function_wrapper(pool, "submit", _submit_wrapper)
+            wrap_function_wrapper(pool, "submit", instrumentation.submit_wrapper)
             wrap_function_wrapper(pool, "shutdown", _shutdown_wrapper)
-        concurrent.futures.wait = waiting.wait
-        concurrent.futures.as_completed = waiting.as_completed  # type: ignore[assignment]
+        wrap_function_wrapper(concurrent.futures, "wait", instrumentation.wait_wrapper)
+        wrap_function_wrapper(concurrent.futures, "as_completed", instrumentation.as_completed_wrapper)
         use_telemetry_scopes(True)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        """Unwrap exactly what ``_instrument`` wrapped; the defaults of ``configure()`` are left as they are."""
         for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
             unwrap(pool, "submit")
             unwrap(pool, "shutdown")
-        for name, function in _STDLIB_FUNCTIONS.items():
-            setattr(concurrent.futures, name, function)
+        for name in _FUNCTIONS:
+            unwrap(concurrent.futures, name)
         use_telemetry_scopes(False)
-        reset_defaults()
+        self._tf_instrumentation = None
 

@@ -61,11 +61,14 @@ def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
         return trace.NoOpTracer()
 
 
-def span_hook(tracer: Tracer, name: str, kind: Kind, remote: bool) -> SpanHook | None:
-    """The span side of an executor's lifecycle, or None when its tracer can never record (a no-op tracer)."""
+def span_hook(
+    tracer: Tracer, name: str, kind: Kind, remote: bool, record_exception_messages: bool | None = None
+) -> SpanHook | None:
+    """The span side of an executor's lifecycle, or None when its tracer can never record (a no-op tracer).
+    ``record_exception_messages``: None follows ``configure()``."""
     if isinstance(tracer, trace.NoOpTracer):
         return None
-    return SpanHook(tracer, name, kind, remote)
+    return SpanHook(tracer, name, kind, remote, record_exception_messages)
 
 
 def _drops_unsampled_children(tracer: Tracer) -> bool:
@@ -101,9 +104,11 @@ class SpanHook:
     the task.
     """
 
-    __slots__ = ("attributes", "drops_unsampled", "name", "named", "proxy", "remote", "tracer")
+    __slots__ = ("attributes", "drops_unsampled", "messages", "name", "named", "proxy", "remote", "tracer")
 
-    def __init__(self, tracer: Tracer, name: str, kind: Kind, remote: bool) -> None:
+    def __init__(
+        self, tracer: Tracer, name: str, kind: Kind, remote: bool, record_exception_messages: bool | None = None
+    ) -> None:
         self.tracer = tracer
         self.name = name
         self.remote = remote
@@ -111,6 +116,7 @@ class SpanHook:
         self.named: dict[str, TaskNaming] = {}  # by the function's __qualname__
         self.proxy = isinstance(tracer, trace.ProxyTracer)
         self.drops_unsampled = _drops_unsampled_children(tracer)
+        self.messages = record_exception_messages
 
     def _naming(self, fn: Any) -> TaskNaming:
         """The span name and attributes of a task running ``fn`` (kept by qualname for functions and methods;
@@ -183,7 +189,7 @@ class SpanHook:
             exc = future._exception
             assert exc is not None
             span.set_attribute(ERROR_TYPE, error_type(type(exc)))
-            record_exception(span, exc, future.finished_ns)
+            record_exception(span, exc, future.finished_ns, self.messages)
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=future.finished_ns)
 
@@ -196,10 +202,10 @@ class SpanHook:
         """Reading a result happens after the task span ended; metrics time it."""
 
 
-def record_exception(span: Span, exc: BaseException, timestamp: int) -> None:
+def record_exception(span: Span, exc: BaseException, timestamp: int, messages: bool | None = None) -> None:
     """The ``exception`` event; without messages it keeps the type and the frames, and drops every message
     (the exception's, its notes, and those of chained exceptions, which may hold task data)."""
-    if state.record_exception_messages:  # set by ``configure()``
+    if state.record_exception_messages if messages is None else messages:  # None: as ``configure()`` set it
         span.record_exception(exc, timestamp=timestamp)
         return
     kind = error_type(type(exc))

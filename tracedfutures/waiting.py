@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, _base
 from functools import partial
 from typing import Any, TypeVar
 
-from opentelemetry.trace import INVALID_SPAN, Span
+from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from tracedfutures import _stdlib, config
 from tracedfutures._telemetry import TelemetryScope, telemetry_failed
@@ -34,6 +34,8 @@ from tracedfutures.spans import (
 
 T = TypeVar("T")
 _clock = time.time_ns
+#: Where a call finds the tracer and metrics backend it records with: the defaults, or the instrumentor's options.
+Resolve = Callable[[], tuple[Tracer, MetricsBackend | None]]
 
 
 def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_when: str) -> bool:
@@ -71,7 +73,7 @@ class _Call:
 
     __slots__ = ("backend", "links", "span", "start", "traced")
 
-    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, attributes: dict[str, Any], resolve: Resolve) -> None:
         self.start = _clock()
         self.links = 0
         self.traced = 0
@@ -79,7 +81,7 @@ class _Call:
         self.backend: MetricsBackend | None = None
         try:
             with TelemetryScope():
-                tracer, self.backend = config.tracer_and_backend()
+                tracer, self.backend = resolve()
                 self.span = start_wait_span(tracer, name, self.start, attributes)
         except Exception as exc:
             telemetry_failed(name, exc)
@@ -123,9 +125,15 @@ def wait(
     fs: Iterable[Future[T]], timeout: float | None = None, return_when: str = ALL_COMPLETED
 ) -> _base.DoneAndNotDoneFutures[T]:
     """``concurrent.futures.wait``, with a ``futures.wait`` span and the ``futures_wait_seconds`` histogram."""
+    return _wait(config.tracer_and_backend, fs, timeout, return_when)
+
+
+def _wait(
+    resolve: Resolve, fs: Iterable[Future[T]], timeout: float | None, return_when: str
+) -> _base.DoneAndNotDoneFutures[T]:
     attributes: dict[str, Any] = {FUTURES_RETURN_WHEN: return_when if return_when in RETURN_WHEN else "invalid"}
     _timeout_attribute(attributes, timeout)
-    call = _Call(WAIT_SPAN, attributes)
+    call = _Call(WAIT_SPAN, attributes, resolve)
     try:
         result: _base.DoneAndNotDoneFutures[T] = _WAIT(fs, timeout, return_when)
     except BaseException as exc:
@@ -149,7 +157,33 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     The stdlib's own body (see ``_stdlib.as_completed``), so it yields, raises and releases futures exactly as the
     stdlib does; lazy like it: nothing happens until the first ``next()``.
     """
-    return _AS_COMPLETED(fs, timeout, partial(_AsCompleted, timeout))  # type: ignore[no-any-return]
+    return _as_completed(config.tracer_and_backend, fs, timeout)
+
+
+def _as_completed(resolve: Resolve, fs: Iterable[Future[T]], timeout: float | None) -> Iterator[Future[T]]:
+    return _AS_COMPLETED(fs, timeout, partial(_AsCompleted, resolve, timeout))  # type: ignore[no-any-return]
+
+
+def recording_with(
+    resolve: Resolve,
+) -> tuple[
+    Callable[..., _base.DoneAndNotDoneFutures[Any]],
+    Callable[..., Iterator[Future[Any]]],
+]:
+    """A ``wait`` and an ``as_completed`` that record with what ``resolve()`` gives (the instrumentor's options).
+    They bear the stdlib functions' names, so that a call with bad arguments raises the very same ``TypeError``.
+    """
+
+    def wait(
+        fs: Iterable[Future[T]], timeout: float | None = None, return_when: str = ALL_COMPLETED
+    ) -> _base.DoneAndNotDoneFutures[T]:
+        return _wait(resolve, fs, timeout, return_when)
+
+    def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Iterator[Future[T]]:
+        return _as_completed(resolve, fs, timeout)
+
+    wait.__qualname__, as_completed.__qualname__ = "wait", "as_completed"
+    return wait, as_completed
 
 
 class _AsCompleted:
@@ -162,11 +196,11 @@ class _AsCompleted:
 
     __slots__ = ("call", "contexts", "since", "steps", "total", "traced")
 
-    def __init__(self, timeout: object, total: int) -> None:
+    def __init__(self, resolve: Resolve, timeout: object, total: int) -> None:
         self.total = total
         attributes: dict[str, Any] = {FUTURES_COUNT: total}
         _timeout_attribute(attributes, timeout)
-        self.call = _Call(AS_COMPLETED_SPAN, attributes)
+        self.call = _Call(AS_COMPLETED_SPAN, attributes, resolve)
         self.steps = _Steps(self.call.backend)
         self.since: int | None = self.call.start  # when the caller began waiting for a future not done yet
         self.traced = 0  # traced futures among those of the batches seen

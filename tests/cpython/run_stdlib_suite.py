@@ -178,8 +178,14 @@ def describe_substitution() -> str:
     wrapped = all(hasattr(f, "__wrapped__") for f in submit)
     return (
         f"{cf.ThreadPoolExecutor.__name__} {cf.ProcessPoolExecutor.__name__} "
-        f"{cf.wait.__module__} {cf.as_completed.__module__} submit-wrapped={wrapped}"
+        f"{_module(cf.wait)} {_module(cf.as_completed)} submit-wrapped={wrapped}"
     )
+
+
+def _module(function: Any) -> str:
+    """The module of ``function``; of a wrapt wrapper's wrapper function (the instrumentor's), if it is one."""
+    wrapper = getattr(function, "_self_wrapper", None)
+    return str((function if wrapper is None else wrapper).__module__)
 
 
 def check_children() -> tuple[str, str]:
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     expected = {
         "substitute": "TracedThreadPoolExecutor TracedProcessPoolExecutor tracedfutures.waiting",
-        "instrumentor": "ThreadPoolExecutor ProcessPoolExecutor tracedfutures.waiting submit-wrapped=True",
+        "instrumentor": "ThreadPoolExecutor ProcessPoolExecutor tracedfutures.instrumentor submit-wrapped=True",
     }.get(options.mode, "")
     if not set(expected.split()) <= set(here.split()):
         print(f"tracedfutures is not in place for --mode {options.mode}: {here}", file=sys.stderr)
