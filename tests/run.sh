@@ -105,6 +105,17 @@ tf_prometheus() {  # Debian's prometheus and promtool for tests/prometheus (as r
     prometheus --version 2>&1 | sed -n 1p
 }
 
+tf_report_tools() {  # Debian's chromium (the report's page) and tmux (top's screen) for the unit tests, unless on PATH
+    local missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v tmux >/dev/null || missing+=(tmux)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        tf_apt_install "${missing[@]}" || return 1
+    fi
+    chromium --version 2>/dev/null | sed -n 1p
+    tmux -V
+}
+
 forced_fallback() {  # forced_fallback COMMAND...: the library's public-API fallback path, forced
     TRACEDFUTURES_FORCE_FALLBACK=1 "$@"
 }
@@ -117,8 +128,8 @@ suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfu
     tf_py "$1" tests/cpython/run_stdlib_suite.py "${@:2}"
 }
 
-# Needed by what follows: the venvs (the 3.14 and 3.15 ones may wait for the sid root), and promtool, which
-# tests/test_security.py runs too.
+# Needed by what follows: the venvs (the 3.14 and 3.15 ones may wait for the sid root), promtool, which
+# tests/test_security.py runs too, and chromium and tmux (tests/test_cli_report.py, tests/test_cli_top.py).
 stage --always "venv 3.14" venv --tests 3.14 .venv-3.14 tests/requirements.txt
 stage --always "venv 3.15" venv --tests 3.15 .venv-3.15 tests/requirements.txt
 stage --always "venv 3.11" \
@@ -126,6 +137,7 @@ stage --always "venv 3.11" \
 stage --always "venv 3.11 with its test package" venv --tests 3.11 .venv-3.11-debian tests/requirements.txt
 stage --always "venv docs" venv 3.11 .venv-docs docs/requirements.txt
 stage "prometheus + promtool" tf_prometheus
+stage "chromium + tmux" tf_report_tools
 all_ended
 
 # Longest first, so that the two lanes end together.
