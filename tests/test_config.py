@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import tracedfutures
-from tracedfutures import config, spans
+from tracedfutures import _config, spans
 from tracedfutures.metrics import DEFAULT_BUCKETS
 
 
@@ -21,7 +21,7 @@ def test_configure_keeps_the_options_it_is_not_given() -> None:
         tracedfutures.configure(tracer_provider=provider, record_exception_messages=False)
         tracedfutures.configure(registry=registry)
         tracedfutures.configure(buckets=[0.5, 2])
-        assert config.defaults() == config.Defaults(provider, registry, (0.5, 2.0), False)
+        assert _config.defaults() == _config.Defaults(provider, registry, (0.5, 2.0), False)
         assert spans.record_exception_messages is False
         tracedfutures.wait([])  # recorded with both: the span to the provider, the sample to the registry
         assert [span.name for span in exporter.get_finished_spans()] == ["futures.wait"]
@@ -30,7 +30,7 @@ def test_configure_keeps_the_options_it_is_not_given() -> None:
         assert registry.get_sample_value("futures_wait_seconds_bucket", {**labels, "le": "0.5"}) == 1
     finally:
         tracedfutures.reset_defaults()
-    assert config.defaults() == config.Defaults(None, None, DEFAULT_BUCKETS, True)
+    assert _config.defaults() == _config.Defaults(None, None, DEFAULT_BUCKETS, True)
     assert spans.record_exception_messages is True
     tracedfutures.wait([])
     assert len(exporter.get_finished_spans()) == 1  # the provider is no longer the default

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from support import fail, square
 
 import tracedfutures
-from tracedfutures import config, metrics
+from tracedfutures import _config, metrics
 from tracedfutures._state import state
 
 pytestmark = [
@@ -323,7 +323,7 @@ def test_fork_while_threads_hammer_the_library(telemetry: Telemetry) -> None:
                     state.collectors[registry].collect()  # type: ignore[union-attr]
                     with tracedfutures.TracedThreadPoolExecutor(1, name=f"short{index}", registry=registry):
                         pass
-                    config.tracer_and_backend()
+                    _config.tracer_and_backend()
         except BaseException as exc:
             errors.append(exc)
 

@@ -15,7 +15,7 @@ from conftest import CHAINED_IN_FALLBACK, FALLBACK_FORCED, Telemetry, outcome_of
 from support import fail, square
 
 import tracedfutures
-from tracedfutures import ConcurrentFuturesInstrumentor, TracedFuture, config
+from tracedfutures import ConcurrentFuturesInstrumentor, TracedFuture, _config
 
 TIMEOUT = 30
 ORIGINAL = {
@@ -136,17 +136,18 @@ def test_the_instrumentors_options_stay_with_it(
     """instrument()'s options are the instrumentor's: configure()'s defaults (which traced executors and
     tracedfutures.wait use) are neither changed by instrument() nor reset by uninstrument()."""
     tracedfutures.configure(tracer_provider=telemetry.provider, registry=telemetry.registry)
-    defaults = config.defaults()
+    defaults = _config.defaults()
     other = Telemetry()
     instrumentor.instrument(tracer_provider=other.provider, registry=other.registry, record_exception_messages=False)
-    assert config.defaults() is defaults
+    assert _config.defaults() is defaults
     with ThreadPoolExecutor(1) as stock:
         failed = stock.submit(fail, "secret")
         assert concurrent.futures.wait([failed], timeout=TIMEOUT).not_done == set()
     traced = telemetry.executor("thread", name="traced")
     tracedfutures.wait([traced.submit(fail, "shown")], timeout=TIMEOUT)
+    traced.shutdown()  # its task span has ended (a waiter may wake before it ends)
     instrumentor.uninstrument()
-    assert config.defaults() is defaults
+    assert _config.defaults() is defaults
     assert sorted(s.name for s in other.spans()) == ["ThreadPoolExecutor fail", "futures.wait"]
     assert sorted(s.name for s in telemetry.spans()) == ["futures.wait", "traced fail"]
     messages = {

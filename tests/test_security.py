@@ -23,7 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from support import UserExecutor, square
 
 import tracedfutures
-from tracedfutures import _naming, config, metrics, spans
+from tracedfutures import _config, _naming, metrics, spans
 from tracedfutures._state import state
 
 pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
@@ -118,10 +118,10 @@ BAD_BUCKETS: list[Any] = [
 
 @pytest.mark.parametrize("buckets", BAD_BUCKETS, ids=repr)
 def test_bad_buckets_raise_value_error_at_configure(telemetry: Telemetry, buckets: Any) -> None:
-    before = config.defaults()
+    before = _config.defaults()
     with pytest.raises(ValueError, match="buckets"):
         tracedfutures.configure(buckets=buckets)
-    assert config.defaults() == before  # a refused configure() changes nothing
+    assert _config.defaults() == before  # a refused configure() changes nothing
 
 
 @pytest.mark.parametrize(
@@ -137,10 +137,10 @@ def test_bad_buckets_raise_value_error_at_configure(telemetry: Telemetry, bucket
     ids=repr,
 )
 def test_bad_options_raise_type_error_where_given(telemetry: Telemetry, options: dict[str, Any]) -> None:
-    before = config.defaults()
+    before = _config.defaults()
     with pytest.raises(TypeError):
         tracedfutures.configure(**options)
-    assert config.defaults() == before
+    assert _config.defaults() == before
     if "record_exception_messages" in options:
         return
     with pytest.raises(TypeError):
@@ -357,7 +357,7 @@ def test_no_task_data_in_labels_or_attributes(telemetry: Telemetry, kind: str, m
 
 
 def test_record_exception_messages_default_and_reset() -> None:
-    assert config.defaults().record_exception_messages is True and spans.record_exception_messages is True
+    assert _config.defaults().record_exception_messages is True and spans.record_exception_messages is True
     tracedfutures.configure(record_exception_messages=False)
     try:
         assert spans.record_exception_messages is False
@@ -455,6 +455,6 @@ def _no_provider_leak() -> Iterator[None]:
 
 def test_tracer_provider_type_is_checked_not_called() -> None:
     """The check only looks for get_tracer: a provider whose get_tracer fails is the failure tests' business."""
-    config.check_options(TracerProvider(), CollectorRegistry())
+    _config.check_options(TracerProvider(), CollectorRegistry())
     with pytest.raises(TypeError, match="CollectorRegistry"):
-        config.check_options(None, {})
+        _config.check_options(None, {})

@@ -1,8 +1,8 @@
-"""Process-wide defaults: the tracer provider, the Prometheus registry and the histogram buckets.
+"""The process-wide defaults that ``configure()`` sets, the checks of every option, and the tracer and metrics
+backend that executors, ``wait`` / ``as_completed`` and the instrumentor resolve their options to.
 
 Executors given their own ``tracer_provider=`` / ``registry=`` use those; everything else (and every ``wait`` /
-``as_completed`` call) uses what ``configure()`` set, else the global tracer provider and prometheus_client's
-``REGISTRY``. Each ``configure()`` changes only the options it is given; ``reset_defaults()`` puts all back.
+``as_completed`` call) uses the defaults, else the global tracer provider and prometheus_client's ``REGISTRY``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from tracedfutures.spans import get_tracer
 
 @dataclass(frozen=True)
 class Defaults:
+    """The process-wide defaults: each option ``configure()`` takes, with its built-in value where not set."""
+
     tracer_provider: TracerProvider | None
     registry: CollectorRegistry | None
     buckets: tuple[float, ...]
@@ -49,22 +51,8 @@ _BUILT_IN = Defaults(None, None, DEFAULT_BUCKETS)
 _defaults = _BUILT_IN
 
 
-def configure(
-    *,
-    tracer_provider: TracerProvider | None = None,
-    registry: CollectorRegistry | None = None,
-    buckets: Iterable[float] | None = None,
-    record_exception_messages: bool | Unchanged = UNCHANGED,
-) -> None:
-    """Change the process-wide defaults that are given; those left out stay as they are (``reset_defaults()``
-    puts every one back). Bad values raise ``TypeError`` / ``ValueError`` here, not when a task runs, and change
-    nothing.
-
-    Buckets apply to metrics first created after this call: configure before creating executors.
-    ``record_exception_messages=False`` keeps exception messages (which may carry task data) out of the
-    ``exception`` event of failed task spans, from now on: the event keeps the exception's type and frames.
-    """
-    given = checked_options(tracer_provider, registry, buckets, record_exception_messages)
+def update(given: Options) -> None:
+    """Change the defaults that ``given`` has (the others stay as they are)."""
     with state.config_lock:
         current = _defaults
         _replace(
@@ -79,9 +67,8 @@ def configure(
         )
 
 
-def reset_defaults() -> None:
-    """Put every process-wide default back: the global tracer provider, prometheus_client's ``REGISTRY``,
-    ``DEFAULT_BUCKETS``, and exception messages recorded."""
+def reset() -> None:
+    """Every default back to its built-in value."""
     with state.config_lock:
         _replace(_BUILT_IN)
 
@@ -123,6 +110,7 @@ def check_options(tracer_provider: object, registry: object) -> None:
 
 
 def defaults() -> Defaults:
+    """The current defaults."""
     return _defaults
 
 
@@ -145,6 +133,7 @@ class Resolver:
 
 
 def _resolve(options: Options, defaults: Defaults) -> tuple[Tracer, MetricsBackend | None]:
+    """The tracer and backend of ``options``, each option from ``defaults`` where not given."""
     tracer_provider = options.tracer_provider if options.tracer_provider is not None else defaults.tracer_provider
     registry = options.registry if options.registry is not None else defaults.registry
     buckets = options.buckets if options.buckets is not None else defaults.buckets

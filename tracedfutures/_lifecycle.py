@@ -19,6 +19,12 @@ from tracedfutures._wire import Envelope, take_remote_data
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, SpanContext
+    from typing_extensions import TypeVar as DefaultedTypeVar
+
+    #: The result type of a ``TracedFuture``: ``Any`` where an annotation leaves it out (the hooks take any).
+    T = DefaultedTypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
 
 _clock = time.time_ns
 
@@ -100,8 +106,11 @@ class Lifecycle:
         self.on_submit(future, fn)
 
 
-class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignore[misc,type-arg]
-    """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it."""
+class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ignore[misc]
+    """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it.
+
+    Generic as ``Future`` is: ``TracedFuture[int]`` is the future of a task that returns an ``int``.
+    """
 
     __slots__ = (
         "_tf_caller",
@@ -166,7 +175,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future):  # type: ignor
             life.on_retrieved(self)
 
     # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         try:
             return Future.result(self, timeout)
         finally:

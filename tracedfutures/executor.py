@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracedfutures import _stdlib, config
+from tracedfutures import _config, _stdlib
 from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, call_remote
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
@@ -31,6 +31,8 @@ from tracedfutures._running import RunningTasks
 from tracedfutures._state import state
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import span_hook
+
+__all__ = ["TracedExecutor", "TracedProcessPoolExecutor", "TracedThreadPoolExecutor", "traced"]
 
 T = TypeVar("T")
 
@@ -77,7 +79,7 @@ def _capacity(executor: Executor, stats: ExecutorRecorder | None) -> _Capacity:
         return capacity
 
 
-def executor_kind(executor: Executor) -> Kind:
+def _executor_kind(executor: Executor) -> Kind:
     if isinstance(executor, ThreadPoolExecutor):
         pools = sys.modules.get("concurrent.futures.interpreter")  # no interpreter pool exists until it is imported
         if pools is not None and isinstance(executor, pools.InterpreterPoolExecutor):
@@ -93,12 +95,12 @@ def _make_lifecycle(
     name: str | None,
     kind: Kind,
     remote: bool,
-    options: config.Options,
+    options: _config.Options,
 ) -> tuple[Lifecycle, _Capacity]:
     """The lifecycle of ``executor``'s tasks, recording with ``options`` (each from the defaults where not given),
     and the capacity its workers add to its series."""
     label = executor_name(executor, name)
-    tracer, backend = config.tracer_and_backend(options)
+    tracer, backend = _config.tracer_and_backend(options)
     stats = backend.executor(label) if backend is not None else None
     spans = span_hook(tracer, label, kind, remote, options.record_exception_messages)
     hooks: list[LifecycleHook] = [RunningTasks(executor, label, kind)]
@@ -125,24 +127,24 @@ except ImportError:  # pragma: no cover - the tests run with the SDK
 
 
 #: What a pool runs for a task: a callable, its positional and its keyword arguments.
-Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+_Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
 
 
-def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """A call that travels (a process or a user's executor): the task span's context, and whether the spans made
     in the worker come home."""
     origin = state.process_token if wants_worker_spans(future._tf_span) else 0
     return RemoteCall(fn, _wire_context(future), origin), args, kwargs
 
 
-def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """A ``_remote_call`` shaped for an interpreter pool: ``fn`` stays an argument, shared as the stdlib shares
     it (a function that uses no globals crosses without pickling)."""
     origin = state.process_token if wants_worker_spans(future._tf_span) else 0
     return call_remote, (fn, _wire_context(future), origin, *args), kwargs
 
 
-def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """What a thread pool runs: ``fn``, in the context set by the span side (``future._tf_caller``) when one must
     travel: the caller's, with the task span current (or an unsampled parent, so that spans the task starts stay
     unsampled children)."""
@@ -158,7 +160,7 @@ def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
     return call, args, kwargs
 
 
-def _starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> Call:
+def _starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """A ``_thread_call`` that starts the task's own future first (a thread pool's public-API fallback)."""
     call, args, kwargs = _thread_call(future, fn, args, kwargs)
     return StartingCall(future, call), args, kwargs
@@ -234,13 +236,13 @@ def _relay(future: TracedFuture, inner: Future[Any]) -> None:
     inner.add_done_callback(partial(_relay_outcome, future))
 
 
-class Route(NamedTuple):
+class _Route(NamedTuple):
     """How tasks reach one kind of executor: the stdlib pool's own submit body (``enqueue``; None: through the
     executor's ``submit``, with ``follow`` tying the future it returns to the caller's), what runs for a task, the
     future the caller gets, and whether the call runs remotely (its real start then comes home with the outcome)."""
 
     enqueue: _stdlib.Enqueue | None
-    make_call: Callable[[TracedFuture, Any, Any, Any], Call]
+    make_call: Callable[[TracedFuture, Any, Any, Any], _Call]
     future: Callable[[], TracedFuture]
     remote: bool
     follow: Callable[[TracedFuture, Future[Any]], None] = _chain
@@ -250,21 +252,21 @@ class Route(NamedTuple):
 _THREAD_ENQUEUE = _stdlib.thread_pool_enqueue()
 _PROCESS_ENQUEUE = _stdlib.process_pool_enqueue()
 #: Any executor that is not a stdlib pool with the stdlib's ``submit``: chained to its own ``submit``.
-CHAINED = Route(None, _remote_call, _ChainedFuture, True)
+_CHAINED = _Route(None, _remote_call, _ChainedFuture, True)
 #: Each kind of stdlib pool: through its submit body, or through its ``submit`` where ``_stdlib`` falls back.
-POOL_ROUTES: dict[Kind, Route] = {
-    "thread": Route(_THREAD_ENQUEUE, _thread_call, TracedFuture, False)
+_POOL_ROUTES: dict[Kind, _Route] = {
+    "thread": _Route(_THREAD_ENQUEUE, _thread_call, TracedFuture, False)
     if _THREAD_ENQUEUE is not None
-    else Route(None, _starting_call, TracedFuture, False, _relay),
-    "interpreter": Route(_THREAD_ENQUEUE, _interpreter_call, TracedFuture, True)
+    else _Route(None, _starting_call, TracedFuture, False, _relay),
+    "interpreter": _Route(_THREAD_ENQUEUE, _interpreter_call, TracedFuture, True)
     if _THREAD_ENQUEUE is not None
-    else CHAINED._replace(make_call=_interpreter_call),
-    "process": Route(_PROCESS_ENQUEUE, _remote_call, TracedFuture, True) if _PROCESS_ENQUEUE is not None else CHAINED,
+    else _CHAINED._replace(make_call=_interpreter_call),
+    "process": _Route(_PROCESS_ENQUEUE, _remote_call, TracedFuture, True) if _PROCESS_ENQUEUE is not None else _CHAINED,
 }
 
 
-def submit_task(
-    route: Route, executor: Executor, submit: Callable[..., Future[Any]] | None, life: Lifecycle,
+def _submit_task(
+    route: _Route, executor: Executor, submit: Callable[..., Future[Any]] | None, life: Lifecycle,
     fn: Callable[..., T], args: Any, kwargs: Any,
 ) -> Future[T]:  # fmt: skip
     """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
@@ -323,10 +325,10 @@ class TracedExecutor(Executor):
         if isinstance(executor, TracedExecutor):  # one span per task, not one per wrapper; the name carries over
             name = executor.name if name is None else name
             executor = executor.executor
-        options = config.checked_options(tracer_provider, registry)
-        kind = executor_kind(executor)
+        options = _config.checked_options(tracer_provider, registry)
+        kind = _executor_kind(executor)
         stock = _stock_submit(executor)
-        self._route = CHAINED if stock is None else POOL_ROUTES[kind]
+        self._route = _CHAINED if stock is None else _POOL_ROUTES[kind]
         self._submit_to = executor.submit if stock is None else partial(stock, executor)
         self._process_map = kind == "process" and stock is not None
         self._executor = executor
@@ -344,7 +346,7 @@ class TracedExecutor(Executor):
         return self._life.name
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        return submit_task(self._route, self._executor, self._submit_to, self._life, fn, args, kwargs)
+        return _submit_task(self._route, self._executor, self._submit_to, self._life, fn, args, kwargs)
 
     def map(
         self,
@@ -419,9 +421,9 @@ class _TracedPool(Executor):
     def _tf_trace(
         self, name: str | None, tracer_provider: TracerProvider | None, registry: CollectorRegistry | None
     ) -> None:
-        self._tf_route = POOL_ROUTES[self._tf_kind]
+        self._tf_route = _POOL_ROUTES[self._tf_kind]
         remote = self._tf_route.remote
-        options = config.Options(tracer_provider, registry)  # checked by ``_check``
+        options = _config.Options(tracer_provider, registry)  # checked by ``_check``
         self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)
 
     def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
@@ -429,7 +431,7 @@ class _TracedPool(Executor):
         route = self._tf_route
         # Through the pool's own submit where there is no copy of its body (made here: the pool holds no call).
         submit = None if route.enqueue is not None else partial(self._tf_stock_submit, self)
-        return submit_task(route, self, submit, self._tf_life, fn, args, kwargs)
+        return _submit_task(route, self, submit, self._tf_life, fn, args, kwargs)
 
     def _tf_shutdown(self, wait: bool, cancel_futures: bool) -> None:
         """Each drop-in class's ``shutdown``: the pool's, then its workers stop counting as capacity."""
@@ -502,5 +504,5 @@ def _check(name: str | None, tracer_provider: object, registry: object) -> None:
     """A drop-in pool's own options, refused at construction as ``configure`` refuses them."""
     if name is not None:
         validate_name(name)
-    config.check_options(tracer_provider, registry)
+    _config.check_options(tracer_provider, registry)
 

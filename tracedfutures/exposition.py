@@ -11,21 +11,33 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tracedfutures import config
+from tracedfutures import _config
 from tracedfutures._running import running_now
 from tracedfutures.metrics import MULTIPROCESS
 
+__all__ = ["TASKS_PATH", "ASGIApplication", "make_asgi_app", "make_wsgi_app", "start_http_server"]
+
 #: The path of the running-tasks document.
 TASKS_PATH = "/tasks"
+#: An ASGI 3 application: called with the scope, ``receive`` and ``send``.
+ASGIApplication = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -35,7 +47,7 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
         aggregated = CollectorRegistry()
         MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
         return aggregated
-    configured = config.defaults().registry
+    configured = _config.defaults().registry
     return configured if configured is not None else prometheus_client.REGISTRY
 
 
@@ -46,7 +58,9 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
+def start_http_server(
+    port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None
+) -> tuple[WSGIServer, threading.Thread]:
     """Serve the registry's metrics, and ``/tasks``, on ``addr:port`` from a daemon thread; returns (server,
     thread). ``port`` 0 picks a free port: ``server.server_port`` says which.
 
@@ -66,12 +80,12 @@ def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorReg
     return server, thread
 
 
-def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
+def make_wsgi_app(registry: CollectorRegistry | None = None) -> WSGIApplication:
     """A WSGI app serving ``/tasks`` and, on every other path, the registry's metrics, to mount in an existing
     server."""
     metrics = prometheus_client.make_wsgi_app(_registry(registry))
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != TASKS_PATH:
             return metrics(environ, start_response)  # type: ignore[no-any-return]
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
@@ -86,6 +100,7 @@ def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
     return app
 
 
-def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:
+def make_asgi_app(registry: CollectorRegistry | None = None) -> ASGIApplication:
     """An ASGI app serving the registry's metrics, to mount in an existing server."""
-    return prometheus_client.make_asgi_app(_registry(registry))
+    app: ASGIApplication = prometheus_client.make_asgi_app(_registry(registry))
+    return app

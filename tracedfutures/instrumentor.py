@@ -29,20 +29,22 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 from wrapt import wrap_function_wrapper
 
-from tracedfutures import config, waiting
+from tracedfutures import _config, waiting
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
 from tracedfutures.executor import (
+    _POOL_ROUTES,
     _STDLIB_PROCESS_SUBMIT,
     _STDLIB_THREAD_SUBMIT,
-    POOL_ROUTES,
-    Route,
+    _executor_kind,
     _make_lifecycle,
-    executor_kind,
-    submit_task,
+    _Route,
+    _submit_task,
 )
 from tracedfutures.package import _instruments
+
+__all__ = ["ConcurrentFuturesInstrumentor"]
 
 #: The functions of ``concurrent.futures`` that are wrapped in place.
 _FUNCTIONS = ("wait", "as_completed")
@@ -53,20 +55,20 @@ _OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages
 class _Instrumentation:
     """What one ``instrument()`` call was given, and the wrappers that record with it."""
 
-    def __init__(self, options: config.Options) -> None:
+    def __init__(self, options: _config.Options) -> None:
         self.options = options
-        self.wait, self.as_completed = waiting.recording_with(config.Resolver(options))
+        self.wait, self.as_completed = waiting._recording_with(_config.Resolver(options))
 
-    def route(self, executor: Executor) -> tuple[Lifecycle, Route, Callable[..., Any]]:
+    def route(self, executor: Executor) -> tuple[Lifecycle, _Route, Callable[..., Any]]:
         """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
         executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
-        found: tuple[Lifecycle, Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
+        found: tuple[Lifecycle, _Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
         if found is None:
             with state.instrumentor_lock:
                 found = executor.__dict__.get("_tf_route")
                 if found is None:
-                    kind = executor_kind(executor)
-                    route = POOL_ROUTES[kind]
+                    kind = _executor_kind(executor)
+                    route = _POOL_ROUTES[kind]
                     stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
                     life, capacity = _make_lifecycle(executor, None, kind, route.remote, self.options)
                     found = (life, route, stock)
@@ -92,7 +94,7 @@ class _Instrumentation:
         life, route, stock = self.route(instance)
         if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
             wrapped = partial(stock, instance)
-        return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
+        return _submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
 
     def wait_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -165,7 +167,7 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         """Wrap the stock pools and the module's functions; ``kwargs`` are checked as ``configure()`` checks them."""
-        options = config.checked_options(**{key: kwargs[key] for key in _OPTIONS if key in kwargs})
+        options = _config.checked_options(**{key: kwargs[key] for key in _OPTIONS if key in kwargs})
         instrumentation = self._tf_instrumentation = _Instrumentation(options)
         for pool in (ThreadPoolExecutor, ProcessPoolExecutor):
             wrap_function_wrapper(pool, "submit", instrumentation.submit_wrapper)

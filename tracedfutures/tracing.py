@@ -20,14 +20,19 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from opentelemetry import trace
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+__all__ = ["ExportSettings", "export_settings", "setup_tracing"]
+
 #: What OTEL_EXPORTER_OTLP_PROTOCOL may say, and the SDK's entry point name of the exporter for it.
-PROTOCOLS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
-DEFAULT_PROTOCOL = "http/protobuf"  # the OpenTelemetry specification's default
+_PROTOCOLS = {"http/protobuf": "otlp_proto_http", "grpc": "otlp_proto_grpc"}
+_DEFAULT_PROTOCOL = "http/protobuf"  # the OpenTelemetry specification's default
 _PACKAGES = {
     "http/protobuf": "opentelemetry-exporter-otlp-proto-http",
     "grpc": "opentelemetry-exporter-otlp-proto-grpc",
@@ -64,9 +69,9 @@ def export_settings(
     if protocol is None:
         protocol = _env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
         source = "OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL="
-    protocol = DEFAULT_PROTOCOL if protocol is None else protocol.strip()
-    if protocol not in PROTOCOLS:
-        choices = ", ".join(map(repr, PROTOCOLS))
+    protocol = _DEFAULT_PROTOCOL if protocol is None else protocol.strip()
+    if protocol not in _PROTOCOLS:
+        choices = ", ".join(map(repr, _PROTOCOLS))
         raise ValueError(f"unsupported OTLP protocol {source}{protocol!r}: use one of {choices}")
     if endpoint is not None:
         parsed = urlparse(endpoint)
@@ -136,7 +141,7 @@ def setup_tracing(
     resource_attributes: Mapping[str, Any] | None = None,
     timeout: float | None = None,
     set_global: bool = True,
-) -> Any:
+) -> SDKTracerProvider:
     """Export this program's spans over OTLP, configured by the standard OpenTelemetry environment variables;
     returns the SDK ``TracerProvider`` (the global one unless ``set_global=False``).
 
@@ -159,7 +164,7 @@ def setup_tracing(
             "a global tracer provider is already set: setup_tracing() is for programs with no OpenTelemetry "
             "set-up; pass yours to tracedfutures.configure(tracer_provider=...) instead, or use set_global=False"
         )
-    exporter_class = _entry_point("opentelemetry_traces_exporter", PROTOCOLS[settings.protocol])
+    exporter_class = _entry_point("opentelemetry_traces_exporter", _PROTOCOLS[settings.protocol])
     if exporter_class is None:
         raise RuntimeError(
             f"no OTLP exporter for protocol {settings.protocol!r}: pip install {_PACKAGES[settings.protocol]}"

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
-from tracedfutures import _stdlib, config
+from tracedfutures import _config, _stdlib
 from tracedfutures._telemetry import TelemetryScope, telemetry_failed
 from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
@@ -32,10 +32,12 @@ from tracedfutures.spans import (
     start_wait_span,
 )
 
+__all__ = ["as_completed", "wait"]
+
 T = TypeVar("T")
 _clock = time.time_ns
 #: Where a call finds the tracer and metrics backend it records with: the defaults, or the instrumentor's options.
-Resolve = Callable[[], tuple[Tracer, MetricsBackend | None]]
+_Resolve = Callable[[], tuple[Tracer, MetricsBackend | None]]
 
 
 def _condition_met(done: set[Future[Any]], not_done: set[Future[Any]], return_when: str) -> bool:
@@ -73,7 +75,7 @@ class _Call:
 
     __slots__ = ("backend", "links", "span", "start", "traced")
 
-    def __init__(self, name: str, attributes: dict[str, Any], resolve: Resolve) -> None:
+    def __init__(self, name: str, attributes: dict[str, Any], resolve: _Resolve) -> None:
         self.start = _clock()
         self.links = 0
         self.traced = 0
@@ -125,11 +127,11 @@ def wait(
     fs: Iterable[Future[T]], timeout: float | None = None, return_when: str = ALL_COMPLETED
 ) -> _base.DoneAndNotDoneFutures[T]:
     """``concurrent.futures.wait``, with a ``futures.wait`` span and the ``futures_wait_seconds`` histogram."""
-    return _wait(config.tracer_and_backend, fs, timeout, return_when)
+    return _wait(_config.tracer_and_backend, fs, timeout, return_when)
 
 
 def _wait(
-    resolve: Resolve, fs: Iterable[Future[T]], timeout: float | None, return_when: str
+    resolve: _Resolve, fs: Iterable[Future[T]], timeout: float | None, return_when: str
 ) -> _base.DoneAndNotDoneFutures[T]:
     attributes: dict[str, Any] = {FUTURES_RETURN_WHEN: return_when if return_when in RETURN_WHEN else "invalid"}
     _timeout_attribute(attributes, timeout)
@@ -157,15 +159,15 @@ def as_completed(fs: Iterable[Future[T]], timeout: float | None = None) -> Itera
     The stdlib's own body (see ``_stdlib.as_completed``), so it yields, raises and releases futures exactly as the
     stdlib does; lazy like it: nothing happens until the first ``next()``.
     """
-    return _as_completed(config.tracer_and_backend, fs, timeout)
+    return _as_completed(_config.tracer_and_backend, fs, timeout)
 
 
-def _as_completed(resolve: Resolve, fs: Iterable[Future[T]], timeout: float | None) -> Iterator[Future[T]]:
+def _as_completed(resolve: _Resolve, fs: Iterable[Future[T]], timeout: float | None) -> Iterator[Future[T]]:
     return _AS_COMPLETED(fs, timeout, partial(_AsCompleted, resolve, timeout))  # type: ignore[no-any-return]
 
 
-def recording_with(
-    resolve: Resolve,
+def _recording_with(
+    resolve: _Resolve,
 ) -> tuple[
     Callable[..., _base.DoneAndNotDoneFutures[Any]],
     Callable[..., Iterator[Future[Any]]],
@@ -196,7 +198,7 @@ class _AsCompleted:
 
     __slots__ = ("call", "contexts", "since", "steps", "total", "traced")
 
-    def __init__(self, resolve: Resolve, timeout: object, total: int) -> None:
+    def __init__(self, resolve: _Resolve, timeout: object, total: int) -> None:
         self.total = total
         attributes: dict[str, Any] = {FUTURES_COUNT: total}
         _timeout_attribute(attributes, timeout)

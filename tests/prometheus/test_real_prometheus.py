@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry, generate_latest
 
 import tracedfutures
-from tracedfutures import config as tracedfutures_config
+from tracedfutures import _config as tracedfutures_config
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
