@@ -19,7 +19,7 @@ from support import GATE_TIMEOUT, UserExecutor
 
 import tracedfutures
 from tracedfutures._state import state
-from tracedfutures.spans import PROCESS_PID, QUEUE_DURATION, RUNNING_EVENT, THREAD_ID, THREAD_NAME
+from tracedfutures.spans import PROCESS_PID, QUEUE_DURATION, RUN_DURATION, RUNNING_EVENT, THREAD_ID, THREAD_NAME
 
 #: Whether this run forces tracedfutures' public-API fallback (the test command runs the suite so once).
 FALLBACK_FORCED = os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("", "0")
@@ -201,6 +201,8 @@ def span_shape(span: ReadableSpan) -> dict[str, Any]:
     # Where the task ran differs from run to run (tests/test_running.py checks it): its types only.
     ran_on = [attributes.pop(key, None) for key in (PROCESS_PID, THREAD_ID, THREAD_NAME)]
     assert ran_on == [None] * 3 or [type(value) for value in ran_on] == [int, int, str], ran_on
+    run_for = attributes.pop(RUN_DURATION, None)  # a task run elsewhere: no longer than from its start to the end
+    assert run_for is None or 0 <= run_for <= (span.end_time - running) / 1e9, run_for
     return {
         "name": span.name,
         "kind": span.kind.name,

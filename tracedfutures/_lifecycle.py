@@ -117,6 +117,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         "_tf_context",
         "_tf_fn",
         "_tf_life",
+        "_tf_ran_for",
         "_tf_ran_on",
         "_tf_read",
         "_tf_span",
@@ -139,6 +140,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         self._tf_fn: Any = None  # the function of a queued or running task, to name it (see ``_running``)
         # Where the task ran, once known: (process id, thread id, thread name), see ``_running``.
         self._tf_ran_on: tuple[int, int, str] | None = None
+        self._tf_ran_for = -1  # ns the callable of a task run elsewhere ran there, by the worker's clock (-1: not)
         self.submitted_ns = 0
         self.started_ns = 0
         self.finished_ns = 0
@@ -193,6 +195,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         """Take the worker's data that travelled back with the outcome (see ``_wire.Envelope``)."""
         if life.remote:
             self.started_ns = data[0]
+            self._tf_ran_for = data[1] - data[0]
             if self._tf_ran_on is None:  # an interpreter pool's worker thread said so when the task started
                 self._tf_ran_on = data[2]
             if len(data) > 3:  # the spans the task finished in the worker, and how many were dropped

@@ -161,31 +161,46 @@ def _task(future: TracedFuture, started: int, now_ns: int) -> RunningTask | None
     }
 
 
-def _executor(name: str, tables: Iterable[RunningTasks], now_ns: int) -> ExecutorTasks:
-    running: list[RunningTask] = []
+def _capacity(tables: Iterable[RunningTasks]) -> int | None:
+    """The ``max_workers`` of the executors of ``tables`` added up (None when one of them has none to read)."""
     capacity: int | None = 0
-    kind = ""
     for table in tables:
-        kind = kind or table.kind
         count = table.max_workers()
         capacity = None if count is None or capacity is None else capacity + count
+    return capacity
+
+
+def _executor(name: str, tables: list[RunningTasks], now_ns: int) -> ExecutorTasks:
+    running: list[RunningTask] = []
+    for table in tables:
         for future, started in table.tasks.copy().items():
             task = _task(future, started, now_ns)
             if task is not None:
                 running.append(task)
     running.sort(key=lambda task: task["started"])
-    return {"name": name, "kind": kind, "max_workers": capacity, "running": running}
+    return {"name": name, "kind": tables[0].kind, "max_workers": _capacity(tables), "running": running}
 
 
-def running_now() -> TasksDocument:
-    """The ``/tasks`` document: every live executor by name (sorted), its capacity and its running tasks, the
-    oldest first. It holds function names and timestamps, never a task's arguments, result or exception."""
+def _tables_by_name() -> dict[str, list[RunningTasks]]:
+    """Every executor's table, by executor name: those that are alive or still have a task running."""
     with state.running_lock:
         tables = list(state.running)
     by_name: dict[str, list[RunningTasks]] = {}
     for table in tables:
         if table.tasks or table.alive():
             by_name.setdefault(table.name, []).append(table)
+    return by_name
+
+
+def executors_now() -> dict[str, tuple[str, int | None]]:
+    """The kind and ``max_workers`` (as ``/tasks`` adds them up) of every executor name now."""
+    return {name: (tables[0].kind, _capacity(tables)) for name, tables in _tables_by_name().items()}
+
+
+def running_now() -> TasksDocument:
+    """The ``/tasks`` document: every live executor by name (sorted), its capacity and its running tasks, the
+    oldest first. It holds function names and timestamps, never a task's arguments, result or exception."""
+    by_name = _tables_by_name()
     now_ns = time.time_ns()
     return {
         "schema": SCHEMA,

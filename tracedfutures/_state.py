@@ -60,6 +60,9 @@ class ProcessState:
         self.pid = os.getpid()
         self.running_lock = threading.Lock()
         self.running: weakref.WeakSet[Any] = weakref.WeakSet()
+        # timeline: every timeline writer, told of a fork (the child must not write the parent's file).
+        self.timelines_lock = threading.Lock()
+        self.timelines: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def before_fork(self) -> None:
         """Keep the global tracer provider the child inherits; only once ``_calls``, which asks for it, is there
@@ -84,10 +87,13 @@ class ProcessState:
         self.capacities_lock = threading.Lock()
         self.instrumentor_lock = threading.Lock()
         self.running_lock = threading.Lock()
+        self.timelines_lock = threading.Lock()
         self.failures_logged.clear()
         self.pid = os.getpid()
         for table in list(self.running):
             table.after_fork()
+        for writer in list(self.timelines):
+            writer.after_fork()
         self.inherited_provider, self.forking = self.forking, None
         self.process_token = new_process_token()
         self.worker_spans_decided = False

@@ -40,6 +40,9 @@ RUNNING_EVENT = "running"
 PROCESS_PID = "process.pid"
 THREAD_ID = "thread.id"  # threading.get_ident(), as the SDK's log records name a thread
 THREAD_NAME = "thread.name"
+#: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
+#: span itself ends when the outcome came home.
+RUN_DURATION = "executor.task.run_duration"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -180,6 +183,8 @@ class SpanHook:
         if ran_on is not None:
             pid, thread_id, thread_name = ran_on
             span.set_attributes({PROCESS_PID: pid, THREAD_ID: thread_id, THREAD_NAME: thread_name})
+        if future._tf_ran_for >= 0:
+            span.set_attribute(RUN_DURATION, future._tf_ran_for / 1e9)
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome

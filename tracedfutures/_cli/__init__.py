@@ -11,14 +11,14 @@ import argparse
 from collections.abc import Callable
 from typing import TypeAlias
 
-from tracedfutures._cli import dashboards, report, top
+from tracedfutures._cli import dashboards, record, report, top
 from tracedfutures.version import __version__
 
 #: What a verb's ``register`` gets: the sub-command group of the ``tracedfutures`` parser.
 Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # generic in typeshed only: a string
 
 #: Each verb's ``register``, in the order ``tracedfutures --help`` lists them.
-VERBS: tuple[Callable[[Verbs], None], ...] = (report.register, top.register, dashboards.register)
+VERBS: tuple[Callable[[Verbs], None], ...] = (record.register, report.register, top.register, dashboards.register)
 
 
 def parser() -> argparse.ArgumentParser:

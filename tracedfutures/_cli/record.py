@@ -1,0 +1,114 @@
+"""``tracedfutures record -o TRACE.json [--] python app.py ARGS...``: run an unchanged program with every stdlib
+executor, ``wait`` and ``as_completed`` traced, and write its timeline (``tracedfutures.timeline``) when it exits.
+
+The program runs as a child process whose ``PYTHONPATH`` starts with a temporary directory holding a
+``sitecustomize`` module: at the child's start-up it sets up what ``opentelemetry-instrument`` would (an SDK
+tracer provider as the global one, the ``ConcurrentFuturesInstrumentor``), with a ``TimelineWriter`` as its span
+processor, then runs the ``sitecustomize`` the program would have run without it. The writer finishes the file when
+the provider shuts down at the program's exit: a normal end, ``sys.exit``, an uncaught exception, or Ctrl-C
+(``KeyboardInterrupt``). ``os._exit`` and a kill by a signal end the program before that: the file is then left
+unfinished. The environment variables that ask for the recording are removed at start-up, so the program's worker
+processes (spawn, forkserver), which send their spans home as they always do, and its subprocesses record nothing
+of their own.
+
+The exit status is the program's (128 + N when a signal N ended it). While the program runs, ``record`` ignores
+Ctrl-C itself: the terminal sends it to the program, which ends as it would (and writes its timeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tracedfutures._recording import MAX_TASKS_VARIABLE, OUTPUT_VARIABLE
+
+#: The exit status when the program cannot be started (a shell's, for a command not found).
+EXIT_NOT_STARTED = 127
+
+SITECUSTOMIZE = '''\
+"""Written by `tracedfutures record`: record this program's timeline (tracedfutures/_recording.py)."""
+try:
+    from tracedfutures._recording import start_recording
+except ImportError as exc:  # the program's Python lacks tracedfutures or the OpenTelemetry SDK
+    import sys
+
+    print(f"tracedfutures record: this Python cannot record ({exc}); running the program untraced", file=sys.stderr)
+else:
+    start_recording(__file__)
+'''
+
+
+def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``record`` verb to the ``tracedfutures`` command line."""
+    parser = verbs.add_parser(
+        "record",
+        help="run a Python program with its executors traced and write its timeline (Chrome Trace Event Format)",
+        description="Run COMMAND (a Python program: python app.py ARGS...) with every concurrent.futures executor, "
+        "wait and as_completed traced, and write its timeline to TRACE.json when it exits, also on an exception "
+        "or Ctrl-C; ui.perfetto.dev and chrome://tracing open it, `tracedfutures report` makes a page of it. "
+        "The exit status is the program's.",
+    )
+    parser.add_argument(
+        "-o", "--output", required=True, type=Path, metavar="TRACE.json", help="the timeline file to write"
+    )
+    parser.add_argument(
+        "--max-tasks",
+        type=int,
+        metavar="N",
+        help="draw at most N tasks and calls; the file counts the rest (default: tracedfutures.timeline's "
+        "DEFAULT_MAX_TASKS)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="[--] COMMAND ARGS", help="the program to run")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``record`` verb: run the command with a recording asked for; return its exit status."""
+    command: list[str] = args.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("tracedfutures record: no command to run (tracedfutures record -o TRACE.json -- python app.py)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.max_tasks is not None and args.max_tasks < 0:
+        print("tracedfutures record: --max-tasks must be 0 or more", file=sys.stderr)
+        return 2
+    output: Path = args.output.resolve()
+    site = tempfile.mkdtemp(prefix="tracedfutures-record-")
+    try:
+        Path(site, "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH", "")) if p)
+        env[OUTPUT_VARIABLE] = str(output)
+        if args.max_tasks is not None:
+            env[MAX_TASKS_VARIABLE] = str(args.max_tasks)
+        status = _run_child(command, env)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
+    if output.exists():
+        print(f"tracedfutures record: timeline written to {output}", file=sys.stderr)
+    else:
+        print(f"tracedfutures record: no timeline was written (did {command[0]} run Python?)", file=sys.stderr)
+    return status
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` to its end with Ctrl-C left to it; its exit status as a shell gives it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        try:
+            child = subprocess.Popen(command, env=env)
+        except OSError as exc:
+            print(f"tracedfutures record: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_NOT_STARTED
+        status = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 128 - status if status < 0 else status
