@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from tracedfutures._state import state
 from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, backend_for, validate_buckets
-from tracedfutures.spans import get_tracer
+from tracedfutures.spans import _get_tracer
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _resolve(options: Options, defaults: Defaults) -> tuple[Tracer, MetricsBacke
     tracer_provider = options.tracer_provider if options.tracer_provider is not None else defaults.tracer_provider
     registry = options.registry if options.registry is not None else defaults.registry
     buckets = options.buckets if options.buckets is not None else defaults.buckets
-    return get_tracer(tracer_provider), backend_for(registry, buckets)
+    return _get_tracer(tracer_provider), backend_for(registry, buckets)
 
 
 _DEFAULTS = Resolver(Options())

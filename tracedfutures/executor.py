@@ -30,7 +30,7 @@ from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures._running import RunningTasks
 from tracedfutures._state import state
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
-from tracedfutures.spans import span_hook
+from tracedfutures.spans import _span_hook
 
 __all__ = ["TracedExecutor", "TracedProcessPoolExecutor", "TracedThreadPoolExecutor", "traced"]
 
@@ -102,7 +102,7 @@ def _make_lifecycle(
     label = executor_name(executor, name)
     tracer, backend = _config.tracer_and_backend(options)
     stats = backend.executor(label) if backend is not None else None
-    spans = span_hook(tracer, label, kind, remote, options.record_exception_messages)
+    spans = _span_hook(tracer, label, kind, remote, options.record_exception_messages)
     hooks: list[LifecycleHook] = [RunningTasks(executor, label, kind)]
     if spans is not None:
         hooks.append(spans)

@@ -40,9 +40,6 @@ RUNNING_EVENT = "running"
 PROCESS_PID = "process.pid"
 THREAD_ID = "thread.id"  # threading.get_ident(), as the SDK's log records name a thread
 THREAD_NAME = "thread.name"
-#: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
-#: span itself ends when the outcome came home.
-RUN_DURATION = "executor.task.run_duration"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -56,7 +53,7 @@ FUTURES_LINKS_DROPPED = "futures.links_dropped"
 MAX_LINKS = 32
 
 
-def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
+def _get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
     try:
         return trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
     except Exception as exc:  # a broken provider loses the spans, never the executor or its tasks
@@ -64,14 +61,14 @@ def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
         return trace.NoOpTracer()
 
 
-def span_hook(
+def _span_hook(
     tracer: Tracer, name: str, kind: Kind, remote: bool, record_exception_messages: bool | None = None
-) -> SpanHook | None:
+) -> _SpanHook | None:
     """The span side of an executor's lifecycle, or None when its tracer can never record (a no-op tracer).
     ``record_exception_messages``: None follows ``configure()``."""
     if isinstance(tracer, trace.NoOpTracer):
         return None
-    return SpanHook(tracer, name, kind, remote, record_exception_messages)
+    return _SpanHook(tracer, name, kind, remote, record_exception_messages)
 
 
 def _drops_unsampled_children(tracer: Tracer) -> bool:
@@ -97,10 +94,10 @@ def _no_global_provider() -> bool:
 #: Task names kept per executor (span name and attributes of each function name), so that a task costs one lookup.
 _MAX_TASK_NAMES = 256
 #: A task's span name and the attributes its span starts with.
-TaskNaming = tuple[str, dict[str, Any]]
+_TaskNaming = tuple[str, dict[str, Any]]
 
 
-class SpanHook:
+class _SpanHook:
     """The span side of the lifecycle: a task span from submit to completion, with a ``running`` event.
 
     Its methods run span processors (the user's code) through ``run_telemetry``: a span that fails is lost, never
@@ -116,12 +113,12 @@ class SpanHook:
         self.name = name
         self.remote = remote
         self.attributes = {EXECUTOR_NAME: name, EXECUTOR_KIND: kind}
-        self.named: dict[str, TaskNaming] = {}  # by the function's __qualname__
+        self.named: dict[str, _TaskNaming] = {}  # by the function's __qualname__
         self.proxy = isinstance(tracer, trace.ProxyTracer)
         self.drops_unsampled = _drops_unsampled_children(tracer)
         self.messages = record_exception_messages
 
-    def _naming(self, fn: Any) -> TaskNaming:
+    def _naming(self, fn: Any) -> _TaskNaming:
         """The span name and attributes of a task running ``fn`` (kept by qualname for functions and methods;
         a partial is unwrapped by ``function_name`` each time)."""
         qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
@@ -183,8 +180,6 @@ class SpanHook:
         if ran_on is not None:
             pid, thread_id, thread_name = ran_on
             span.set_attributes({PROCESS_PID: pid, THREAD_ID: thread_id, THREAD_NAME: thread_name})
-        if future._tf_ran_for >= 0:
-            span.set_attribute(RUN_DURATION, future._tf_ran_for / 1e9)
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome
@@ -194,7 +189,7 @@ class SpanHook:
             exc = future._exception
             assert exc is not None
             span.set_attribute(ERROR_TYPE, error_type(type(exc)))
-            record_exception(span, exc, future.finished_ns, self.messages)
+            _record_exception(span, exc, future.finished_ns, self.messages)
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=future.finished_ns)
 
@@ -207,7 +202,7 @@ class SpanHook:
         """Reading a result happens after the task span ended; metrics time it."""
 
 
-def record_exception(span: Span, exc: BaseException, timestamp: int, messages: bool | None = None) -> None:
+def _record_exception(span: Span, exc: BaseException, timestamp: int, messages: bool | None = None) -> None:
     """The ``exception`` event; without messages it keeps the type and the frames, and drops every message
     (the exception's, its notes, and those of chained exceptions, which may hold task data)."""
     if state.record_exception_messages if messages is None else messages:  # None: as ``configure()`` set it
@@ -237,21 +232,12 @@ def _mark_running(span: Span, future: TracedFuture) -> None:
     span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
 
 
-def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
+def _start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
     """The span of one ``wait`` or ``as_completed`` call, a child of the caller's current span."""
     return tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns)
 
 
-def link_task_span(span: Span, future: Any) -> bool:
-    """Link ``span`` to the task span of ``future``; False when the future is not a traced task."""
-    context = getattr(future, "_tf_context", None)
-    if context is None:
-        return False
-    span.add_link(context)
-    return True
-
-
-def end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None) -> None:
+def _end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None) -> None:
     span.set_attributes(attributes)
     if error is not None:
         span.set_attribute(ERROR_TYPE, error_type(type(error)))

@@ -28,8 +28,8 @@ from tracedfutures.spans import (
     FUTURES_TIMEOUT,
     MAX_LINKS,
     WAIT_SPAN,
-    end_wait_span,
-    start_wait_span,
+    _end_wait_span,
+    _start_wait_span,
 )
 
 __all__ = ["as_completed", "wait"]
@@ -84,7 +84,7 @@ class _Call:
         try:
             with TelemetryScope():
                 tracer, self.backend = resolve()
-                self.span = start_wait_span(tracer, name, self.start, attributes)
+                self.span = _start_wait_span(tracer, name, self.start, attributes)
         except Exception as exc:
             telemetry_failed(name, exc)
 
@@ -117,7 +117,7 @@ class _Call:
         try:
             attributes[FUTURES_LINKS_DROPPED] = self.traced - self.links
             with TelemetryScope():
-                end_wait_span(self.span, end, attributes, error)
+                _end_wait_span(self.span, end, attributes, error)
         except Exception as exc:
             telemetry_failed("wait span", exc)
         return end
