@@ -50,6 +50,7 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "summary": {
             "tasks": len(tasks),
             "errors": outcomes[ERROR],
+            "cancelled": sum(timeline.cancelled.values()),
             "executors": len(executors),
             "workers": len({t.lane for t in tasks}),
             "wall": round(wall, DIGITS),
@@ -135,12 +136,17 @@ def _resample(points: Sequence[tuple[float, float]], origin: float, wall: float)
     """The time-weighted mean over each of ``TIME_BINS`` bins of a step function (each point's value held until
     the next point, the last one's until the end of the trace)."""
     width = wall / TIME_BINS if wall > 0 else 1.0
+    last_bin = TIME_BINS - 1
     area = [0.0] * TIME_BINS
     for (ts, value), (following, _) in zip(points, [*points[1:], (origin + wall, 0.0)]):
         left, right = ts - origin, min(following - origin, wall)
         if not value or right <= left:
             continue
-        for index in range(int(left / width), min(int(right / width), TIME_BINS - 1) + 1):
+        first, last = min(int(left / width), last_bin), min(int(right / width), last_bin)
+        if first == last:  # most steps are shorter than a bin
+            area[first] += value * (right - left)
+            continue
+        for index in range(first, last + 1):
             overlap = min(right, (index + 1) * width) - max(left, index * width)
             if overlap > 0:
                 area[index] += value * overlap

@@ -1,32 +1,38 @@
-"""Reading a timeline that ``tracedfutures record`` (or the timeline exporter) wrote: the Chrome Trace Event
-Format, into the tasks, blocking calls and counters that ``tracedfutures report`` draws.
+"""Reading a timeline that ``tracedfutures record`` (``tracedfutures.timeline.TimelineWriter``) wrote: the
+Chrome Trace Event Format, into the tasks, blocking calls and counters that ``tracedfutures report`` draws.
 
-What is read (timestamps and durations in microseconds in the file, seconds here):
+What is read (timestamps and durations in microseconds in the file, seconds here), as the writer's documentation
+describes it:
 
-- ``"ph": "X"`` slices whose ``args`` name an ``executor``: one task each, on the worker (``pid``, ``tid``) that
-  ran it, with its ``outcome``, ``error.type``, ``trace_id`` and ``span_id``; the function is ``code.function``
-  or the slice name less the executor's prefix.
-- ``"ph": "X"`` slices named ``wait`` or ``as_completed`` without an executor: time a caller blocked.
-- ``"ph": "b"`` / ``"e"`` async slices (matched by ``cat``, ``id`` and name): the time a task spent queued,
-  joined to its task by the ``span_id`` in the ``b`` event's args.
-- ``"ph": "C"`` counters named ``queued`` / ``running`` (one track per executor, ``args`` their value).
-- ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names.
-- The writer's count of what it left out past its cap (``otherData``).
+- ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
+  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id`` and ``span_id``;
+- ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
+- ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
+  queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
+  tasks cancelled before they ran;
+- ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name);
+- ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
+- ``otherData``: each executor's ``max_workers`` and the count of what the writer ``left_out`` past its cap.
 
-A file that is not the format, or not JSON, raises ``TimelineError`` with a sentence that says why.
+The writer's module is not imported: it needs the OpenTelemetry SDK, which reading a file does not. A file that
+is not JSON, or not a trace, raises ``TimelineError`` with a sentence that says why.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 ERROR = "error"
+CANCELLED = "cancelled"
 #: The outcome given to a blocking call's slice on the timeline.
 BLOCKED = "blocked"
-BLOCKING_CALLS = ("wait", "as_completed")
+#: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices.
+TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
 COUNTERS = ("queued", "running")
 US = 1e-6
 
@@ -70,6 +76,8 @@ class Timeline:
     #: (executor, "queued" or "running") -> [(seconds, value)], by time.
     counters: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     max_workers: dict[str, int] = field(default_factory=dict)
+    #: Tasks cancelled before they ran, per executor.
+    cancelled: dict[str, int] = field(default_factory=dict)
     #: Each lane's (pid, tid).
     lanes: list[tuple[int, int]] = field(default_factory=list)
     process_names: dict[int, str] = field(default_factory=dict)
@@ -80,50 +88,90 @@ class Timeline:
     left_out: int = 0
 
     def lane_name(self, lane: int) -> str:
-        """``process name (pid) / thread name (tid)``, the ids alone when the file names neither."""
+        """``thread name (process name pid)``; ``tid N`` and ``pid`` stand for names the file does not give."""
         pid, tid = self.lanes[lane]
-        process = self.process_names.get(pid, "pid")
-        thread = self.thread_names.get((pid, tid), "tid")
-        return f"{process} {pid} / {thread} {tid}"
+        thread = self.thread_names.get((pid, tid)) or f"tid {tid}"
+        process = self.process_names.get(pid) or "pid"
+        return f"{thread} ({process} {pid})"
+
+
+#: The first line of a file that ``TimelineWriter`` wrote: one event a line follows, then the closing line.
+WRITER_HEAD = '{"traceEvents":['
+#: What marks a line of the writer's layout that holds nothing the report draws (submit slices, flow arrows).
+SKIPPED = '"cat":"submit"'
+_decode = json.JSONDecoder().raw_decode
 
 
 def read(path: Path) -> Timeline:
-    """The timeline in the file at ``path``."""
+    """The timeline in the file at ``path``.
+
+    A file in the writer's layout (``WRITER_HEAD``, then one event a line) is read a line at a time, keeping only
+    what the report needs, so that memory grows with the tasks, not with the file's events; any other valid trace
+    JSON (an object with ``traceEvents``, or a bare list of events) is read whole.
+    """
+    reader = _Reader(Timeline())
     try:
-        with path.open("rb") as stream:
-            document = json.load(stream)
+        with path.open(encoding="utf-8") as stream:
+            if stream.readline().strip() == WRITER_HEAD:
+                other = _read_lines(stream, reader)
+            else:
+                stream.seek(0)
+                document = json.load(stream)
+                if isinstance(document, dict) and isinstance(document.get("traceEvents"), list):
+                    events, other = document["traceEvents"], document.get("otherData") or {}
+                elif isinstance(document, list):
+                    events, other = document, {}
+                else:
+                    raise TimelineError(f"{path} is not a Chrome trace (no traceEvents list)")
+                reader.add_all(events)
     except OSError as exc:
         raise TimelineError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TimelineError(f"{path} is not JSON ({exc})") from None
-    if isinstance(document, dict) and isinstance(document.get("traceEvents"), list):
-        events, other = document["traceEvents"], document.get("otherData") or {}
-    elif isinstance(document, list):
-        events, other = document, {}
-    else:
-        raise TimelineError(f"{path} is not a Chrome trace (no traceEvents list)")
-    return parse(events, other)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TimelineError(f"{path} has an event that is not of the format ({exc!r})") from None
+    reader.finish(other if isinstance(other, dict) else {})
+    return reader.timeline
 
 
-def parse(events: list[Any], other: dict[str, Any]) -> Timeline:
-    """The timeline of a list of trace events (and the file's ``otherData``)."""
-    timeline = Timeline()
-    lanes: dict[tuple[int, int], int] = {}
-    opened: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    queued: dict[str, float] = {}
-    slices: list[dict[str, Any]] = []
-    stamps: list[float] = []
+def _read_lines(stream: TextIO, reader: _Reader) -> dict[str, Any]:
+    """The events of the writer's layout, a line at a time, to ``reader``; returns the closing line's
+    ``otherData`` ({} in a file the writer did not finish: the program was killed)."""
+    for line in stream:
+        event = line.rstrip(",\r\n")
+        if event.startswith("]"):
+            tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
+            return tail.get("otherData") or {} if isinstance(tail, dict) else {}
+        if event and SKIPPED not in event:
+            reader.add(_decode(event)[0])
+    return {}
 
-    def lane(event: dict[str, Any]) -> int:
+
+class _Reader:
+    """Takes in events one by one: keeps the tasks, calls, counters and names, joins queue times to tasks."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.lanes: dict[tuple[int, int], int] = {}
+        self.opened: dict[Any, tuple[float, str]] = {}  # a queued slice's id -> its start and span id
+        self.queued: dict[str, float] = {}  # span id -> seconds queued, until its task slice comes
+        self.origin = math.inf
+
+    def add_all(self, events: Iterable[Any]) -> None:
+        for event in events:
+            if isinstance(event, dict):
+                self.add(event)
+
+    def lane(self, event: dict[str, Any]) -> int:
         key = (int(event.get("pid", 0)), int(event.get("tid", 0)))
-        if key not in lanes:
-            lanes[key] = len(timeline.lanes)
-            timeline.lanes.append(key)
-        return lanes[key]
+        lane = self.lanes.get(key)
+        if lane is None:
+            lane = self.lanes[key] = len(self.timeline.lanes)
+            self.timeline.lanes.append(key)
+        return lane
 
-    for event in events:
-        if not isinstance(event, dict):
-            continue
+    def add(self, event: dict[str, Any]) -> None:
+        timeline = self.timeline
         phase = event.get("ph")
         args = event.get("args") or {}
         if phase == "M":
@@ -132,50 +180,63 @@ def parse(events: list[Any], other: dict[str, Any]) -> Timeline:
             elif event.get("name") == "thread_name":
                 key = (int(event.get("pid", 0)), int(event.get("tid", 0)))
                 timeline.thread_names[key] = str(args.get("name", ""))
-            continue
+            return
         if "ts" not in event:
-            continue
+            return
         ts = float(event["ts"]) * US
-        stamps.append(ts)
-        if phase == "X":
-            slices.append(event)
-        elif phase == "b":
-            opened[(event.get("cat"), event.get("id"), event.get("name"))] = event
-        elif phase == "e":
-            begin = opened.pop((event.get("cat"), event.get("id"), event.get("name")), None)
-            if begin is not None and (begin.get("args") or {}).get("span_id"):
-                queued[str(begin["args"]["span_id"])] = ts - float(begin["ts"]) * US
+        self.origin = min(self.origin, ts)
+        category = event.get("cat")
+        if phase == "X" and category == TASK_CATEGORY:
+            self.task(event, args, ts)
+        elif phase == "X" and category == CALL_CATEGORY:
+            name = str(event.get("name", ""))
+            timeline.blocked.append(Blocked(name, self.lane(event), ts, float(event.get("dur", 0)) * US))
+        elif phase == "b" and category == QUEUED_CATEGORY:
+            if args.get("outcome") == CANCELLED:  # never ran: no task slice to join
+                executor = str(args.get("executor", ""))
+                timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
+            else:
+                self.opened[event.get("id")] = (ts, str(args.get("span_id", "")))
+        elif phase == "e" and category == QUEUED_CATEGORY:
+            begin = self.opened.pop(event.get("id"), None)
+            if begin is not None and begin[1]:
+                self.queued[begin[1]] = ts - begin[0]
         elif phase == "C" and event.get("name") in COUNTERS:
             for executor, value in args.items():
                 timeline.counters.setdefault((str(executor), str(event["name"])), []).append((ts, float(value)))
-    timeline.origin = min(stamps, default=0.0)
-    for event in slices:
-        args = event.get("args") or {}
-        start, duration = float(event["ts"]) * US, float(event.get("dur", 0)) * US
+
+    def task(self, event: dict[str, Any], args: dict[str, Any], ts: float) -> None:
+        executor = str(args.get("executor", ""))
         name = str(event.get("name", ""))
-        executor = args.get("executor")
-        if executor is None:
-            if name in BLOCKING_CALLS:
-                timeline.blocked.append(Blocked(name, lane(event), start, duration))
-            continue
-        executor = str(executor)
-        function = str(args.get("code.function") or name.removeprefix(f"{executor} "))
         span_id = str(args.get("span_id", ""))
-        timeline.tasks.append(
+        self.timeline.tasks.append(
             Task(
-                lane=lane(event),
+                lane=self.lane(event),
                 executor=executor,
-                function=function,
-                start=start,
-                run=duration,
-                queue=queued.get(span_id),
+                function=str(args.get("code.function") or name.removeprefix(f"{executor} ")),
+                start=ts,
+                run=float(event.get("dur", 0)) * US,
+                queue=self.queued.pop(span_id, None),
                 outcome=str(args.get("outcome", "success")),
                 error_type=str(args.get("error.type", "")),
                 trace_id=str(args.get("trace_id", "")),
                 span_id=span_id,
             )
         )
-    for points in timeline.counters.values():
-        points.sort()
-    timeline.left_out = int(other.get("left_out", 0) or 0)
-    return timeline
+
+    def finish(self, other: dict[str, Any]) -> None:
+        """After the last event: queue times that came after their task's slice, the counters in time order,
+        and what ``otherData`` says (each executor's ``max_workers``, the events ``left_out``)."""
+        timeline = self.timeline
+        if self.queued:
+            timeline.tasks = [
+                replace(task, queue=self.queued.get(task.span_id)) if task.queue is None else task
+                for task in timeline.tasks
+            ]
+        timeline.origin = self.origin if math.isfinite(self.origin) else 0.0
+        for points in timeline.counters.values():
+            points.sort()
+        timeline.left_out = int(other.get("left_out", 0) or 0)
+        for executor, info in (other.get("executors") or {}).items():
+            if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
+                timeline.max_workers[str(executor)] = info["max_workers"]

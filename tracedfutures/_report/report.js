@@ -20,6 +20,7 @@
   const count = (n) => n.toLocaleString("en-US");
   const setText = (id, text) => { document.getElementById(id).textContent = text; };
   const width = (el) => Math.max(300, el.clientWidth);
+  const clip = (text, most) => (text.length > most ? `${text.slice(0, most - 1)}…` : text);
 
   function table(id, columns, rows) {
     const el = document.getElementById(id);
@@ -42,7 +43,10 @@
   // -- x axes that zoom together ------------------------------------------------------------------------------
   let syncing = false;
   function followZoom(u, key) {
-    if (key !== "x" || syncing) return;
+    if (key !== "x") return;
+    // What the charts show, for a reader of the page (and its tests): "min max" in seconds.
+    document.getElementById("timeline").dataset.range = `${u.scales.x.min} ${u.scales.x.max}`;
+    if (syncing) return;
     syncing = true;
     for (const other of timeCharts) {
       if (other !== u) other.setScale("x", { min: u.scales.x.min, max: u.scales.x.max });
@@ -102,6 +106,7 @@
     const s = data.summary;
     setText("summary-tasks", count(s.tasks));
     setText("summary-errors", count(s.errors));
+    setText("summary-cancelled", count(s.cancelled));
     setText("summary-executors", count(s.executors));
     setText("summary-workers", count(s.workers));
     setText("summary-wall", duration(s.wall));
@@ -214,7 +219,7 @@
         {
           size: 230,
           splits: () => Array.from({ length: lanes }, (_, i) => i),
-          values: (u, splits) => splits.map((s) => (tl.lanes[lanes - 1 - s] || "").slice(-34)),
+          values: (u, splits) => splits.map((s) => clip(tl.lanes[lanes - 1 - s] || "", 36)),
           grid: { show: false },
           font: "11px system-ui",
         },
