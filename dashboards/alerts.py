@@ -17,7 +17,7 @@ import yaml
 
 from dashboards import config
 
-COMPLETED = config.COMPLETED
+ENDED = config.ENDED
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def alerts() -> list[Alert]:
         Alert(
             name="TracedFuturesHighErrorRatio",
             signal=(
-                f'sum by (job, executor) (rate({COMPLETED}{{outcome="error"}}[{w}]))\n'
+                f'sum by (job, executor) (rate({ENDED}{{outcome="error"}}[{w}]))\n'
                 f"/\n"
-                f"sum by (job, executor) (rate({COMPLETED}[{w}]))"
+                f"sum by (job, executor) (rate({ENDED}[{w}]))"
             ),
             op=">",
             threshold=config.ERROR_RATIO_CRITICAL,
@@ -113,9 +113,9 @@ def alerts() -> list[Alert]:
         Alert(
             name="TracedFuturesExecutorSaturated",
             signal=(
-                f"sum by (job, executor) ({config.RUNNING})\n"
+                f"sum by (job, executor) (rate({config.BUSY}[{w}]))\n"
                 "/\n"
-                f"(sum by (job, executor) ({config.MAX_WORKERS}) > 0)"
+                f"(sum by (job, executor) (rate({config.AVAILABLE}[{w}])) > 0)"
             ),
             op=">=",
             threshold=config.SATURATION_CRITICAL,
@@ -126,8 +126,26 @@ def alerts() -> list[Alert]:
                 "workers busy"
             ),
             description=(
-                f"At least {config.SATURATION_CRITICAL:.0%} of max_workers have been running tasks at every "
-                f"evaluation for {config.SATURATION_FOR}: new tasks queue up (see the queue wait panel)."
+                f"At least {config.SATURATION_CRITICAL:.0%} of the worker-seconds the executor offered in every "
+                f"{w} window for {config.SATURATION_FOR} were spent running tasks: new tasks queue up (see the "
+                "queue wait panel)."
+            ),
+        ),
+        Alert(
+            name="TracedFuturesTaskStuck",
+            signal=f"max by (job, executor) ({config.OLDEST_RUNNING})",
+            op=">",
+            threshold=config.STUCK_TASK_SECONDS,
+            for_=config.STUCK_TASK_FOR,
+            severity="warning",
+            summary=(
+                "Executor {{ $labels.executor }} ({{ $labels.job }}): a task has been running for "
+                "{{ $value | humanizeDuration }}"
+            ),
+            description=(
+                f"The oldest task running in this executor started more than {config.STUCK_TASK_SECONDS:g}s "
+                "ago: it may hang (a lock, a network call without a timeout) and holds a worker. /tasks on the "
+                "metrics port names its function."
             ),
         ),
         Alert(
@@ -236,19 +254,21 @@ def cases() -> list[Case]:
     saturated = "TracedFuturesExecutorSaturated"
     unretrieved = "TracedFuturesUnretrievedExceptions"
     invalid = "TracedFuturesInvalidTransitions"
+    stuck = "TracedFuturesTaskStuck"
     q = f"{config.QUEUE}_bucket"
+    stuck_after = int(config.STUCK_TASK_SECONDS // 60)  # minutes
     return [
         Case(
             "error ratio: 10% errors fire after 10m, 1% errors never",
             {
-                f'{COMPLETED}{{job="app",executor="io",outcome="success"}}': "0+90x40",
-                f'{COMPLETED}{{job="app",executor="io",outcome="error",error_type="ValueError"}}': "0+6x40",
-                f'{COMPLETED}{{job="app",executor="io",outcome="error",error_type="KeyError"}}': "0+4x40",
-                f'{COMPLETED}{{job="app",executor="io",outcome="cancelled"}}': "0x40",
-                f'{COMPLETED}{{job="app",executor="cpu",outcome="success"}}': "0+99x40",
-                f'{COMPLETED}{{job="app",executor="cpu",outcome="error",error_type="ValueError"}}': "0+1x40",
+                f'{ENDED}{{job="app",executor="io",outcome="success"}}': "0+90x40",
+                f'{ENDED}{{job="app",executor="io",outcome="error"}}': "0+10x40",
+                f'{ENDED}{{job="app",executor="io",outcome="cancelled"}}': "0x40",
+                f'{ENDED}{{job="app",executor="cpu",outcome="success"}}': "0+99x40",
+                f'{ENDED}{{job="app",executor="cpu",outcome="error"}}': "0+1x40",
                 # No task ends at all: 0/0 is no alert.
-                f'{COMPLETED}{{job="app",executor="idle",outcome="success"}}': "0x40",
+                f'{ENDED}{{job="app",executor="idle",outcome="success"}}': "0x40",
+                f'{ENDED}{{job="app",executor="idle",outcome="error"}}': "0x40",
             },
             [
                 Expect("5m", error_ratio),  # above the threshold, but pending for less than 10m
@@ -262,10 +282,9 @@ def cases() -> list[Case]:
         Case(
             "error ratio: a burst of errors that stops resolves",
             {
-                f'{COMPLETED}{{job="app",executor="io",outcome="success"}}': "0+10x60",
-                f'{COMPLETED}{{job="app",executor="io",outcome="error",error_type="OSError"}}': (
-                    "0+10x20 200x40"
-                ),
+                f'{ENDED}{{job="app",executor="io",outcome="success"}}': "0+10x60",
+                # At 0 from the executor's start (as every outcome is), so the first errors count.
+                f'{ENDED}{{job="app",executor="io",outcome="error"}}': "0+10x20 200x40",
             },
             [
                 Expect(
@@ -298,18 +317,22 @@ def cases() -> list[Case]:
             ],
         ),
         Case(
-            "saturation: all workers busy for 15m fires; a quarter busy, idle gaps or no workers never",
+            "saturation: all worker-seconds busy for 15m fires; a quarter, idle gaps or a closed pool never",
             {
-                f'{config.RUNNING}{{job="app",executor="busy"}}': "4x40",
-                f'{config.MAX_WORKERS}{{job="app",executor="busy"}}': "4x40",
-                f'{config.RUNNING}{{job="app",executor="quarter"}}': "1x40",
-                f'{config.MAX_WORKERS}{{job="app",executor="quarter"}}': "4x40",
-                # Busy but idle every 10th minute: not sustained.
-                f'{config.RUNNING}{{job="app",executor="gaps"}}': values(*([4] * 9 + [0]) * 4),
-                f'{config.MAX_WORKERS}{{job="app",executor="gaps"}}': "4x40",
-                # A pool that was shut down: 0 workers is no ratio (no +Inf or NaN alert).
-                f'{config.RUNNING}{{job="app",executor="gone"}}': "0x40",
-                f'{config.MAX_WORKERS}{{job="app",executor="gone"}}': "0x40",
+                # 4 workers: 240 worker-seconds a minute, all busy.
+                f'{config.BUSY}{{job="app",executor="busy"}}': "0+240x40",
+                f'{config.AVAILABLE}{{job="app",executor="busy"}}': "0+240x40",
+                f'{config.BUSY}{{job="app",executor="quarter"}}': "0+60x40",
+                f'{config.AVAILABLE}{{job="app",executor="quarter"}}': "0+240x40",
+                # Busy but idle for 5 minutes every 15: not sustained.
+                f'{config.BUSY}{{job="app",executor="gaps"}}': values(
+                    *[240 * min(m % 15, 10) + 2400 * (m // 15) for m in range(40)]
+                ),
+                f'{config.AVAILABLE}{{job="app",executor="gaps"}}': "0+240x40",
+                # A pool that lived 3 minutes, fully busy, then was shut down: its window has no more
+                # capacity, so no ratio (no +Inf or NaN alert) once it is out of the window.
+                f'{config.BUSY}{{job="app",executor="gone"}}': "0+240x3 720x36",
+                f'{config.AVAILABLE}{{job="app",executor="gone"}}': "0+240x3 720x36",
             },
             [
                 Expect("10m", saturated),
@@ -323,6 +346,32 @@ def cases() -> list[Case]:
                     saturated,
                     [({"job": "app", "executor": "busy"}, "Executor busy (app): 100% of workers busy")],
                 ),
+            ],
+        ),
+        Case(
+            f"stuck task: a task running for more than {config.STUCK_TASK_SECONDS:g}s fires at once, "
+            "resolves when it ends",
+            {
+                # A task starts at 5m and hangs until 40m; its age climbs by 60s a minute.
+                f'{config.OLDEST_RUNNING}{{job="app",executor="io"}}': values(
+                    *[0] * 5, *[60 * m for m in range(35)], *[0] * 5
+                ),
+                # Short tasks all the time: never old.
+                f'{config.OLDEST_RUNNING}{{job="app",executor="cpu"}}': "0.5x45",
+            },
+            [
+                Expect(f"{5 + stuck_after}m", stuck),
+                Expect(
+                    f"{5 + stuck_after + 1}m",
+                    stuck,
+                    [
+                        (
+                            {"job": "app", "executor": "io"},
+                            f"Executor io (app): a task has been running for {stuck_after + 1}m 0s",
+                        )
+                    ],
+                ),
+                Expect("42m", stuck),
             ],
         ),
         Case(

@@ -77,12 +77,16 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 #: The series names the queries of generate.py and alerts.py are written with, one per definition.
 SUBMITTED = series(metrics.SUBMITTED)
+ENDED = series(metrics.ENDED)
 COMPLETED = series(metrics.COMPLETED)
 QUEUE = series(metrics.QUEUE)
 RUN = series(metrics.RUN)
 QUEUED = series(metrics.QUEUED)
-RUNNING = series(metrics.RUNNING)
+RUNNING = series(metrics.RUNNING_GAUGE)
 MAX_WORKERS = series(metrics.MAX_WORKERS)
+BUSY = series(metrics.BUSY)
+AVAILABLE = series(metrics.AVAILABLE)
+OLDEST_RUNNING = series(metrics.OLDEST_RUNNING)
 INVALID = series(metrics.INVALID)
 UNRETRIEVED = series(metrics.UNRETRIEVED)
 RESULT_LAG = series(metrics.RESULT_LAG)
@@ -109,9 +113,14 @@ ERROR_RATIO_CRITICAL = 0.05
 #: p95 of submit-to-start, seconds.
 QUEUE_WAIT_P95_WARNING_SECONDS = 0.25
 QUEUE_WAIT_P95_CRITICAL_SECONDS = 1.0
-#: Share of max_workers busy.
+#: Share of the worker-seconds available that were busy.
 SATURATION_WARNING = 0.75
 SATURATION_CRITICAL = 0.9
+#: Age of the oldest running task: amber from WARNING, red (and the alert) above STUCK_TASK_SECONDS.
+STUCK_TASK_WARNING_SECONDS = 300.0
+STUCK_TASK_SECONDS = 900.0
+#: How many functions and error types the "top" panels list.
+TOP = 10
 #: Quantiles of the latency panels.
 QUANTILES = (0.5, 0.95, 0.99)
 
@@ -124,6 +133,8 @@ ALERT_WINDOW = "5m"
 ERROR_RATIO_FOR = "10m"
 QUEUE_WAIT_FOR = "10m"
 SATURATION_FOR = "15m"
+#: The age is itself a duration: the stuck-task alert fires as soon as it is above the threshold.
+STUCK_TASK_FOR = "0m"
 #: Unretrieved exceptions and invalid transitions are bugs in the calling code: they alert at once.
 BUG_FOR = "0m"
 

@@ -35,6 +35,7 @@ from grafana_foundation_sdk.models import heatmap as heatmap_models
 from grafana_foundation_sdk.models import prometheus as prometheus_models
 
 from dashboards import alerts, config, readme
+from tracedfutures import metrics
 
 #: The queries of a panel (the SDK's builders are typed by the data query variant).
 Targets = list[cogbuilder.Builder[cogvariants.Dataquery]]
@@ -71,12 +72,13 @@ def ratio(numerator: str, denominator: str) -> str:
     return f"{numerator}\n/\n{denominator}"
 
 
-def workers(by: str, selector: str) -> str:
-    """Max workers, with executors of 0 workers left out (so a ratio over it is absent rather than +Inf)."""
-    return (
-        f"(sum by ({by}) ({config.MAX_WORKERS}{selector}) > 0)"
-        if by
-        else f"(sum({config.MAX_WORKERS}{selector}) > 0)"
+def utilization(by: str, selector: str, window: str) -> str:
+    """Busy worker-seconds over the worker-seconds available in ``window``: the share of the workers busy, for
+    pools that lived through only part of the window too. Windows without capacity are left out (no +Inf)."""
+    total = f"sum by ({by}) " if by else "sum"
+    return ratio(
+        f"{total}({increase(config.BUSY, selector, window)})",
+        f"({total}({increase(config.AVAILABLE, selector, window)}) > 0)",
     )
 
 
@@ -336,6 +338,31 @@ class Numbered:
         self.next_id += 1
 
 
+#: Said by the panels that break counts down by a label whose series are born on their first event.
+BREAKDOWN_NOTE = (
+    "A function's or exception class's first tasks count from Prometheus 3 with "
+    "--enable-feature=created-timestamp-zero-ingestion; older servers miss the tasks before its first scrape."
+)
+
+
+def top_panel(title: str, description: str, expr: str, legend: str, unit: str) -> bargauge.Panel:
+    """The ``config.TOP`` largest series of ``expr`` at the end of the time range, as horizontal bars."""
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(PROMETHEUS)
+        .with_target(target(f"topk({config.TOP}, {expr})", legend, "A", instant=True))
+        .unit(unit)
+        .decimals(0 if unit == "short" else 2)
+        .min(0)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .thresholds(thresholds((None, "red")))
+    )
+
+
 # --- the executors dashboard --------------------------------------------------------------------------------
 
 
@@ -343,6 +370,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
     all_ = sel()
     errors = sel('outcome="error"')
     completed = config.COMPLETED
+    ended = config.ENDED
     board = base_dashboard(
         config.EXECUTORS_DASHBOARD,
         "Tasks of the executors traced by tracedfutures: throughput, errors, queue wait, run time, "
@@ -374,7 +402,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         stat_panel(
             "Tasks completed",
             "Tasks that ended (success, error or cancelled) in the dashboard's time range.",
-            f"sum({increase(completed, all_, '$__range')})",
+            f"sum({increase(ended, all_, '$__range')})",
             "short",
         ),
         4,
@@ -385,8 +413,8 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Error ratio",
             "Share of the tasks that ended in the time range that raised an exception.",
             ratio(
-                f"sum({increase(completed, errors, '$__range')})",
-                f"sum({increase(completed, all_, '$__range')})",
+                f"sum({increase(ended, errors, '$__range')})",
+                f"sum({increase(ended, all_, '$__range')})",
             ),
             "percentunit",
             [(None, "green"), (config.ERROR_RATIO_WARNING, "orange"), (config.ERROR_RATIO_CRITICAL, "red")],
@@ -419,8 +447,9 @@ def executors_dashboard() -> dashboard_models.Dashboard:
     p.panel(
         stat_panel(
             "Utilization",
-            "Worker-seconds spent running tasks per second of the time range, over max_workers.",
-            ratio(f"sum({rate(config.RUN + '_sum', all_, '$__range')})", workers("", all_)),
+            "Busy worker-seconds over the worker-seconds the executors offered in the time range (pools that "
+            "lived only part of it count for that part).",
+            utilization("", all_, "$__range"),
             "percentunit",
             [(None, "green"), (config.SATURATION_WARNING, "orange"), (config.SATURATION_CRITICAL, "red")],
         ),
@@ -434,7 +463,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             "Task throughput by outcome",
             "Tasks ending per second by outcome (success, error, cancelled), and tasks submitted per second.",
             [
-                target(f"sum by (outcome) ({rate(completed, all_)})", "{{outcome}}", "A"),
+                target(f"sum by (outcome) ({rate(ended, all_)})", "{{outcome}}", "A"),
                 target(f"sum({rate(config.SUBMITTED, all_)})", "submitted", "B"),
             ],
             "ops",
@@ -449,8 +478,8 @@ def executors_dashboard() -> dashboard_models.Dashboard:
             [
                 target(
                     ratio(
-                        f"sum by (executor) ({rate(completed, errors)})",
-                        f"sum by (executor) ({rate(completed, all_)})",
+                        f"sum by (executor) ({rate(ended, errors)})",
+                        f"sum by (executor) ({rate(ended, all_)})",
                     ),
                     "{{executor}}",
                     "A",
@@ -461,32 +490,20 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         )
     )
     p.panel(
-        bargauge.Panel()
-        .title("Top error types")
-        .description("The 10 exception classes raised most often in the time range, per executor.")
-        .datasource(PROMETHEUS)
-        .with_target(
-            target(
-                f"topk(10, sum by (executor, error_type) ({increase(completed, errors, '$__range')}))",
-                "{{executor}}: {{error_type}}",
-                "A",
-                instant=True,
-            )
+        top_panel(
+            "Top error types",
+            f"The {config.TOP} exception classes raised most often in the time range, per executor. "
+            + BREAKDOWN_NOTE,
+            f"sum by (executor, error_type) ({increase(completed, errors, '$__range')})",
+            "{{executor}}: {{error_type}}",
+            "short",
         )
-        .unit("short")
-        .decimals(0)
-        .min(0)
-        .orientation(common.VizOrientation.HORIZONTAL)
-        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
-        .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .thresholds(thresholds((None, "red")))
     )
     p.panel(
         graph(
             "Errors by type",
-            "Exceptions raised per second, by executor and exception class (capped at 20 classes per "
-            "executor, "
-            "then 'other').",
+            f"Exceptions raised per second, by executor and exception class (capped at {metrics.MAX_ERROR_TYPES} "
+            "classes per executor, then 'other'). " + BREAKDOWN_NOTE,
             [
                 target(
                     f"sum by (executor, error_type) ({rate(completed, errors)})",
@@ -550,10 +567,12 @@ def executors_dashboard() -> dashboard_models.Dashboard:
     p.panel(
         graph(
             "Queued and running now",
-            "Tasks waiting for a worker and tasks running, per executor (process pools: handed to a worker).",
+            "Tasks waiting for a worker and tasks running, per executor (process pools: a task runs from its "
+            "start in a worker process; until then it is queued, in the pool's call queue too), and max_workers.",
             [
                 target(f"sum by (executor) ({config.QUEUED}{all_})", "{{executor}} queued", "A"),
                 target(f"sum by (executor) ({config.RUNNING}{all_})", "{{executor}} running", "B"),
+                target(f"sum by (executor) ({config.MAX_WORKERS}{all_})", "{{executor}} max_workers", "C"),
             ],
             "short",
         ),
@@ -561,41 +580,59 @@ def executors_dashboard() -> dashboard_models.Dashboard:
     )
     p.panel(
         ratio_graph(
-            "Saturation (running / max_workers)",
-            "Share of the workers busy at each scrape. The alert TracedFuturesExecutorSaturated fires at "
+            "Saturation (busy / available worker-seconds)",
+            "Busy worker-seconds over the worker-seconds the executors offered, per interval: the share of "
+            "the workers busy, tasks still running counted up to each scrape, short-lived pools for the time "
+            "they lived. The alert TracedFuturesExecutorSaturated fires at "
             f"{config.SATURATION_CRITICAL:.0%} or more for {config.SATURATION_FOR}.",
-            [
-                target(
-                    ratio(f"sum by (executor) ({config.RUNNING}{all_})", workers("executor", all_)),
-                    "{{executor}}",
-                    "A",
-                )
-            ],
+            [target(utilization("executor", all_, "$__rate_interval"), "{{executor}}", "A")],
             config.SATURATION_WARNING,
             config.SATURATION_CRITICAL,
         ),
         8,
     )
     p.panel(
-        ratio_graph(
-            "Utilization (busy worker-seconds / max_workers)",
-            "Seconds spent running tasks per second, over max_workers: the time-averaged share of busy "
-            "workers "
-            "(a task's run time is counted when it ends).",
-            [
-                target(
-                    ratio(
-                        f"sum by (executor) ({rate(config.RUN + '_sum', all_)})",
-                        workers("executor", all_),
-                    ),
-                    "{{executor}}",
-                    "A",
-                )
-            ],
-            config.SATURATION_WARNING,
-            config.SATURATION_CRITICAL,
+        graph(
+            "Oldest running task",
+            "How long the oldest task running now has been running, per executor: a stuck task keeps "
+            f"climbing. The alert TracedFuturesTaskStuck fires above {config.STUCK_TASK_SECONDS:g}s.",
+            [target(f"max by (executor) ({config.OLDEST_RUNNING}{all_})", "{{executor}}", "A")],
+            "s",
+        )
+        .thresholds(
+            thresholds(
+                (None, "green"),
+                (config.STUCK_TASK_WARNING_SECONDS, "orange"),
+                (config.STUCK_TASK_SECONDS, "red"),
+            )
+        )
+        .thresholds_style(
+            common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED)
         ),
         8,
+    )
+
+    p.row("Functions")
+    p.panel(
+        top_panel(
+            "Top functions by time",
+            f"The {config.TOP} task functions that kept workers busiest in the time range: seconds spent "
+            f"running them (ended tasks), per executor (capped at {metrics.MAX_FUNCTIONS} functions per executor, "
+            "then 'other'). " + BREAKDOWN_NOTE,
+            f"sum by (executor, function) ({increase(config.RUN + '_sum', all_, '$__range')})",
+            "{{executor}}: {{function}}",
+            "s",
+        )
+    )
+    p.panel(
+        top_panel(
+            "Top functions by errors",
+            f"The {config.TOP} task functions that raised most often in the time range, per executor. "
+            + BREAKDOWN_NOTE,
+            f"sum by (executor, function) ({increase(completed, errors, '$__range')})",
+            "{{executor}}: {{function}}",
+            "short",
+        )
     )
 
     p.row("Futures hygiene")

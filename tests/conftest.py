@@ -130,30 +130,41 @@ class Telemetry:
     def value(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
 
-    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
-        """Every sample called ``name`` (``executor_tasks_completed_total``...), keyed by ``labels(...)``."""
-        return {
-            frozenset(sample.labels.items()): sample.value
-            for family in self.registry.collect()
-            for sample in family.samples
-            if sample.name == name
-        }
+    def series(self, name: str, summed: str = "") -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample called ``name`` (``executor_tasks_completed_total``...), keyed by ``labels(...)``; with
+        ``summed`` (a label, "function"), added up over that label's values."""
+        found: dict[frozenset[tuple[str, str]], float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name:
+                    key = frozenset((k, v) for k, v in sample.labels.items() if k != summed)
+                    found[key] = found.get(key, 0.0) + sample.value
+        return found
 
     def histogram(self, name: str, **labels: str) -> tuple[float, float]:
-        """``(count, sum)`` of one histogram series, after checking its buckets are cumulative up to +Inf."""
-        buckets = [
-            (sample.labels["le"], sample.value)
-            for family in self.registry.collect()
-            for sample in family.samples
-            if sample.name == f"{name}_bucket" and {k: v for k, v in sample.labels.items() if k != "le"} == labels
-        ]
+        """``(count, sum)`` of one histogram series, after checking its buckets are cumulative up to +Inf; without
+        a ``function`` label, of every function's series added up ((0, 0) when no task made one)."""
+        by_bound: dict[str, float] = {}
+        count = total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                rest = {k: v for k, v in sample.labels.items() if k not in ("le", "function") or k in labels}
+                if rest != labels:
+                    continue
+                if sample.name == f"{name}_bucket":
+                    by_bound[sample.labels["le"]] = by_bound.get(sample.labels["le"], 0.0) + sample.value
+                elif sample.name == f"{name}_count":
+                    count += sample.value
+                elif sample.name == f"{name}_sum":
+                    total += sample.value
+        if not by_bound and "function" not in labels:
+            return 0.0, 0.0
+        buckets = list(by_bound.items())
         assert buckets and buckets[-1][0] == "+Inf", buckets
-        counts = [count for _, count in buckets]
+        counts = [value for _, value in buckets]
         assert counts == sorted(counts), buckets
-        count = self.value(f"{name}_count", **labels)
-        total = self.value(f"{name}_sum", **labels)
         assert count == counts[-1]
-        assert total is not None and total >= 0
+        assert total >= 0
         return count, total
 
 

@@ -54,6 +54,6 @@ def test_unsampled_task_spans_leave_no_exemplar() -> None:
     with tracedfutures.TracedThreadPoolExecutor(1, name="quiet", tracer_provider=provider, registry=registry) as pool:
         assert pool.submit(square, 3).result(5) == 9
     assert exemplars(registry) == []
-    labels = {"executor": "quiet", "outcome": "success"}
+    labels = {"executor": "quiet", "function": "square", "outcome": "success"}
     run_count = registry.get_sample_value("executor_task_run_seconds_count", labels)
     assert run_count == 1

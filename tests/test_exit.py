@@ -187,7 +187,7 @@ def test_exit_is_the_stock_exit(outcomes: dict[tuple[str, str], Any], kind: str,
     assert sum(completed.values()) == 5
     assert samples['executor_tasks_queued{"executor": "pool"}'] == 0
     assert samples['executor_tasks_running{"executor": "pool"}'] == 0
-    cancelled = completed['executor_tasks_completed_total{"error_type": "", "executor": "pool", "outcome": "cancelled"}']  # noqa: E501
+    cancelled = samples['executor_tasks_ended_total{"executor": "pool", "outcome": "cancelled"}']
     if kind == "thread":
         assert cancelled == (4 if mode == "cancel_futures" else 0)
     assert data["spans"] == 5  # every task span ended and was exported before the provider shut down

@@ -97,10 +97,9 @@ def test_tasks_unaffected_by_broken_telemetry(
     assert len(telemetry.spans()) == spans
     assert warnings(caplog) == logged
     assert telemetry.series("executor_tasks_completed_total") == {  # metrics do not depend on spans
-        labels(executor="pool", outcome="success", error_type=""): TASKS - 2,
-        labels(executor="pool", outcome="cancelled", error_type=""): 0,
-        labels(executor="pool", outcome="error", error_type="support.CustomError"): 1,
-        labels(executor="pool", outcome="error", error_type="TypeError"): 1,
+        labels(executor="pool", function="square", outcome="success", error_type=""): TASKS - 2,
+        labels(executor="pool", function="fail", outcome="error", error_type="support.CustomError"): 1,
+        labels(executor="pool", function="int", outcome="error", error_type="TypeError"): 1,
     }
 
 

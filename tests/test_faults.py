@@ -207,12 +207,12 @@ def test_broken_telemetry_changes_nothing(
         assert scenario.exporter.calls >= 1  # the exporter really was stuck while the tasks ran
     if name in ("exporter raises", "exporter hangs 60 s", "exporter unreachable", "processor on_end raises"):
         # Metrics do not depend on spans: every task counted exactly.
-        samples = {
-            (s.name, s.labels.get("outcome", ""), s.labels.get("error_type", "")): s.value
-            for family in scenario.registry.collect()
-            for s in family.samples
-            if s.labels.get("executor") == "pool"
-        }
+        samples: dict[tuple[str, str, str], float] = {}  # added up over functions
+        for family in scenario.registry.collect():
+            for s in family.samples:
+                if s.labels.get("executor") == "pool":
+                    key = (s.name, s.labels.get("outcome", ""), s.labels.get("error_type", ""))
+                    samples[key] = samples.get(key, 0.0) + s.value
         assert samples[("executor_tasks_submitted_total", "", "")] == 21
         assert samples[("executor_tasks_completed_total", "cancelled", "")] == 3
         assert samples[("executor_tasks_completed_total", "error", "support.CustomError")] == 2
@@ -314,7 +314,7 @@ def test_keyboard_interrupt_while_blocked(telemetry: Telemetry, where: str, sigi
     executor.shutdown()
     assert telemetry.value("executor_tasks_running", executor="pool") == 0
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
-    assert telemetry.value("executor_tasks_completed_total", executor="pool", outcome="success", error_type="") == 3
+    assert telemetry.value("executor_tasks_ended_total", executor="pool", outcome="success") == 3
     if where == "wait":  # an interrupted wait is not a wait that returned: no latency sample
         assert telemetry.histogram("futures_wait_seconds", return_when="ALL_COMPLETED", timed_out="false")[0] == 0
     if where == "as_completed":  # an interrupted iteration ends like one the caller stopped: one sample
@@ -344,11 +344,11 @@ def assert_consistent(registry: CollectorRegistry, name: str = "pool") -> dict[t
     """Every submitted task counted once as finished or cancelled, gauges at 0; returns completed by outcome."""
     samples = [s for family in registry.collect() for s in family.samples if s.labels.get("executor") == name]
     value = {s.name: s.value for s in samples if set(s.labels) == {"executor"}}
-    completed = {
-        (s.labels["outcome"], s.labels["error_type"]): s.value
-        for s in samples
-        if s.name == "executor_tasks_completed_total"
-    }
+    completed: dict[tuple[str, str], float] = {}  # added up over functions
+    for s in samples:
+        if s.name == "executor_tasks_completed_total":
+            key = (s.labels["outcome"], s.labels["error_type"])
+            completed[key] = completed.get(key, 0.0) + s.value
     assert value["executor_tasks_submitted_total"] == sum(completed.values()), (value, completed)
     assert value["executor_tasks_queued"] == 0
     assert value["executor_tasks_running"] == 0

@@ -30,12 +30,13 @@ def task_attributes(kind: str, function: str, **extra: Any) -> dict[str, Any]:
 
 
 def completed(**counts: int) -> dict[frozenset[tuple[str, str]], float]:
-    """Expected executor_tasks_completed_total of executor "pool": success=, cancelled=, and error types as
-    keyword arguments with '.' written '__'."""
-    series = {
-        labels(executor="pool", outcome="success", error_type=""): counts.pop("success", 0),
-        labels(executor="pool", outcome="cancelled", error_type=""): counts.pop("cancelled", 0),
-    }
+    """Expected executor_tasks_completed_total of executor "pool", added up over functions: success=,
+    cancelled=, and error types as keyword arguments with '.' written '__' (a series exists once counted)."""
+    series = {}
+    for outcome in ("success", "cancelled"):
+        if counts.get(outcome):
+            series[labels(executor="pool", outcome=outcome, error_type="")] = counts.pop(outcome)
+        counts.pop(outcome, None)
     for error_type, count in counts.items():
         series[labels(executor="pool", outcome="error", error_type=error_type.replace("__", "."))] = count
     return series
@@ -65,7 +66,7 @@ def test_success_goes_pending_running_finished(telemetry: Telemetry, kind: str) 
         "description": None,
         "events": ["running"],
     }
-    assert telemetry.series("executor_tasks_completed_total") == completed(success=2)
+    assert telemetry.series("executor_tasks_completed_total", "function") == completed(success=2)
     assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 2
     assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 2
     assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[0] == 2
@@ -110,7 +111,7 @@ def test_error_finishes_with_status_error(
     }
     assert not any("boom" in str(value) for value in (span.attributes or {}).values())
     key = error_type.replace(".", "__")
-    assert telemetry.series("executor_tasks_completed_total") == completed(**{key: 1})
+    assert telemetry.series("executor_tasks_completed_total", "function") == completed(**{key: 1})
     assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="error")[0] == 1
     assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[0] == 0
 
@@ -139,7 +140,7 @@ def test_cancel_while_pending(telemetry: Telemetry, kind: str) -> None:
         "description": None,
         "events": [],
     }
-    assert telemetry.series("executor_tasks_completed_total") == completed(success=1, cancelled=1)
+    assert telemetry.series("executor_tasks_completed_total", "function") == completed(success=1, cancelled=1)
     # A cancelled task never started: it has no queue or run time.
     assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 1
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
@@ -166,7 +167,7 @@ def test_shutdown_cancel_futures(telemetry: Telemetry, kind: str) -> None:
         )
         assert span_shape(span)["status"] == "UNSET"
         assert span_shape(span)["events"] == []
-    assert telemetry.series("executor_tasks_completed_total") == completed(success=1, cancelled=3)
+    assert telemetry.series("executor_tasks_completed_total", "function") == completed(success=1, cancelled=3)
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
 
 
@@ -232,7 +233,7 @@ def test_refused_transitions_match_a_stock_future(telemetry: Telemetry, kind: st
         labels(executor="pool", method="set_exception"): 1,
         labels(executor="pool", method="set_running_or_notify_cancel"): 2,
     }
-    assert telemetry.series("executor_tasks_completed_total") == completed(success=2, cancelled=1)
+    assert telemetry.series("executor_tasks_completed_total", "function") == completed(success=2, cancelled=1)
     assert len(telemetry.spans()) == 3
 
 
@@ -243,9 +244,7 @@ def test_telemetry_is_recorded_before_done_callbacks_run(telemetry: Telemetry, k
     seen: list[tuple[int, float | None]] = []
 
     def callback(_: object) -> None:
-        success = telemetry.value(
-            "executor_tasks_completed_total", executor="pool", outcome="success", error_type=""
-        )
+        success = telemetry.value("executor_tasks_ended_total", executor="pool", outcome="success")
         seen.append((len(telemetry.spans()), success))
 
     future.add_done_callback(callback)  # before the task can finish: it runs in the worker

@@ -78,9 +78,13 @@ def test_queue_and_run_histograms_are_consistent(telemetry: Telemetry, kind: str
     assert (queue_count, success_count, error_count) == (11, 7, 4)
     assert success_sum < 7 * 5  # seconds: fast tasks, timed in seconds rather than nanoseconds
     assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="pool", outcome="success", error_type=""): 7,
-        labels(executor="pool", outcome="cancelled", error_type=""): 0,
-        labels(executor="pool", outcome="error", error_type="ValueError"): 4,
+        labels(executor="pool", function="square", outcome="success", error_type=""): 7,
+        labels(executor="pool", function="raise_", outcome="error", error_type="ValueError"): 4,
+    }
+    assert telemetry.series("executor_tasks_ended_total") == {
+        labels(executor="pool", outcome="success"): 7,
+        labels(executor="pool", outcome="error"): 4,
+        labels(executor="pool", outcome="cancelled"): 0,
     }
 
 
@@ -93,9 +97,7 @@ def test_error_type_is_capped_at_20_names_then_other(telemetry: Telemetry) -> No
     expected = {labels(executor="pool", outcome="error", error_type=f"errs.E{i}"): 1 for i in range(20)}
     expected[labels(executor="pool", outcome="error", error_type="errs.E0")] = 2  # a named class stays named
     expected[labels(executor="pool", outcome="error", error_type="other")] = 5
-    expected[labels(executor="pool", outcome="success", error_type="")] = 0
-    expected[labels(executor="pool", outcome="cancelled", error_type="")] = 0
-    assert telemetry.series("executor_tasks_completed_total") == expected
+    assert telemetry.series("executor_tasks_completed_total", "function") == expected
     # Only metrics are capped: every span names its own class.
     assert sorted({s.attributes["error.type"] for s in telemetry.spans()}) == sorted(
         f"errs.E{i}" for i in range(25)
@@ -137,7 +139,7 @@ def test_counts_are_exact_under_concurrent_submitters(telemetry: Telemetry, kind
     total = {k: sum(t[k] for t in tallies) for k in tallies[0]}
     assert sum(total.values()) == 16000
     assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 16000
-    assert telemetry.series("executor_tasks_completed_total") == {
+    assert telemetry.series("executor_tasks_completed_total", "function") == {
         labels(executor="pool", outcome="success", error_type=""): total["success"],
         labels(executor="pool", outcome="cancelled", error_type=""): total["cancelled"],
         labels(executor="pool", outcome="error", error_type="ValueError"): total["ValueError"],
@@ -174,9 +176,8 @@ def test_counts_of_ended_threads_are_folded_in_exactly(telemetry: Telemetry) -> 
         submitted_seen.append(telemetry.value("executor_tasks_submitted_total", executor="pool") or 0.0)
     assert submitted_seen == [20.0 * (r + 1) for r in range(30)]
     assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="pool", outcome="success", error_type=""): 480,
-        labels(executor="pool", outcome="cancelled", error_type=""): 0,
-        labels(executor="pool", outcome="error", error_type="ValueError"): 120,
+        labels(executor="pool", function="square", outcome="success", error_type=""): 480,
+        labels(executor="pool", function="raise_", outcome="error", error_type="ValueError"): 120,
     }
     assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 600
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
@@ -198,13 +199,13 @@ def test_scrape_text(telemetry: Telemetry) -> None:
     assert {
         "# TYPE executor_tasks_submitted_total counter",
         'executor_tasks_submitted_total{executor="scraped"} 1.0',
-        'executor_tasks_completed_total{error_type="",executor="scraped",outcome="success"} 1.0',
-        'executor_tasks_completed_total{error_type="",executor="scraped",outcome="cancelled"} 0.0',
+        'executor_tasks_completed_total{error_type="",executor="scraped",function="square",outcome="success"} 1.0',
+        'executor_tasks_ended_total{executor="scraped",outcome="cancelled"} 0.0',
         "# TYPE executor_task_queue_seconds histogram",
         'executor_task_queue_seconds_count{executor="scraped"} 1.0',
         'executor_task_queue_seconds_bucket{executor="scraped",le="3600.0"} 1.0',
         'executor_task_queue_seconds_bucket{executor="scraped",le="+Inf"} 1.0',
-        'executor_task_run_seconds_count{executor="scraped",outcome="error"} 0.0',
+        'executor_task_run_seconds_count{executor="scraped",function="square",outcome="success"} 1.0',
         "# TYPE executor_tasks_queued gauge",
         'executor_tasks_queued{executor="scraped"} 0.0',
         'executor_tasks_running{executor="scraped"} 0.0',

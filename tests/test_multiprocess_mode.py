@@ -75,10 +75,19 @@ def test_forked_processes_aggregate_exactly(tmp_path: Path) -> None:
     live, after = result["live"], result["after"]
 
     assert _sample(live, "executor_tasks_submitted_total", executor="web") == 36
-    assert _sample(live, "executor_tasks_completed_total", executor="web", outcome="success", error_type="") == 30
-    errors = _sample(live, "executor_tasks_completed_total", executor="web", outcome="error", error_type="ValueError")
+    assert _sample(live, "executor_tasks_ended_total", executor="web", outcome="success") == 30
+    assert _sample(live, "executor_tasks_ended_total", executor="web", outcome="error") == 6
+    assert _sample(live, "executor_tasks_ended_total", executor="web", outcome="cancelled") == 0
+    completed = {"executor": "web", "function": "pow", "outcome": "success", "error_type": ""}
+    assert _sample(live, "executor_tasks_completed_total", **completed) == 30
+    errors = _sample(live, "executor_tasks_completed_total", executor="web", function="int", outcome="error",
+                     error_type="ValueError")  # fmt: skip
     assert errors == 6
-    assert _sample(live, "executor_task_run_seconds_count", executor="web", outcome="success") == 30
+    assert _sample(live, "executor_task_run_seconds_count", executor="web", function="pow", outcome="success") == 30
+    # Busy time is counted when tasks end; the worker-seconds available are computed at scrape time: not here.
+    busy = _sample(live, "executor_workers_busy_seconds_total", executor="web")
+    assert busy is not None and busy > 0
+    assert not any(key.startswith("executor_workers_available_seconds") for key in live)
     assert _sample(live, "executor_task_queue_seconds_count", executor="web") == 36
     assert _sample(live, "futures_wait_seconds_count", return_when="ALL_COMPLETED", timed_out="false") == 3
     assert _sample(live, "futures_result_lag_seconds_count", executor="web") == 6

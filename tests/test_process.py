@@ -62,11 +62,14 @@ def test_outcomes_and_worker_spans(telemetry: Telemetry, context: str) -> None:
         "description": None,
         "events": ["running", "exception"],
     }
-    assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="pool", outcome="success", error_type=""): 2,
-        labels(executor="pool", outcome="cancelled", error_type=""): 0,
-        labels(executor="pool", outcome="error", error_type="support.CustomError"): 1,
+    assert telemetry.series("executor_tasks_ended_total") == {
+        labels(executor="pool", outcome="success"): 2,
+        labels(executor="pool", outcome="cancelled"): 0,
+        labels(executor="pool", outcome="error"): 1,
     }
+    assert telemetry.series("executor_tasks_completed_total", "function")[
+        labels(executor="pool", outcome="error", error_type="support.CustomError")
+    ] == 1
     assert telemetry.histogram("executor_task_queue_seconds", executor="pool")[0] == 3
     assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[0] == 2
     assert telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="error")[0] == 1
@@ -97,9 +100,10 @@ def test_cancel_and_shutdown_cancel_futures(telemetry: Telemetry) -> None:
     cancelled = [s for s in telemetry.spans() if "executor.task.cancelled" in (s.attributes or {})]
     assert len(cancelled) == 6 - len(ran)
     assert {(span_shape(s)["status"], tuple(span_shape(s)["events"])) for s in cancelled} == {("UNSET", ())}
-    assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="pool", outcome="success", error_type=""): len(ran),
-        labels(executor="pool", outcome="cancelled", error_type=""): 6 - len(ran),
+    assert telemetry.series("executor_tasks_ended_total") == {
+        labels(executor="pool", outcome="success"): len(ran),
+        labels(executor="pool", outcome="cancelled"): 6 - len(ran),
+        labels(executor="pool", outcome="error"): 0,
     }
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
     assert telemetry.value("executor_tasks_running", executor="pool") == 0
@@ -141,12 +145,8 @@ def test_unpicklable_callable_fails_through_the_future(telemetry: Telemetry) -> 
     if type(raised).__module__ != "builtins":
         error_type = f"{type(raised).__module__}.{error_type}"
     assert span.attributes["error.type"] == error_type  # type: ignore[index]
-    assert (
-        telemetry.value(
-            "executor_tasks_completed_total", executor="pool", outcome="error", error_type=error_type
-        )
-        == 1
-    )
+    completed = telemetry.series("executor_tasks_completed_total", "function")
+    assert completed[labels(executor="pool", outcome="error", error_type=error_type)] == 1
 
 
 

@@ -126,7 +126,7 @@ FALLBACK_WORKLOAD = """
         spans = exporter.get_finished_spans()
         print(sorted({s.attributes["executor.name"] for s in spans if "executor.name" in s.attributes}))
         value = registry.get_sample_value
-        error = {"executor": "t", "outcome": "error", "error_type": "support.CustomError"}
+        error = {"executor": "t", "function": "fail", "outcome": "error", "error_type": "support.CustomError"}
         print(value("executor_tasks_submitted_total", {"executor": "t"}),
               value("executor_tasks_completed_total", error),
               value("executor_tasks_submitted_total", {"executor": "p"}))
@@ -229,9 +229,8 @@ def test_interpreter_pool_tasks_are_traced_where_they_run(telemetry: Telemetry) 
         "error.type": "support.CustomError",
     }
     assert shape["events"] == ["running", "exception"]
-    assert telemetry.series("executor_tasks_completed_total") == {
+    assert telemetry.series("executor_tasks_completed_total", "function") == {
         labels(executor="interp", outcome="success", error_type=""): 3,
-        labels(executor="interp", outcome="cancelled", error_type=""): 0,
         labels(executor="interp", outcome="error", error_type="support.CustomError"): 1,
     }
     assert telemetry.histogram("executor_task_run_seconds", executor="interp", outcome="success")[0] == 3
@@ -325,8 +324,7 @@ def test_forced_shutdown_ends_futures_as_the_stdlib_does(telemetry: Telemetry, m
         assert 2 <= sum(handed) < 5
         seen.append(outcomes)
         running = sum(handed)
-    assert telemetry.series("executor_tasks_completed_total") == {
-        labels(executor="pool", outcome="success", error_type=""): 0,
+    assert telemetry.series("executor_tasks_completed_total", "function") == {
         labels(executor="pool", outcome="cancelled", error_type=""): 5 - running,
         labels(executor="pool", outcome="error", error_type="concurrent.futures.process.BrokenProcessPool"): running,
     }

@@ -94,7 +94,7 @@ def test_bad_calls_fail_as_the_stdlib(telemetry: Telemetry, kind: str) -> None:
         else:
             assert traced == stock, name
     # Whatever was refused at call time left no half-counted task behind.
-    completed = sum(telemetry.series("executor_tasks_completed_total").values())
+    completed = sum(telemetry.series("executor_tasks_ended_total").values())
     assert telemetry.value("executor_tasks_submitted_total", executor="pool") == completed
     assert telemetry.value("executor_tasks_queued", executor="pool") == 0
 
@@ -251,14 +251,19 @@ def test_10000_exception_classes_and_function_names_give_bounded_series(telemetr
     after_functions = exposition_samples(telemetry.registry)
     executor.shutdown()
 
-    completed = telemetry.series("executor_tasks_completed_total")
-    assert len(completed) == 2 + metrics.MAX_ERROR_TYPES + 1  # success, cancelled, 20 types, other
+    completed = telemetry.series("executor_tasks_completed_total", "function")
+    assert len(completed) == 1 + metrics.MAX_ERROR_TYPES + 1  # success, 20 types, other
     assert completed[frozenset({("executor", "pool"), ("outcome", "error"), ("error_type", "other")})] == 9_980
+    functions_seen = {dict(k)["function"] for k in telemetry.series("executor_tasks_completed_total")}
+    assert functions_seen == {"test_10000_exception_classes_and_function_names_give_bounded_series.<locals>"
+                              ".raiser.<locals>.task", *(f"task_{i}" for i in range(9)), "other"}  # fmt: skip
     unretrieved = telemetry.series("executor_exceptions_unretrieved_total")
     assert len(unretrieved) <= metrics.MAX_ERROR_TYPES + 1
-    # New series: one per capped error type in completed and in unretrieved, nothing for function names.
-    assert after_errors - before_errors <= 2 * (metrics.MAX_ERROR_TYPES + 1)
-    assert after_functions == after_errors
+    # Samples (each series and its _created) per capped error type: completed and unretrieved, and the one
+    # error run histogram; per capped function: completed and its run histogram (buckets, count, sum, created).
+    histogram = len(metrics.DEFAULT_BUCKETS) + 1 + 3
+    assert after_errors - before_errors <= 2 * 2 * (metrics.MAX_ERROR_TYPES + 1) + histogram + 2
+    assert after_functions - after_errors == metrics.MAX_FUNCTIONS * (2 + histogram)
     # Internal tables stay bounded too.
     stats = state.collectors[telemetry.registry].executors["pool"]  # type: ignore[union-attr]
     assert len(stats.error_label._labels) <= metrics.MAX_ERROR_TYPES

@@ -189,12 +189,12 @@ class FutureAgainstStdlib(RuleBasedStateMachine):
     def telemetry_agrees(self) -> None:
         if not hasattr(self, "traced"):
             return
-        samples = {
-            (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "executor"))): s.value
-            for family in self.registry.collect()
-            for s in family.samples
-            if s.labels.get("executor") == "sm"
-        }
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # added up over functions
+        for family in self.registry.collect():
+            for s in family.samples:
+                if s.labels.get("executor") == "sm":
+                    labels = tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("executor", "function")))
+                    samples[s.name, labels] = samples.get((s.name, labels), 0.0) + s.value
 
         def value(name: str, **labels: str) -> float:
             return samples.get((name, tuple(sorted(labels.items()))), 0.0)

@@ -116,6 +116,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         "_tf_caller",
         "_tf_context",
         "_tf_fn",
+        "_tf_function",
         "_tf_life",
         "_tf_ran_for",
         "_tf_ran_on",
@@ -138,6 +139,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         self._tf_caller: Context | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self._tf_fn: Any = None  # the function of a queued or running task, to name it (see ``_running``)
+        self._tf_function = ""  # its capped ``function`` label, set by the metrics side at submit
         # Where the task ran, once known: (process id, thread id, thread name), see ``_running``.
         self._tf_ran_on: tuple[int, int, str] | None = None
         self._tf_ran_for = -1  # ns the callable of a task run elsewhere ran there, by the worker's clock (-1: not)

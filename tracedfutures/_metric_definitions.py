@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from tracedfutures._naming import error_type
+from tracedfutures._naming import error_type, function_name
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 #: Distinct ``error_type`` values per executor before further types are counted as ``other``.
 MAX_ERROR_TYPES = 20
 OTHER_ERROR_TYPE = "other"
+#: Distinct ``function`` values per executor before further functions are counted as ``other``.
+MAX_FUNCTIONS = 10
+OTHER_FUNCTION = "other"
+#: Every ``outcome`` a task can end with; each executor exposes its totals (``ENDED``) for all three from the start.
+OUTCOMES = ("success", "error", "cancelled")
 REFUSABLE_METHODS = ("set_result", "set_exception", "set_running_or_notify_cancel")
 RETURN_WHEN = ("FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED")
 
@@ -34,6 +39,9 @@ class Definition:
     labels: tuple[str, ...]
     #: How prometheus_client's multiprocess mode combines the processes' values of a gauge.
     multiprocess_mode: str = ""
+    #: Computed from live state at scrape time (capacity integrated up to now, the running tasks' ages): the
+    #: multiprocess backend, which writes values as events happen, cannot record it.
+    scrape_time: bool = False
 
     def family(self) -> Any:
         """An empty metric family of this definition, for a collector to fill."""
@@ -44,11 +52,17 @@ class Definition:
 SUBMITTED = Definition(
     "executor_tasks_submitted", "counter", "Tasks handed to the executor (submit and map).", ("executor",)
 )
+ENDED = Definition(
+    "executor_tasks_ended",
+    "counter",
+    "Tasks that ended, by outcome (success, error, cancelled); every outcome is exposed from the executor's start.",
+    ("executor", "outcome"),
+)
 COMPLETED = Definition(
     "executor_tasks_completed",
     "counter",
-    "Tasks that ended, by outcome (success, error, cancelled) and capped exception class.",
-    ("executor", "outcome", "error_type"),
+    "Tasks that ended, by capped function, outcome (success, error, cancelled) and capped exception class.",
+    ("executor", "function", "outcome", "error_type"),
 )
 QUEUE = Definition(
     "executor_task_queue_seconds",
@@ -59,19 +73,45 @@ QUEUE = Definition(
 RUN = Definition(
     "executor_task_run_seconds",
     "histogram",
-    "Seconds from the real start of a task's callable to its result or exception.",
-    ("executor", "outcome"),
+    "Seconds from the real start of a task's callable to its result or exception, by capped function.",
+    ("executor", "function", "outcome"),
 )
-QUEUED = Definition("executor_tasks_queued", "gauge", "Tasks submitted and not started yet.", ("executor",), "livesum")
+QUEUED = Definition(
+    "executor_tasks_queued",
+    "gauge",
+    "Tasks submitted and not started yet (for process pools: not yet started in a worker process).",
+    ("executor",),
+    "livesum",
+)
 RUNNING_GAUGE = Definition(
     "executor_tasks_running",
     "gauge",
-    "Tasks running now (for process pools: handed to a worker process).",
+    "Tasks running now (for process pools: from their real start in a worker process).",
     ("executor",),
     "livesum",
 )
 MAX_WORKERS = Definition(
     "executor_max_workers", "gauge", "Workers the live executors of this name may use.", ("executor",), "livesum"
+)
+BUSY = Definition(
+    "executor_workers_busy_seconds",
+    "counter",
+    "Worker-seconds spent running tasks (a running task counts up to the scrape).",
+    ("executor",),
+)
+AVAILABLE = Definition(
+    "executor_workers_available_seconds",
+    "counter",
+    "Worker-seconds the executors of this name offered: max_workers integrated over each executor's life.",
+    ("executor",),
+    scrape_time=True,
+)
+OLDEST_RUNNING = Definition(
+    "executor_oldest_running_task_age_seconds",
+    "gauge",
+    "Seconds the oldest task running now has been running (0 when none runs).",
+    ("executor",),
+    scrape_time=True,
 )
 INVALID = Definition(
     "executor_invalid_transitions",
@@ -110,7 +150,8 @@ AS_COMPLETED_NEXT = Definition(
     (),
 )
 EXECUTOR_METRICS = (
-    SUBMITTED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING_GAUGE, MAX_WORKERS, INVALID, RESULT_LAG, UNRETRIEVED
+    SUBMITTED, ENDED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING_GAUGE, MAX_WORKERS, BUSY, AVAILABLE, OLDEST_RUNNING,
+    INVALID, RESULT_LAG, UNRETRIEVED,
 )  # fmt: skip
 WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
 
@@ -120,13 +161,15 @@ TaskTrace = tuple["SpanContext", int]
 
 
 
-class ErrorLabels:
-    """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
+class CappedLabels:
+    """The values of one label, capped per executor: the first ``cap`` distinct names are kept, later ones are
+    ``other``. Admitting a name takes the lock; the subclasses cache what they resolved so a task rarely does."""
 
-    __slots__ = ("_labels", "_lock", "_names")
+    __slots__ = ("_cap", "_lock", "_names", "_other")
 
-    def __init__(self) -> None:
-        self._labels: dict[type[BaseException], str] = {}
+    def __init__(self, cap: int, other: str) -> None:
+        self._cap = cap
+        self._other = other
         self._names: set[str] = set()
         self._lock = threading.Lock()
 
@@ -134,18 +177,60 @@ class ErrorLabels:
         """In a forked child: a fresh lock (a parent thread may have held it); the labels stay."""
         self._lock = threading.Lock()
 
+    def _admit(self, label: str) -> str:
+        """``label`` if it is one of the kept names or there is room for it, else the ``other`` label."""
+        with self._lock:
+            if label in self._names:
+                return label
+            if len(self._names) >= self._cap:
+                return self._other
+            self._names.add(label)
+            return label
+
+
+class ErrorLabels(CappedLabels):
+    """The capped ``error_type`` label of each exception class: the first ``MAX_ERROR_TYPES`` names, then other."""
+
+    __slots__ = ("_labels",)
+
+    def __init__(self) -> None:
+        super().__init__(MAX_ERROR_TYPES, OTHER_ERROR_TYPE)
+        self._labels: dict[type[BaseException], str] = {}
+
     def __call__(self, exc: BaseException) -> str:
         cls = type(exc)
         label = self._labels.get(cls)
         if label is not None:
             return label
-        label = error_type(cls)
-        with self._lock:
-            if label in self._names:
+        label = self._admit(error_type(cls))
+        if label != self._other and len(self._labels) < MAX_ERROR_TYPES:  # classes are kept only for the capped set
+            self._labels[cls] = label
+        return label
+
+
+class FunctionLabels(CappedLabels):
+    """The capped ``function`` label of a task's callable: the qualified name its span carries
+    (``_naming.function_name``), the first ``MAX_FUNCTIONS`` names per executor, then ``other``.
+
+    Functions, methods and classes are looked up by their ``__qualname__`` (one dict lookup a task); partials and
+    other callables, which have none, are named each time, as spans name them."""
+
+    __slots__ = ("_labels",)
+
+    def __init__(self) -> None:
+        super().__init__(MAX_FUNCTIONS, OTHER_FUNCTION)
+        self._labels: dict[str, str] = {}
+
+    def __call__(self, fn: Any) -> str:
+        """The label of ``fn``; never raises (it runs in ``submit``): a callable that cannot be named is other."""
+        try:
+            qualname = getattr(fn, "__qualname__", None)
+            label = self._labels.get(qualname) if type(qualname) is str else None
+            if label is not None:
                 return label
-            if len(self._names) >= MAX_ERROR_TYPES:
-                return OTHER_ERROR_TYPE
-            self._names.add(label)
-            if len(self._labels) < MAX_ERROR_TYPES:  # classes are kept only for the capped set
-                self._labels[cls] = label
+            label = self._admit(function_name(fn))
+            if type(qualname) is str and len(self._labels) < 2 * MAX_FUNCTIONS:
+                self._labels[qualname] = label  # the kept names and a few of those counted as other
             return label
+        except Exception:
+            return self._other

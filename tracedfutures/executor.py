@@ -103,10 +103,12 @@ def _make_lifecycle(
     tracer, backend = _config.tracer_and_backend(options)
     stats = backend.executor(label) if backend is not None else None
     spans = _span_hook(tracer, label, kind, remote, options.record_exception_messages)
-    hooks: list[LifecycleHook] = [RunningTasks(executor, label, kind)]
+    running = RunningTasks(executor, label, kind)
+    hooks: list[LifecycleHook] = [running]
     if spans is not None:
         hooks.append(spans)
     if stats is not None:
+        stats.watch(running)
         hooks.append(MetricsHook(stats))
     return Lifecycle(label, kind, tuple(hooks), remote), _capacity(executor, stats)
 

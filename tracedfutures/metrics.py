@@ -23,19 +23,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
-from prometheus_client.samples import Exemplar
+from prometheus_client.samples import Exemplar, Sample
 
 # Every definition, exposed here too (dashboards/ and users read them from tracedfutures.metrics).
 # isort: off
 from tracedfutures._metric_definitions import (
     AS_COMPLETED as AS_COMPLETED,
     AS_COMPLETED_NEXT as AS_COMPLETED_NEXT,
+    AVAILABLE as AVAILABLE,
+    BUSY as BUSY,
     COMPLETED as COMPLETED,
+    ENDED as ENDED,
     EXECUTOR_METRICS as EXECUTOR_METRICS,
     INVALID as INVALID,
     MAX_ERROR_TYPES as MAX_ERROR_TYPES,
+    MAX_FUNCTIONS as MAX_FUNCTIONS,
     MAX_WORKERS as MAX_WORKERS,
+    OLDEST_RUNNING as OLDEST_RUNNING,
     OTHER_ERROR_TYPE as OTHER_ERROR_TYPE,
+    OTHER_FUNCTION as OTHER_FUNCTION,
+    OUTCOMES as OUTCOMES,
     QUEUE as QUEUE,
     QUEUED as QUEUED,
     REFUSABLE_METHODS as REFUSABLE_METHODS,
@@ -49,6 +56,7 @@ from tracedfutures._metric_definitions import (
     WAIT_METRICS as WAIT_METRICS,
     Definition as Definition,
     ErrorLabels as ErrorLabels,
+    FunctionLabels as FunctionLabels,
     TaskTrace as TaskTrace,
 )
 # isort: on
@@ -94,13 +102,15 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
 # -- what a backend records ---------------------------------------------------------------------------------------
 class ExecutorRecorder(Protocol):
     """One executor name's series in one backend. ``submitted`` and ``started`` are the metrics side's hook
-    methods themselves, so they never raise (see ``LifecycleHook``)."""
+    methods themselves, so they never raise (see ``LifecycleHook``); ``submitted`` sets the future's capped
+    ``function`` label (``future._tf_function``), which ``finished`` gets back."""
 
     def submitted(self, future: TracedFuture, fn: Any) -> None: ...
     def started(self, future: TracedFuture) -> None: ...
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
-    ) -> None:
+        self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
+        exemplar: TaskTrace | None,
+    ) -> None:  # fmt: skip
         """A task ended; ``ran``: it had started; ``queue_ns`` / ``run_ns``: its queue and run durations when
         its start is known, else -1 (durations cross this interface in integer nanoseconds)."""
 
@@ -108,10 +118,23 @@ class ExecutorRecorder(Protocol):
     def retrieved(self, lag_ns: int) -> None: ...
     def unretrieved(self, label: str) -> None: ...
     def add_workers(self, count: int) -> None: ...
+    def watch(self, running: RunningTable) -> None:
+        """Read the running tasks of one more executor of this name at scrape time (busy worker-seconds up to
+        the scrape, the oldest running task's age)."""
 
     @property
     def error_label(self) -> ErrorLabels:
         """The capped ``error_type`` label of an exception."""
+
+
+class RunningTable(Protocol):
+    """One executor's running tasks as ``_running.RunningTasks`` keeps them: each task's future and its start in
+    unix ns; the table is as long as the tasks running now."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def tasks(self) -> dict[Any, int]: ...
 
 
 class WaitRecorder(Protocol):
@@ -203,21 +226,27 @@ class _Histogram:
 
 class _TaskCounts:
     """The per-task counts of one executor name made by one thread, which alone writes them (no lock); or, for
-    the owner's ``retired`` totals, those of threads that have ended, folded in under the owner's lock."""
+    the owner's ``retired`` totals, those of threads that have ended, folded in under the owner's lock.
+
+    ``completed`` and ``run`` are keyed by the task's labels; ``created`` holds when each ``completed`` key was
+    first counted here (unix seconds), the ``_created`` timestamp of its series."""
 
     __slots__ = (
-        "completed", "ended_after_start", "queue", "result_lag", "run", "started", "submitted", "thread", "unstarted"
+        "buckets", "completed", "created", "ended_after_start", "queue", "result_lag", "run", "started", "submitted",
+        "thread", "unstarted",
     )  # fmt: skip
 
     def __init__(self, buckets: tuple[float, ...], thread: weakref.ref[threading.Thread] | None) -> None:
         self.thread = thread
+        self.buckets = buckets
         self.submitted = 0
         self.started = 0  # entered RUNNING here
         self.unstarted = 0  # finished without entering RUNNING here (cancelled, or run by another executor)
         self.ended_after_start = 0
-        self.completed: dict[tuple[str, str], int] = {}
+        self.completed: dict[tuple[str, str, str], int] = {}  # (function, outcome, error_type)
+        self.created: dict[tuple[str, str, str], float] = {}
         self.queue = _Histogram(buckets)
-        self.run = {"success": _Histogram(buckets), "error": _Histogram(buckets)}
+        self.run: dict[str, dict[str, _Histogram]] = {"success": {}, "error": {}}  # outcome -> function -> run
         self.result_lag = _Histogram(buckets)
 
     def alive(self) -> bool:
@@ -229,12 +258,27 @@ class _TaskCounts:
         self.started += other.started
         self.unstarted += other.unstarted
         self.ended_after_start += other.ended_after_start
+        created = self.created
+        for key, at in list(other.created.items()):
+            mine = created.get(key)
+            created[key] = at if mine is None or at < mine else mine
         for key, count in list(other.completed.items()):
             self.completed[key] = self.completed.get(key, 0) + count
         self.queue.add(other.queue)
-        for outcome, hist in self.run.items():
-            hist.add(other.run[outcome])
+        for outcome, by_function in self.run.items():
+            for function, hist in list(other.run[outcome].items()):
+                mine_hist = by_function.get(function)
+                if mine_hist is None:
+                    mine_hist = by_function[function] = _Histogram(self.buckets)
+                mine_hist.add(hist)
         self.result_lag.add(other.result_lag)
+
+
+def _histogram_with_created(family: Any, labels: list[str], hist: _Histogram, created: float) -> None:
+    """A histogram series and its ``_created`` sample, as prometheus_client's own histograms expose it (its
+    ``HistogramMetricFamily`` takes no created timestamp)."""
+    family.add_metric(labels, *hist.snapshot())
+    family.samples.append(Sample(family.name + "_created", dict(zip(family._labelnames, labels)), created))
 
 
 class ExecutorStats:
@@ -243,12 +287,20 @@ class ExecutorStats:
     The counts every task makes go to the calling thread's own ``_TaskCounts``, without a lock: threads that
     submit, run and finish tasks at once never wait on each other. A scrape adds them up (an ended thread's
     counts are folded into ``retired`` first), so exposition stays exact; the rare events take ``lock``.
+
+    The series that exist from the start (``executor_tasks_submitted_total``, ``executor_tasks_ended_total`` by
+    outcome, the worker-seconds, the queue and result-lag histograms) carry the stats' creation as their
+    ``_created`` timestamp; a series born on its first event (a function, an error type) carries that event's
+    time, so that a Prometheus that ingests created timestamps sees its first count.
     """
 
     def __init__(self, name: str, buckets: tuple[float, ...]) -> None:
         self.name = name
         self.buckets = buckets
         self.error_label = ErrorLabels()
+        self.function_label = FunctionLabels()
+        # The running tasks of the executors of this name (kept through a fork: the child empties the tables).
+        self.running: weakref.WeakSet[RunningTable] = weakref.WeakSet()
         self.reset()
 
     def reset(self) -> None:
@@ -259,9 +311,16 @@ class ExecutorStats:
         self._local = threading.local()
         self._threads: list[_TaskCounts] = []
         self.retired = _TaskCounts(self.buckets, None)
+        self.created = time.time()
         self.max_workers = 0
+        # Worker-nanoseconds offered up to ``capacity_since`` (max_workers integrated over time).
+        self.capacity_ns = 0
+        self.capacity_since = time.time_ns()
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
         self.unretrieved_count: dict[str, int] = {}
+        self.unretrieved_created: dict[str, float] = {}
+        # Busy worker-nanoseconds as last exposed: the counter never goes back (see ``collect_into``).
+        self.busy_exposed = 0
 
     def _counts(self) -> _TaskCounts:
         """This thread's counts (see ``_first_counts``)."""
@@ -294,24 +353,35 @@ class ExecutorStats:
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._counts().submitted += 1
+        future._tf_function = self.function_label(fn)
 
     def started(self, future: TracedFuture) -> None:
         self._counts().started += 1
 
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
-    ) -> None:
+        self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
+        exemplar: TaskTrace | None,
+    ) -> None:  # fmt: skip
         counts = self._counts()
         if ran:
             counts.ended_after_start += 1
         else:
             counts.unstarted += 1
-        key = (outcome, error_label)
+        key = (function, outcome, error_label)
         completed = counts.completed
-        completed[key] = completed.get(key, 0) + 1
+        count = completed.get(key)
+        if count is None:  # this thread's first task of these labels: when the series may have been born
+            counts.created[key] = time.time()
+            completed[key] = 1
+        else:
+            completed[key] = count + 1
         if run_ns >= 0:
             counts.queue.observe(queue_ns, exemplar)
-            counts.run[outcome].observe(run_ns, exemplar)
+            by_function = counts.run[outcome]
+            hist = by_function.get(function)
+            if hist is None:
+                hist = by_function[function] = _Histogram(self.buckets)
+            hist.observe(run_ns, exemplar)
 
     def refused(self, method: str) -> None:
         with self.lock:
@@ -323,16 +393,33 @@ class ExecutorStats:
     def unretrieved(self, label: str) -> None:
         with self.lock:
             self.unretrieved_count[label] = self.unretrieved_count.get(label, 0) + 1
+            self.unretrieved_created.setdefault(label, time.time())
 
     def add_workers(self, count: int) -> None:
         with self.lock:
+            self.capacity_ns = self._capacity_ns(time.time_ns())
             self.max_workers += count
+
+    def watch(self, running: RunningTable) -> None:
+        with self.lock:
+            self.running.add(running)
+
+    def _running_starts(self) -> list[int]:
+        """The real start (unix ns) of every task running now in the executors of this name. A process pool's
+        table holds each task's hand-off to its call queue, not its start in the worker: left out."""
+        with self.lock:
+            tables = [table for table in self.running if table.kind != "process"]
+        return [start for table in tables for start in table.tasks.copy().values()]
+
+    def _capacity_ns(self, now_ns: int) -> int:
+        """Worker-nanoseconds offered up to ``now_ns`` (under ``lock``); moves ``capacity_since`` there."""
+        elapsed = now_ns - self.capacity_since
+        self.capacity_since = now_ns
+        return self.capacity_ns + self.max_workers * (elapsed if elapsed > 0 else 0)
 
     def totals(self) -> _TaskCounts:
         """The sum of every thread's counts, now."""
         total = _TaskCounts(self.buckets, None)
-        # Both outcomes without an error type are exposed from the start, at 0.
-        total.completed = {("success", ""): 0, ("cancelled", ""): 0}
         with self.lock:
             self._fold_ended()
             total.add(self.retired)
@@ -341,24 +428,47 @@ class ExecutorStats:
         return total
 
     def collect_into(self, families: dict[Definition, Any]) -> None:
-        name = self.name
+        name, created = self.name, self.created
         total = self.totals()
-        families[SUBMITTED].add_metric([name], total.submitted)
-        for (outcome, etype), count in total.completed.items():
-            families[COMPLETED].add_metric([name, outcome, etype], count)
-        families[QUEUE].add_metric([name], *total.queue.snapshot())
-        for outcome, hist in total.run.items():
-            families[RUN].add_metric([name, outcome], *hist.snapshot())
+        families[SUBMITTED].add_metric([name], total.submitted, created)
+        ended = dict.fromkeys(OUTCOMES, 0)
+        born: dict[tuple[str, str], float] = {}  # each run histogram's first task: its outcome's earliest count
+        for key, count in total.completed.items():
+            function, outcome, etype = key
+            at = total.created[key]
+            ended[outcome] += count
+            families[COMPLETED].add_metric([name, function, outcome, etype], count, at)
+            if at < born.get((function, outcome), at + 1):
+                born[function, outcome] = at
+        for outcome, count in ended.items():
+            families[ENDED].add_metric([name, outcome], count, created)
+        _histogram_with_created(families[QUEUE], [name], total.queue, created)
+        busy_ns = 0
+        for outcome, by_function in total.run.items():
+            for function, hist in by_function.items():
+                at = born.get((function, outcome), created)
+                _histogram_with_created(families[RUN], [name, function, outcome], hist, at)
+                busy_ns += hist.sum
         # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
         families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted, 0))
         families[RUNNING_GAUGE].add_metric([name], max(total.started - total.ended_after_start, 0))
-        families[RESULT_LAG].add_metric([name], *total.result_lag.snapshot())
+        _histogram_with_created(families[RESULT_LAG], [name], total.result_lag, created)
+        # Read after the totals: a task that ends in between is missing from both (never counted twice), and
+        # the counter stays where it was until the next scrape finds it in the totals.
+        starts = self._running_starts()
+        now_ns = time.time_ns()
+        busy_ns += sum(now_ns - start for start in starts if start < now_ns)
+        families[OLDEST_RUNNING].add_metric([name], max(now_ns - min(starts), 0) / 1e9 if starts else 0.0)
         with self.lock:
+            busy_ns = self.busy_exposed = max(busy_ns, self.busy_exposed)
+            families[BUSY].add_metric([name], busy_ns / 1e9, created)
+            self.capacity_ns = self._capacity_ns(time.time_ns())
+            families[AVAILABLE].add_metric([name], self.capacity_ns / 1e9, created)
             families[MAX_WORKERS].add_metric([name], self.max_workers)
             for method, count in self.invalid.items():
-                families[INVALID].add_metric([name, method], count)
+                families[INVALID].add_metric([name, method], count, created)
             for etype, count in self.unretrieved_count.items():
-                families[UNRETRIEVED].add_metric([name, etype], count)
+                families[UNRETRIEVED].add_metric([name, etype], count, self.unretrieved_created[etype])
 
 
 class WaitStats:
@@ -370,6 +480,7 @@ class WaitStats:
 
     def reset(self) -> None:
         self.lock = threading.Lock()
+        self.created = time.time()  # every series exists from the start: the ``_created`` of them all
         self.wait = {(rw, to): _Histogram(self.buckets) for rw in RETURN_WHEN for to in ("false", "true")}
         self.as_completed = {to: _Histogram(self.buckets) for to in ("false", "true")}
         self.as_completed_next = _Histogram(self.buckets)
@@ -389,12 +500,13 @@ class WaitStats:
             self.as_completed_next.observe_many(steps, zeros)
 
     def collect_into(self, families: dict[Definition, Any]) -> None:
+        created = self.created
         with self.lock:
             for (rw, to), hist in self.wait.items():
-                families[WAIT].add_metric([rw, to], *hist.snapshot())
+                _histogram_with_created(families[WAIT], [rw, to], hist, created)
             for to, hist in self.as_completed.items():
-                families[AS_COMPLETED].add_metric([to], *hist.snapshot())
-            families[AS_COMPLETED_NEXT].add_metric([], *self.as_completed_next.snapshot())
+                _histogram_with_created(families[AS_COMPLETED], [to], hist, created)
+            _histogram_with_created(families[AS_COMPLETED_NEXT], [], self.as_completed_next, created)
 
 
 class MetricsCollector:
@@ -440,6 +552,7 @@ class MetricsCollector:
         for name, stats in self.executors.items():
             stats.max_workers = workers[name]
             stats.error_label.after_fork()
+            stats.function_label.after_fork()
 
 
 # -- the hook -------------------------------------------------------------------------------------------------------
@@ -467,7 +580,7 @@ class MetricsHook:
                 queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
             context = future._tf_context
             exemplar = (context, future.finished_ns) if context is not None and context.trace_flags.sampled else None
-            recorder.finished(future.ran, outcome, label, queue_ns, run_ns, exemplar)
+            recorder.finished(future.ran, future._tf_function, outcome, label, queue_ns, run_ns, exemplar)
             if outcome == "error":
                 # Counted when the future is collected unless a caller reads it first (see on_retrieved).
                 finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)

@@ -4,8 +4,9 @@ A pre-fork server (gunicorn and the like) sets ``PROMETHEUS_MULTIPROC_DIR``; eve
 values to files there and the one exposing ``/metrics`` reads them all with ``MultiProcessCollector``. Here the
 definitions of ``tracedfutures.metrics`` (from ``_metric_definitions``) become prometheus_client metrics (not
 registered in any registry, as its multiprocess documentation asks), gauges summed over live processes
-(``livesum``). Exemplars do not exist in this mode. Process pools never need it: their tasks are recorded in the
-submitting process.
+(``livesum``). Exemplars do not exist in this mode, nor do the metrics computed at scrape time
+(``Definition.scrape_time``: worker-seconds available, the oldest running task's age); busy worker-seconds are
+counted when a task ends. Process pools never need it: their tasks are recorded in the submitting process.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from tracedfutures._metric_definitions import (
     AS_COMPLETED,
     AS_COMPLETED_NEXT,
+    BUSY,
     COMPLETED,
+    ENDED,
     EXECUTOR_METRICS,
     INVALID,
     MAX_WORKERS,
+    OUTCOMES,
     QUEUE,
     QUEUED,
     RESULT_LAG,
@@ -34,6 +38,7 @@ from tracedfutures._metric_definitions import (
     WAIT_METRICS,
     Definition,
     ErrorLabels,
+    FunctionLabels,
     TaskTrace,
 )
 from tracedfutures._telemetry import telemetry_failed
@@ -60,20 +65,21 @@ class MultiprocessSeries:
         self.metrics = metrics
         self.name = name
         self.error_label = ErrorLabels()
+        self.function_label = FunctionLabels()
         self._submitted = metrics[SUBMITTED].labels(name)
         self._queue = metrics[QUEUE].labels(name)
         self._queued = metrics[QUEUED].labels(name)
         self._running = metrics[RUNNING_GAUGE].labels(name)
         self._max_workers = metrics[MAX_WORKERS].labels(name)
         self._lag = metrics[RESULT_LAG].labels(name)
-        self._run = {outcome: metrics[RUN].labels(name, outcome) for outcome in ("success", "error")}
-        for outcome in ("success", "cancelled"):
-            metrics[COMPLETED].labels(name, outcome, "")
+        self._busy = metrics[BUSY].labels(name)
+        self._ended = {outcome: metrics[ENDED].labels(name, outcome) for outcome in OUTCOMES}
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         try:
             self._submitted.inc()
             self._queued.inc()
+            future._tf_function = self.function_label(fn)
         except Exception as exc:
             telemetry_failed("MetricsHook", exc)
 
@@ -85,13 +91,16 @@ class MultiprocessSeries:
             telemetry_failed("MetricsHook", exc)
 
     def finished(
-        self, ran: bool, outcome: str, error_label: str, queue_ns: int, run_ns: int, exemplar: TaskTrace | None
-    ) -> None:
+        self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
+        exemplar: TaskTrace | None,
+    ) -> None:  # fmt: skip
         (self._running if ran else self._queued).dec()
-        self.metrics[COMPLETED].labels(self.name, outcome, error_label).inc()
+        self._ended[outcome].inc()
+        self.metrics[COMPLETED].labels(self.name, function, outcome, error_label).inc()
         if run_ns >= 0:
             self._queue.observe(queue_ns / 1e9)
-            self._run[outcome].observe(run_ns / 1e9)
+            self.metrics[RUN].labels(self.name, function, outcome).observe(run_ns / 1e9)
+            self._busy.inc(run_ns / 1e9)
 
     def refused(self, method: str) -> None:
         self.metrics[INVALID].labels(self.name, method).inc()
@@ -104,6 +113,9 @@ class MultiprocessSeries:
 
     def add_workers(self, count: int) -> None:
         self._max_workers.inc(count)
+
+    def watch(self, running: Any) -> None:
+        """Running tasks are read only at scrape time, which this mode has not: busy time counts at the end."""
 
 
 class MultiprocessWaits:
@@ -130,7 +142,7 @@ class MultiprocessMetrics:
     """The multiprocess backend: one per process, shared by every registry."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.metrics = {d: _metric(d, buckets) for d in (*EXECUTOR_METRICS, *WAIT_METRICS)}
+        self.metrics = {d: _metric(d, buckets) for d in (*EXECUTOR_METRICS, *WAIT_METRICS) if not d.scrape_time}
         self.waits = MultiprocessWaits(self.metrics)
         self._series: dict[str, MultiprocessSeries] = {}
         self._lock = threading.Lock()
@@ -140,6 +152,7 @@ class MultiprocessMetrics:
         self._lock = threading.Lock()
         for series in self._series.values():
             series.error_label.after_fork()
+            series.function_label.after_fork()
 
     def executor(self, name: str) -> MultiprocessSeries:
         with self._lock:

@@ -65,16 +65,19 @@ def test_every_panel_of_the_brief_is_there() -> None:
                 name for name, _ in check.METRIC.findall(target["expr"])
             )
     wanted = {
-        "Task throughput by outcome": "executor_tasks_completed_total",
-        "Error ratio": "executor_tasks_completed_total",
+        "Task throughput by outcome": "executor_tasks_ended_total",
+        "Error ratio": "executor_tasks_ended_total",
         "Top error types": "executor_tasks_completed_total",
+        "Top functions by time": "executor_task_run_seconds_sum",
+        "Top functions by errors": "executor_tasks_completed_total",
+        "Oldest running task": "executor_oldest_running_task_age_seconds",
         "Queue wait p50 / p95 / p99": "executor_task_queue_seconds_bucket",
         "Queue wait distribution": "executor_task_queue_seconds_bucket",
         "Run time p50 / p95 / p99": "executor_task_run_seconds_bucket",
         "Run time distribution": "executor_task_run_seconds_bucket",
         "Queued and running now": "executor_tasks_running",
-        "Saturation (running / max_workers)": "executor_max_workers",
-        "Utilization (busy worker-seconds / max_workers)": "executor_task_run_seconds_sum",
+        "Saturation (busy / available worker-seconds)": "executor_workers_available_seconds_total",
+        "Utilization": "executor_workers_busy_seconds_total",
         "wait() p95 by return_when": "futures_wait_seconds_bucket",
         "as_completed() iteration p95": "futures_as_completed_seconds_bucket",
         "as_completed() wait per future p50 / p95 / p99": "futures_as_completed_next_seconds_bucket",
@@ -95,6 +98,7 @@ def test_alert_rules_cover_the_brief() -> None:
         "TracedFuturesExecutorSaturated",
         "TracedFuturesUnretrievedExceptions",
         "TracedFuturesInvalidTransitions",
+        "TracedFuturesTaskStuck",
     }
     # Each alert has a case where it fires and one where it stays silent.
     for name in names:
