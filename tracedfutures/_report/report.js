@@ -89,11 +89,13 @@
   }
 
   function timeChart(el, options, values) {
+    // Every time chart's data spans the whole trace, 0 to its end: the x range is the data's (double-click goes
+    // back to it) or the zoom's.
     const u = new uPlot({
       width: width(el),
-      scales: { x: { time: false, range: (u, min, max) => [min, max] } },
       cursor: { drag: { x: true, y: false }, sync: { key: "time" } },
       ...options,
+      scales: { x: { time: false, range: (u, min, max) => [min, max] }, ...(options.scales || {}) },
       hooks: { ...(options.hooks || {}), setScale: [followZoom] },
     }, values, el);
     wheelZoom(u);
@@ -213,7 +215,7 @@
     timeChart(el, {
       height: height + 50,
       legend: { show: false },
-      scales: { x: { time: false, range: [0, wall] }, y: { range: [-0.5, lanes - 0.5] } },
+      scales: { y: { range: [-0.5, lanes - 0.5] } },
       axes: [
         { label: "seconds", values: (u, splits) => splits.map((s) => +s.toPrecision(6)) },
         {
@@ -230,6 +232,10 @@
   }
 
   // -- queued and running, utilization over time ------------------------------------------------------------------
+  // The counters' bins start at their times: one more point, the last bin's value held to the end of the trace.
+  const binTimes = [...data.counters.t, data.summary.wall];
+  const held = (values) => [...values, values[values.length - 1]];
+
   function executorColor(name) {
     return PALETTE[Math.max(0, data.executors.indexOf(name)) % PALETTE.length];
   }
@@ -240,7 +246,6 @@
     if (!c.series.length) { el.textContent = "The timeline has no queued / running counters."; return; }
     timeChart(el, {
       height: 260,
-      scales: { x: { time: false, range: [0, data.summary.wall || 1] } },
       axes: [{ label: "seconds" }, { label: "tasks" }],
       series: [{ label: "s", value: (u, v) => (v == null ? "–" : duration(v)) },
         ...c.series.map((s) => ({
@@ -251,7 +256,7 @@
           paths: uPlot.paths.stepped({ align: 1 }),
           points: { show: false },
         }))],
-    }, [c.t, ...c.series.map((s) => s.values)]);
+    }, [binTimes, ...c.series.map((s) => held(s.values))]);
   }
 
   function utilization() {
@@ -270,14 +275,14 @@
     if (!shown.length) return;
     timeChart(el, {
       height: 200,
-      scales: { x: { time: false, range: [0, data.summary.wall || 1] }, y: { range: [0, 100] } },
+      scales: { y: { range: [0, 100] } },
       axes: [{ label: "seconds" }, { label: "% of workers busy" }],
       series: [{ label: "s", value: (u, v) => (v == null ? "–" : duration(v)) },
         ...shown.map((s) => ({
           label: s.executor, stroke: executorColor(s.executor), width: 1.5, points: { show: false },
           paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "–" : `${v.toFixed(1)} %`),
         }))],
-    }, [data.counters.t, ...shown.map((s) => s.values.map((v) => Math.min(100, (100 * v) / workers[s.executor])))]);
+    }, [binTimes, ...shown.map((s) => held(s.values.map((v) => Math.min(100, (100 * v) / workers[s.executor]))))]);
   }
 
   // -- distributions ----------------------------------------------------------------------------------------------

@@ -1,0 +1,275 @@
+"""``tracedfutures report`` (tracedfutures/_cli/report.py and the modules it uses), as a user meets it.
+
+``tracedfutures record`` runs tests/report_workload.py (known tasks, errors, cancellations, a wait and an
+as_completed on a thread pool and a process pool); ``tracedfutures report`` makes its page, and a headless
+Chromium (Debian's ``chromium``, driven over the DevTools protocol by tests/browsersupport.py, with the flags of a
+closed network) opens it: no console error, no request but the file itself, the numbers of the trace on the page, zoom
+and pan that move the timeline; a screenshot is kept (its path is printed). A trace of 100,000 tasks must make a
+page that renders in a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import wait
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browsersupport import Page, chromium
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOAD = ROOT / "tests" / "report_workload.py"
+#: Where the screenshots are kept (printed by each test that writes one); TF_ARTIFACTS overrides it.
+ARTIFACTS = Path(os.environ.get("TF_ARTIFACTS") or Path(tempfile.gettempdir()) / "tracedfutures-test-artifacts")
+#: Seconds a 100,000-task page may take from navigation to drawn.
+FEW_SECONDS = 5.0
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="needs chromium (Debian: apt-get install chromium)")
+
+
+def tracedfutures(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m tracedfutures ARGS`` in ``cwd``, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "tracedfutures", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def keep(path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """Where to keep the artifact ``path`` names, said in the test log."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    kept = ARTIFACTS / path.name
+    with capsys.disabled():
+        print(f"\n[artifact] {kept}")
+    return kept
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The timeline of the workload, written by ``tracedfutures record``."""
+    directory = tmp_path_factory.mktemp("recorded")
+    trace = directory / "trace.json"
+    done = tracedfutures("record", "-o", trace, "--", sys.executable, WORKLOAD, cwd=directory)
+    assert done.returncode == 0, done.stderr
+    return trace
+
+
+def events(trace: Path) -> list[dict[str, Any]]:
+    document: dict[str, Any] = json.loads(trace.read_text(encoding="utf-8"))
+    trace_events: list[dict[str, Any]] = document["traceEvents"]
+    return trace_events
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with Page() as opened:
+        yield opened
+
+
+def table(page: Page, table_id: str) -> list[dict[str, str]]:
+    """The rows of a table of the page, each as {column title: cell text}."""
+    rows: list[dict[str, str]] = page.evaluate(
+        f"""(() => {{
+            const t = document.getElementById({json.dumps(table_id)});
+            const heads = [...t.tHead.rows[0].cells].map((c) => c.textContent);
+            const row = (r) => Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]));
+            return [...t.tBodies[0].rows].map(row);
+        }})()"""
+    )
+    return rows
+
+
+@needs_chromium
+def test_the_report_of_a_recorded_run(
+    recorded: Path, tmp_path: Path, page: Page, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report.html"
+    done = tracedfutures("report", recorded, "-o", report, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {report} (59 tasks")
+    page.open(report)
+    assert page.errors == []
+    assert page.requests == [report.resolve().as_uri()]  # nothing but the file itself
+
+    # What the trace says, read here on its own.
+    trace = events(recorded)
+    tasks = [e for e in trace if e["ph"] == "X" and e.get("cat") == "task"]
+    failed = [e for e in tasks if e["args"]["outcome"] == "error"]
+    per_executor = Counter(e["args"]["executor"] for e in tasks)
+    assert len(tasks) == 59 and len(failed) == 5 and per_executor == {"io": 48, "ProcessPoolExecutor": 11}
+
+    summary = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.summary dd')].map((d) => [d.id, d.textContent]))"
+    )
+    assert summary["summary-tasks"] == "59"
+    assert summary["summary-errors"] == "5"
+    assert summary["summary-cancelled"] == "2"
+    assert summary["summary-executors"] == "2"
+    assert summary["summary-workers"] == str(len({(e["pid"], e["tid"]) for e in tasks}))
+
+    utilization = {row["executor"]: row for row in table(page, "utilization-table")}
+    assert {name: (row["tasks"], row["workers"]) for name, row in utilization.items()} == {
+        "io": ("48", "3"),
+        "ProcessPoolExecutor": ("11", "2"),
+    }
+    assert all(row["utilization"].endswith(" %") for row in utilization.values())
+
+    errors = table(page, "errors-table")
+    assert sorted(row["trace id"] for row in errors) == sorted(e["args"]["trace_id"] for e in failed)
+    assert {row["outcome"] for row in errors} == {"error: ValueError"}
+    assert {row["function"] for row in errors} == {"fails"}
+
+    slowest = table(page, "slowest-table")
+    longest = max(tasks, key=lambda e: e["dur"])
+    assert (slowest[0]["function"], slowest[0]["span id"]) == ("slow", longest["args"]["span_id"])
+    assert slowest[0]["ran"].endswith(" ms") and 200 <= float(slowest[0]["ran"].split()[0]) < 1000
+
+    functions = {(row["executor"], row["function"]): row for row in table(page, "function-table")}
+    assert functions[("io", "ok")]["tasks"] == "40" and functions[("io", "fails")]["errors"] == "4"
+    assert functions[("ProcessPoolExecutor", "ok")]["tasks"] == "10"
+
+    blocked = Counter()
+    for row in table(page, "blocked-table"):
+        blocked[row["call"]] += int(row["calls"])
+    assert blocked == {"wait": 2, "as_completed": 1}
+
+    # The timeline was drawn: task bars in the first function's colour and error bars in red.
+    colours = page.evaluate(
+        """(() => {
+            const canvas = document.querySelector('#timeline canvas');
+            const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let blue = 0, red = 0;
+            for (let i = 0; i < pixels.length; i += 4) {
+                const [r, g, b] = [pixels[i], pixels[i + 1], pixels[i + 2]];
+                if (r < 80 && g > 90 && g < 150 && b > 150) blue++;
+                if (r > 180 && g < 90 && b < 90) red++;
+            }
+            return {blue, red};
+        })()"""
+    )
+    assert colours["blue"] > 100 and colours["red"] > 0, colours
+
+    # Zoom with the wheel, pan with shift + wheel, double-click for everything again.
+    whole = [float(x) for x in page.evaluate("document.getElementById('timeline').dataset.range").split()]
+    box = page.evaluate("(() => { const r = document.querySelector('#timeline .u-over').getBoundingClientRect();"
+                        " return [r.x + r.width / 2, r.y + r.height / 2]; })()")  # fmt: skip
+    page.wheel(*box, delta_y=-300)
+    page.wheel(*box, delta_y=-300)
+    zoomed = [float(x) for x in page.evaluate("document.getElementById('timeline').dataset.range").split()]
+    assert zoomed[1] - zoomed[0] < 0.6 * (whole[1] - whole[0])
+    page.wheel(*box, delta_y=100, shift=True)
+    panned = [float(x) for x in page.evaluate("document.getElementById('timeline').dataset.range").split()]
+    assert panned[0] > zoomed[0] and panned[1] - panned[0] == pytest.approx(zoomed[1] - zoomed[0])
+    page.double_click(*box)
+    again = [float(x) for x in page.evaluate("document.getElementById('timeline').dataset.range").split()]
+    assert again == pytest.approx(whole)
+
+    page.settle()
+    assert page.errors == []
+    page.screenshot(keep(tmp_path / "report.png", capsys))
+
+
+def test_a_file_that_is_not_a_timeline_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.json").write_text("{not json", encoding="utf-8")
+    done = tracedfutures("report", "notes.json", "-o", "out.html", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("tracedfutures report: notes.json is not JSON") and done.stderr.count("\n") == 1
+    done = tracedfutures("report", "missing.json", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == "tracedfutures report: cannot read missing.json: No such file or directory\n"
+    assert not (tmp_path / "out.html").exists() and not (tmp_path / "missing.html").exists()
+
+
+def hundredfold(source: Path, target: Path, copies: int = 100) -> int:
+    """A trace of ``copies`` runs of ``source`` back to back: its events, in the writer's layout, each copy moved
+    past the end of the one before and given its own trace and span ids; returns the tasks written.
+
+    ``record`` itself draws about 5,000 tasks a second on the test machine: 100,000 of them would take the test's
+    whole budget, so the real writer's output is multiplied instead (the format stays the writer's)."""
+    document = json.loads(source.read_text(encoding="utf-8"))
+    trace = document["traceEvents"]
+    length = max(e["ts"] + e.get("dur", 0) for e in trace if "ts" in e) + 1000
+    lines = [json.dumps(e) for e in trace if e["ph"] == "M"]
+    tasks = 0
+    for copy in range(copies):
+        prefix = f"{copy:04x}"
+        for event in trace:
+            if event["ph"] == "M":
+                continue
+            moved = {**event, "ts": event["ts"] + copy * length}
+            if "id" in event and event["ph"] != "C":
+                moved["id"] = prefix + event["id"][4:]
+            if "args" in event and event["ph"] != "C":
+                moved["args"] = {
+                    key: prefix + value[4:] if key in ("trace_id", "span_id") else value
+                    for key, value in event["args"].items()
+                }
+            tasks += event["ph"] == "X" and event.get("cat") == "task"
+            lines.append(json.dumps(moved, separators=(",", ":")))
+    target.write_text(
+        '{"traceEvents":[\n' + ",\n".join(lines) + f'\n],"otherData":{json.dumps(document["otherData"])}}}\n',
+        encoding="utf-8",
+    )
+    return tasks
+
+
+@pytest.fixture(scope="module")
+def thousand(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The timeline of 1,000 tasks on 8 workers (a tenth raising), written by the real TimelineWriter."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tracedfutures
+    from tracedfutures.timeline import TimelineWriter
+
+    trace = tmp_path_factory.mktemp("thousand") / "trace.json"
+    provider = TracerProvider()
+    provider.add_span_processor(TimelineWriter(trace))
+
+    def work(i: int) -> int:
+        if i % 10 == 3:
+            raise KeyError(i)
+        return sum(range(200 + i % 50 * 40))
+
+    with tracedfutures.TracedThreadPoolExecutor(8, name="hundredfold", tracer_provider=provider) as pool:
+        wait([pool.submit(work, i) for i in range(1000)])
+    provider.shutdown()
+    return trace
+
+
+@needs_chromium
+def test_a_100000_task_report_renders_in_a_few_seconds(
+    thousand: Path, tmp_path: Path, page: Page, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.json"
+    assert hundredfold(thousand, trace) == 100_000
+    report = tmp_path / "report-100000.html"
+    began = time.monotonic()
+    done = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    made = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    took = page.open(report)
+    drawn_ms = int(page.evaluate("document.body.dataset.renderMs"))
+    with capsys.disabled():
+        print(
+            f"\n[100,000 tasks] trace {trace.stat().st_size / 1e6:.0f} MB, report made in {made:.1f} s"
+            f" ({report.stat().st_size / 1e6:.1f} MB), page loaded and drawn in {took:.2f} s"
+            f" (its script: {drawn_ms} ms)"
+        )
+    assert took < FEW_SECONDS
+    assert page.errors == [] and page.requests == [report.resolve().as_uri()]
+    assert page.evaluate("document.getElementById('summary-tasks').textContent") == "100,000"
+    assert page.evaluate("document.getElementById('summary-errors').textContent") == "10,000"
+    assert report.stat().st_size < 10e6  # aggregated in Python, not every event embedded
+    page.screenshot(keep(tmp_path / "report-100000.png", capsys))
