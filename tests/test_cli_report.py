@@ -10,8 +10,10 @@ page that renders in a few seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -273,3 +275,43 @@ def test_a_100000_task_report_renders_in_a_few_seconds(
     assert page.evaluate("document.getElementById('summary-errors').textContent") == "10,000"
     assert report.stat().st_size < 10e6  # aggregated in Python, not every event embedded
     page.screenshot(keep(tmp_path / "report-100000.png", capsys))
+
+
+def test_the_page_inlines_the_vendored_uplot_with_its_licence(thousand: Path) -> None:
+    from tracedfutures._cli import report_data, report_page, timeline_reader
+
+    vendored = ROOT / "tracedfutures" / "_report" / "uplot"
+    readme = (vendored / "README.md").read_text(encoding="utf-8")
+    for name in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE"):  # the files are those the README names
+        digest = hashlib.sha256((vendored / name).read_bytes()).hexdigest()
+        assert f"{digest}  {name}" in readme
+    assert f"npm pack uplot@{report_page.UPLOT_VERSION}" in readme
+    page = report_page.render(report_data.report_data(timeline_reader.read(thousand), "a <b>"))
+    assert (vendored / "uPlot.iife.min.js").read_text(encoding="utf-8") in page
+    licence = (vendored / "LICENSE").read_text(encoding="utf-8").strip()
+    assert licence in page and page.index(licence) < page.index("var uPlot=")
+    assert "<title>tracedfutures report: a &lt;b&gt;</title>" in page
+    assert "default-src 'none'" in page  # the page may load nothing
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+
+
+def test_counters_and_merged_slices_keep_their_totals(thousand: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracedfutures._cli import report_data, timeline_reader
+
+    timeline = timeline_reader.read(thousand)
+    data = report_data.report_data(timeline, "thousand")
+    busy = sum(task.run for task in timeline.tasks)
+    # The running counter resampled onto bins: its time integral is the tasks' run time.
+    [running] = [s for s in data["counters"]["series"] if s["kind"] == "running"]
+    width = data["summary"]["wall"] / report_data.TIME_BINS
+    assert sum(running["values"]) * width == pytest.approx(busy, rel=0.01)
+    assert data["utilization"][0]["busy"] == pytest.approx(busy, abs=1e-5)
+    assert not data["timeline"]["merged"] and len(data["timeline"]["lane"]) == 1000 + len(timeline.blocked)
+
+    monkeypatch.setattr(report_data, "MAX_SLICES", 100)  # past the cap: each worker's slices merged into bars
+    merged = report_data.report_data(timeline, "thousand")["timeline"]
+    assert merged["merged"] and merged["slices"] == 1000 + len(timeline.blocked)
+    assert sum(merged["count"]) == merged["slices"]
+    assert len(merged["lane"]) <= 100 + len(merged["lanes"])
+    errors = {i for i, outcome in enumerate(merged["outcome"]) if outcome == merged["outcomes"].index("error")}
+    assert errors  # a bar that holds an error is drawn as one
