@@ -27,8 +27,10 @@ ALL_PARTS = ("thread", "fork", "forkserver", "spawn", "loky", "dask")
 SERVICE = "tracedfutures-otlp-test"
 TIMEOUT = 120
 #: OTEL_EXPORTER_OTLP_TIMEOUT of the runs against a dead collector, and what their exit may take beyond it.
+#: The slack is the interpreter's own teardown on a loaded 2-core machine (seen up to 1.8 s there); a program
+#: that waited for the exporter's default 10 s timeout, or retried past it, still fails.
 EXPORT_TIMEOUT = 1.0
-EXIT_SLACK = 1.5
+EXIT_SLACK = 3.0
 RESULTS = [True, "WorkError"]  # what each part of the workload returns: its task ran, its failing task failed
 
 
