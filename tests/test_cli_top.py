@@ -213,6 +213,11 @@ def test_an_interval_from_two_real_scrapes() -> None:
     assert row.throughput == pytest.approx(20 / shown.seconds)
     assert row.submitted == pytest.approx(20 / shown.seconds)
     assert row.error_rate == pytest.approx(4 / 20)
+    # Busy over offered worker-seconds: the 20 tasks' run time over 4 workers for the interval.
+    ran = sum(v for labels, v in now.values("executor_task_run_seconds_sum")) - sum(
+        v for labels, v in before.values("executor_task_run_seconds_sum")
+    )
+    assert row.utilization == pytest.approx(ran / (4 * shown.seconds), rel=0.1)
     # 20 runs of 30 ms (more on a loaded machine): the default buckets put them in (0.025, 0.05] or above.
     assert row.run_p50 is not None and 0.025 < row.run_p50 <= 0.25
     assert row.run_p95 is not None and row.run_p50 <= row.run_p95
@@ -220,7 +225,7 @@ def test_an_interval_from_two_real_scrapes() -> None:
     assert row.queue_p95 is not None and row.queue_p95 > 0.025
     assert shown.running == []  # all ended
     first = top_interval.interval(None, before)
-    assert first.seconds is None and first.executors[0].throughput is None
+    assert first.seconds is None and first.executors[0].throughput is None and first.executors[0].utilization is None
 
 
 def test_bucket_quantile_interpolates_as_prometheus_does() -> None:

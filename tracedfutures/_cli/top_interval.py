@@ -2,10 +2,11 @@
 scrape's ``/tasks``.
 
 Rates and quantiles are over the interval between the scrapes, from the counters' and the histograms' bucket
-deltas (the quantiles interpolated in their bucket as Prometheus' ``histogram_quantile`` does); the gauges are
-the later scrape's. Every series is summed over its labels other than ``executor`` (outcome, error type, and any
-label a later version adds), so one row is one executor name. A counter that went down (the program restarted)
-counts from zero.
+deltas (the quantiles interpolated in their bucket as Prometheus' ``histogram_quantile`` does): tasks ended per
+second and the share that raised (``executor_tasks_ended_total``), how busy the workers were (worker-seconds
+busy over worker-seconds offered); the gauges (queued, running, max workers) are the later scrape's. Every series
+is summed over its labels other than ``executor`` (outcome, function, error type), so one row is one executor
+name. A counter that went down (the program restarted) counts from zero.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracedfutures._cli.scrape import Scrape
-from tracedfutures._metric_definitions import COMPLETED, MAX_WORKERS, QUEUE, QUEUED, RUN, RUNNING_GAUGE, SUBMITTED
+from tracedfutures._metric_definitions import (
+    AVAILABLE,
+    BUSY,
+    ENDED,
+    MAX_WORKERS,
+    QUEUE,
+    QUEUED,
+    RUN,
+    RUNNING_GAUGE,
+    SUBMITTED,
+)
 
 
 @dataclass(frozen=True)
@@ -27,19 +38,16 @@ class ExecutorRow:
     queued: float
     running: float
     max_workers: float
-    #: Tasks ended per second, and the share of them that raised.
+    #: Tasks that ran to their end (a result or an exception) per second, and the share of them that raised.
     throughput: float | None
     error_rate: float | None
     submitted: float | None
+    #: Worker-seconds spent running tasks over worker-seconds offered.
+    utilization: float | None
     queue_p50: float | None
     queue_p95: float | None
     run_p50: float | None
     run_p95: float | None
-
-    @property
-    def utilization(self) -> float | None:
-        """Running tasks over the executor's workers, now."""
-        return self.running / self.max_workers if self.max_workers > 0 else None
 
 
 @dataclass(frozen=True)
@@ -137,36 +145,33 @@ def _running(now: Scrape) -> list[RunningRow] | None:
     return rows
 
 
+def _rates(before: Scrape | None, now: Scrape, name: str, **match: str) -> dict[str, float]:
+    """Per executor, how much a counter grew between the scrapes (summed over its other labels)."""
+    later = _by_executor(now, f"{name}_total", **match)
+    earlier = _by_executor(before, f"{name}_total", **match) if before is not None else {}
+    return {executor: _delta(value, earlier.get(executor, 0.0)) for executor, value in later.items()}
+
+
 def interval(before: Scrape | None, now: Scrape) -> Interval:
     """The screen of the interval from ``before`` (None: the first scrape, no rates yet) to ``now``."""
     seconds = now.at - before.at if before is not None else None
     gauges = {d.name: _by_executor(now, d.name) for d in (QUEUED, RUNNING_GAUGE, MAX_WORKERS)}
-    completed = f"{COMPLETED.name}_total"
-    ended, errors, submitted = (
-        _by_executor(now, completed),
-        _by_executor(now, completed, outcome="error"),
-        _by_executor(now, f"{SUBMITTED.name}_total"),
-    )
-    ended_before, errors_before, submitted_before = (
-        (
-            _by_executor(before, completed),
-            _by_executor(before, completed, outcome="error"),
-            _by_executor(before, f"{SUBMITTED.name}_total"),
-        )
-        if before is not None
-        else ({}, {}, {})
-    )
+    succeeded = _rates(before, now, ENDED.name, outcome="success")
+    failed = _rates(before, now, ENDED.name, outcome="error")
+    submitted = _rates(before, now, SUBMITTED.name)
+    busy, available = _rates(before, now, BUSY.name), _rates(before, now, AVAILABLE.name)
     queue, run = _quantiles(before, now, QUEUE.name), _quantiles(before, now, RUN.name)
-    names = sorted(set().union(*gauges.values(), ended, submitted))
+    names = sorted(set().union(*gauges.values(), succeeded, submitted))
     rows = []
     for name in names:
-        throughput = error_rate = submit_rate = None
+        throughput = error_rate = submit_rate = utilization = None
         if seconds:
-            done = _delta(ended.get(name, 0.0), ended_before.get(name, 0.0))
+            done = succeeded.get(name, 0.0) + failed.get(name, 0.0)
             throughput = done / seconds
-            submit_rate = _delta(submitted.get(name, 0.0), submitted_before.get(name, 0.0)) / seconds
-            failed = _delta(errors.get(name, 0.0), errors_before.get(name, 0.0))
-            error_rate = failed / done if done else None
+            submit_rate = submitted.get(name, 0.0) / seconds
+            error_rate = failed.get(name, 0.0) / done if done else None
+            offered = available.get(name, 0.0)
+            utilization = min(busy.get(name, 0.0) / offered, 1.0) if offered > 0 else None
         queue_p50, queue_p95 = queue.get(name, (None, None)) if seconds else (None, None)
         run_p50, run_p95 = run.get(name, (None, None)) if seconds else (None, None)
         rows.append(
@@ -178,6 +183,7 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
                 throughput=throughput,
                 error_rate=error_rate,
                 submitted=submit_rate,
+                utilization=utilization,
                 queue_p50=queue_p50,
                 queue_p95=queue_p95,
                 run_p50=run_p50,
