@@ -62,6 +62,26 @@ class Marker:
     used: bool
 
 
+def fenced(lines: list[str], i: int, opening: re.Match[str]) -> tuple[list[str], int]:
+    """The body of the fenced block opened on line ``i``, and the line of its closing fence (or the end): it ends
+    at a fence of the same character, at least as long, with no info string."""
+    fence, indent = opening.group("fence"), len(opening.group("indent"))
+    body: list[str] = []
+    j = i + 1
+    while j < len(lines):
+        closing = FENCE.match(lines[j])
+        if (
+            closing is not None
+            and closing.group("fence")[0] == fence[0]
+            and len(closing.group("fence")) >= len(fence)
+            and not closing.group("info").strip()
+        ):
+            break
+        body.append(lines[j][indent:] if lines[j][:indent].isspace() else lines[j])
+        j += 1
+    return body, j
+
+
 def parse(page: Path, text: str) -> tuple[list[Block], list[Marker]]:
     """The python blocks of one markdown page, and its skip markers (outside fences only)."""
     blocks: list[Block] = []
@@ -83,23 +103,9 @@ def parse(page: Path, text: str) -> tuple[list[Block], list[Marker]]:
                 pending = None
             i += 1
             continue
-        # A fenced block: it ends at a fence of the same character, at least as long, with no info string.
-        fence, indent = opening.group("fence"), len(opening.group("indent"))
         words = opening.group("info").split()
         language = words[0].lower().lstrip("{.") if words else ""
-        body: list[str] = []
-        j = i + 1
-        while j < len(lines):
-            closing = FENCE.match(lines[j])
-            if (
-                closing is not None
-                and closing.group("fence")[0] == fence[0]
-                and len(closing.group("fence")) >= len(fence)
-                and not closing.group("info").strip()
-            ):
-                break
-            body.append(lines[j][indent:] if lines[j][:indent].isspace() else lines[j])
-            j += 1
+        body, j = fenced(lines, i, opening)
         if language in LANGUAGES:
             reason = None
             if pending is not None:

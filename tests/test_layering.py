@@ -59,7 +59,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures.version",
     },
     "tracedfutures._metric_definitions": {"tracedfutures._naming"},
-    "tracedfutures.multiprocess": {
+    "tracedfutures._multiprocess": {
         "tracedfutures._lifecycle",
         "tracedfutures._metric_definitions",
         "tracedfutures._telemetry",
@@ -69,7 +69,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._metric_definitions",
         "tracedfutures._state",
         "tracedfutures._telemetry",
-        "tracedfutures.multiprocess",
+        "tracedfutures._multiprocess",
     },
     # defaults and set-up
     "tracedfutures._config": {"tracedfutures._state", "tracedfutures.metrics", "tracedfutures.spans"},
@@ -176,7 +176,7 @@ LAYERS: tuple[set[str], ...] = (
         "tracedfutures._calls",
         "tracedfutures.spans",
         "tracedfutures._metric_definitions",
-        "tracedfutures.multiprocess",
+        "tracedfutures._multiprocess",
         "tracedfutures.metrics",
     },
     {
@@ -218,7 +218,7 @@ VENDORS: dict[str, set[str]] = {
     "tracedfutures._calls": {"opentelemetry"},
     "tracedfutures.spans": {"opentelemetry"},
     "tracedfutures._metric_definitions": {"prometheus_client"},
-    "tracedfutures.multiprocess": {"prometheus_client"},
+    "tracedfutures._multiprocess": {"prometheus_client"},
     "tracedfutures.metrics": {"prometheus_client"},
     "tracedfutures._config": {"opentelemetry", "prometheus_client"},
     "tracedfutures.config": {"opentelemetry", "prometheus_client"},

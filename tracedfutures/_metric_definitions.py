@@ -1,5 +1,5 @@
 """The metric definitions (names, help, labels), the label caps and the capped error labels: what the in-process
-backend (``metrics``) and the multiprocess backend (``multiprocess``) share, so that neither imports the other's
+backend (``metrics``) and the multiprocess backend (``_multiprocess``) share, so that neither imports the other's
 module for them. ``tracedfutures.metrics`` exposes every name defined here.
 """
 

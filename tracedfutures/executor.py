@@ -270,7 +270,7 @@ _POOL_ROUTES: dict[Kind, _Route] = {
 def _submit_task(
     route: _Route, executor: Executor, submit: Callable[..., Future[Any]] | None, life: Lifecycle,
     fn: Callable[..., T], args: Any, kwargs: Any,
-) -> Future[T]:  # fmt: skip
+) -> TracedFuture[T]:  # fmt: skip
     """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
     ``submit`` (the executor's own) with the returned future chained to the caller's."""
     future = route.future()
@@ -347,7 +347,8 @@ class TracedExecutor(Executor):
         """The ``executor`` label and ``executor.name`` attribute of this executor's tasks."""
         return self._life.name
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
+        """The wrapped executor's ``submit``, the task traced: returns a ``TracedFuture``."""
         return _submit_task(self._route, self._executor, self._submit_to, self._life, fn, args, kwargs)
 
     def map(
@@ -365,6 +366,7 @@ class TracedExecutor(Executor):
         return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize, **options)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """The wrapped executor's ``shutdown``; then its workers stop counting as capacity."""
         if cancel_futures:
             self._executor.shutdown(wait=wait, cancel_futures=True)
         else:
@@ -428,7 +430,7 @@ class _TracedPool(Executor):
         options = _config.Options(tracer_provider, registry)  # checked by ``_check``
         self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)
 
-    def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> Future[T]:
+    def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> TracedFuture[T]:
         """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""
         route = self._tf_route
         # Through the pool's own submit where there is no copy of its body (made here: the pool holds no call).
@@ -462,10 +464,12 @@ class TracedThreadPoolExecutor(_TracedPool, ThreadPoolExecutor):
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
         self._tf_trace(name, tracer_provider, registry)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
+        """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
         return self._tf_submit(fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """The pool's ``shutdown``; then its workers stop counting as capacity."""
         self._tf_shutdown(wait, cancel_futures)
 
 
@@ -492,10 +496,12 @@ class TracedProcessPoolExecutor(_TracedPool, ProcessPoolExecutor):
         super().__init__(*args, **kwargs)
         self._tf_trace(name, tracer_provider, registry)
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
+        """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
         return self._tf_submit(fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """The pool's ``shutdown``; then its workers stop counting as capacity."""
         self._tf_shutdown(wait, cancel_futures)
 
 

@@ -61,7 +61,7 @@ class _Instrumentation:
 
     def route(self, executor: Executor) -> tuple[Lifecycle, _Route, Callable[..., Any]]:
         """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
-        executor itself. (The wrapper runs as the stdlib's submit: a subclass's own submit has already run.)"""
+        executor itself (the wrapper runs as the stdlib's submit: a subclass's own submit has already run)."""
         found: tuple[Lifecycle, _Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
         if found is None:
             with state.instrumentor_lock:
@@ -163,6 +163,7 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _tf_instrumentation: _Instrumentation | None = None  # what instrument() was given, while instrumented
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        """No distribution: ``concurrent.futures`` is the standard library's."""
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:

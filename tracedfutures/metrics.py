@@ -4,7 +4,7 @@ By default counts live in plain per-executor state under one lock and become met
 through one collector per registry: a task costs a few integer updates, the gauges are derived from the
 counters (exact by construction, 0 when the pool is idle) and histograms carry trace exemplars. When
 ``PROMETHEUS_MULTIPROC_DIR`` is set (a pre-fork server in prometheus_client's multiprocess mode) the same
-definitions are recorded through prometheus_client's own metrics instead: see ``tracedfutures.multiprocess``.
+definitions are recorded through prometheus_client's own metrics instead: see ``tracedfutures._multiprocess``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,37 @@ from tracedfutures._telemetry import telemetry_failed
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
+
+__all__ = [
+    "AS_COMPLETED",
+    "AS_COMPLETED_NEXT",
+    "AVAILABLE",
+    "BUSY",
+    "COMPLETED",
+    "DEFAULT_BUCKETS",
+    "ENDED",
+    "EXECUTOR_METRICS",
+    "INVALID",
+    "MAX_ERROR_TYPES",
+    "MAX_FUNCTIONS",
+    "MAX_WORKERS",
+    "OLDEST_RUNNING",
+    "OTHER_ERROR_TYPE",
+    "OTHER_FUNCTION",
+    "OUTCOMES",
+    "QUEUE",
+    "QUEUED",
+    "REFUSABLE_METHODS",
+    "RESULT_LAG",
+    "RETURN_WHEN",
+    "RUN",
+    "RUNNING_GAUGE",
+    "SUBMITTED",
+    "UNRETRIEVED",
+    "WAIT",
+    "WAIT_METRICS",
+    "Definition",
+]
 
 _log = logging.getLogger("tracedfutures")
 
@@ -628,7 +659,7 @@ def backend_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) 
     if MULTIPROCESS:
         with state.collectors_lock:
             if state.multiprocess is None:
-                from tracedfutures.multiprocess import MultiprocessMetrics
+                from tracedfutures._multiprocess import MultiprocessMetrics
 
                 state.multiprocess = MultiprocessMetrics(buckets)
             shared: MetricsBackend = state.multiprocess

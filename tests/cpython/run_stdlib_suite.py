@@ -346,7 +346,7 @@ def rerun_failures(mode: str, failures: list[str], known: set[str]) -> list[str]
     return passed
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=MODES, default="substitute")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per test, and the suite's verbose")
@@ -356,49 +356,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rerun", action="store_true", help="this run re-runs failures (internal): no telemetry minimum, no rerun"
     )
-    options = parser.parse_args(argv)
-    started = time.monotonic()
-    version = f"Python {platform.python_version()}"
-    mode = options.mode + (
-        ", fallback forced" if os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("", "0") else ""
-    )
+    return parser.parse_args(argv)
 
-    from test import support
 
-    support.verbose = 1 if options.verbose else 0
-    support.use_resources = list(RESOURCES)
-
-    telemetry = activate(options.mode)
-    if options.mode != "stock":
-        patch_script_helper(options.mode)
-
+def in_place(mode: str) -> bool:
+    """Whether this process and the suite's ``python -c`` children resolve ``concurrent.futures`` to what ``mode``
+    puts in place (printed, and what is wrong on stderr)."""
     here, child = check_children()
     print(f"concurrent.futures here:     {here}")
     print(f"concurrent.futures in child: {child}")
     if here != child:
         print("the suite's python -c children would not run as this process does", file=sys.stderr)
-        return 2
+        return False
     expected = {
         "substitute": "TracedThreadPoolExecutor TracedProcessPoolExecutor tracedfutures.waiting",
         "instrumentor": "ThreadPoolExecutor ProcessPoolExecutor tracedfutures.instrumentor submit-wrapped=True",
-    }.get(options.mode, "")
+    }.get(mode, "")
     if not set(expected.split()) <= set(here.split()):
-        print(f"tracedfutures is not in place for --mode {options.mode}: {here}", file=sys.stderr)
-        return 2
+        print(f"tracedfutures is not in place for --mode {mode}: {here}", file=sys.stderr)
+        return False
+    return True
 
+
+def select(
+    tests: list[unittest.TestCase], options: argparse.Namespace
+) -> tuple[list[unittest.TestCase], dict[str, str]]:
+    """The tests ``--match`` / ``--exact`` select, the excluded ones among them skipped, and why each was."""
     sys.path.insert(0, HERE)
     try:
         from exclusions import EXCLUSIONS
     finally:
         sys.path.remove(HERE)
-
-    suite = load_suite()
-    tests = list(iter_tests(suite))
-    if options.mode == "substitute":
-        wrong = check_substituted(tests)
-        if wrong:
-            print(f"not substituted: {', '.join(wrong)}", file=sys.stderr)
-            return 2
     selected = []
     excluded = {}
     for test in tests:
@@ -413,20 +401,14 @@ def main(argv: list[str] | None = None) -> int:
             method = getattr(test, test._testMethodName)
             setattr(test, test._testMethodName, unittest.skip(f"excluded: {reason}")(method))
         selected.append(test)
+    return selected, excluded
 
-    if options.exact and len(selected) != len(set(options.exact)):
-        print(f"--exact: no such test among {options.exact}", file=sys.stderr)
-        return 2
-    print(f"{version} ({sys.executable}), mode {mode}, {len(selected)} tests, resources {RESOURCES}")
-    print(f"start methods: {', '.join(__import__('multiprocessing').get_all_start_methods())}", flush=True)
-    if options.mode != "stock":
-        from tracedfutures import _stdlib
 
-        fallbacks = sorted(part for part, body in _stdlib.chosen().items() if body is _stdlib.FALLBACKS[part])
-        print(f"public-API fallback in use for: {', '.join(fallbacks) or 'nothing'}", flush=True)
+def run(selected: list[unittest.TestCase], verbose: bool) -> Result:
+    """Run the tests with the environment checks, and check the environment once more after them."""
     holder: list[Result] = []
     install_env_hooks(holder)
-    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2 if options.verbose else 1, resultclass=Result)
+    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2 if verbose else 1, resultclass=Result)
     original_make_result = runner._makeResult
 
     def make_result() -> unittest.TestResult:
@@ -438,7 +420,35 @@ def main(argv: list[str] | None = None) -> int:
     result: Result = runner.run(unittest.TestSuite(selected))  # type: ignore[assignment]
     result.current = "(module cleanups)"
     result.check_environment()
+    return result
 
+
+def telemetry_ok(telemetry: Telemetry, options: argparse.Namespace) -> bool:
+    """Print what was recorded; False when nothing was (or, substituting, when an executor was not traced)."""
+    ok = True
+    submitted = telemetry.submitted_total()
+    counts = telemetry.counts
+    if options.mode == "substitute":
+        untraced = f", untraced executors created: {len(_untraced)}"
+        ok = not _untraced
+    else:
+        untraced = ""
+    print(
+        f"telemetry ({options.mode}): {counts['task']} task spans, {counts['wait']} wait/as_completed spans "
+        f"recorded, executor_tasks_submitted_total = {submitted:g}{untraced}"
+    )
+    if not options.rerun and (not counts["task"] or not submitted):
+        print("telemetry: nothing was recorded, the instrumentation was not exercised")
+        ok = False
+    telemetry.provider.shutdown()
+    return ok
+
+
+def tally(
+    result: Result, selected: list[unittest.TestCase], excluded: dict[str, str], options: argparse.Namespace
+) -> tuple[int, int, int, list[str]]:
+    """Print each environment change, exclusion and failure, re-run the failures (unless this run is a re-run);
+    returns how many tests passed, failed and were skipped, and the failures that passed on rerun."""
     outcomes = result.outcomes
     for test_id, changes in result.env_changed.items():
         outcomes[test_id] = "failed"  # a test, or a module's fixtures or cleanups
@@ -460,24 +470,52 @@ def main(argv: list[str] | None = None) -> int:
             print(f"PASSED ON RERUN {test_id}")
             failed -= 1
             passed += test_id in known  # "(after X)": an environment change of X, not a test of its own
+    return passed, failed, skipped, rerun_passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    started = time.monotonic()
+    version = f"Python {platform.python_version()}"
+    mode = options.mode + (
+        ", fallback forced" if os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("", "0") else ""
+    )
+
+    from test import support
+
+    support.verbose = 1 if options.verbose else 0
+    support.use_resources = list(RESOURCES)
+
+    telemetry = activate(options.mode)
+    if options.mode != "stock":
+        patch_script_helper(options.mode)
+    if not in_place(options.mode):
+        return 2
+
+    suite = load_suite()
+    tests = list(iter_tests(suite))
+    if options.mode == "substitute":
+        wrong = check_substituted(tests)
+        if wrong:
+            print(f"not substituted: {', '.join(wrong)}", file=sys.stderr)
+            return 2
+    selected, excluded = select(tests, options)
+    if options.exact and len(selected) != len(set(options.exact)):
+        print(f"--exact: no such test among {options.exact}", file=sys.stderr)
+        return 2
+    print(f"{version} ({sys.executable}), mode {mode}, {len(selected)} tests, resources {RESOURCES}")
+    print(f"start methods: {', '.join(__import__('multiprocessing').get_all_start_methods())}", flush=True)
+    if options.mode != "stock":
+        from tracedfutures import _stdlib
+
+        fallbacks = sorted(part for part, body in _stdlib.chosen().items() if body is _stdlib.FALLBACKS[part])
+        print(f"public-API fallback in use for: {', '.join(fallbacks) or 'nothing'}", flush=True)
+    result = run(selected, options.verbose)
+    passed, failed, skipped, rerun_passed = tally(result, selected, excluded, options)
 
     ok = failed == 0
     if telemetry is not None:
-        submitted = telemetry.submitted_total()
-        counts = telemetry.counts
-        if options.mode == "substitute":
-            untraced = f", untraced executors created: {len(_untraced)}"
-            ok = ok and not _untraced
-        else:
-            untraced = ""
-        print(
-            f"telemetry ({options.mode}): {counts['task']} task spans, {counts['wait']} wait/as_completed spans "
-            f"recorded, executor_tasks_submitted_total = {submitted:g}{untraced}"
-        )
-        if not options.rerun and (not counts["task"] or not submitted):
-            print("telemetry: nothing was recorded, the instrumentation was not exercised")
-            ok = False
-        telemetry.provider.shutdown()
+        ok = telemetry_ok(telemetry, options) and ok
     print(f"wall time {time.monotonic() - started:.0f}s")
     reran = f" ({len(rerun_passed)} on rerun)" if rerun_passed else ""
     print(f"stdlib-suite: {passed} passed{reran}, {failed} failed, {skipped} skipped ({version}, mode {mode})")
