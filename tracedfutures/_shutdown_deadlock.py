@@ -8,7 +8,7 @@ task's ``set_exception``, and with it tracedfutures' hooks, which makes the wind
 
 CPython fixed it (3.12.8, 3.13.1) by giving the wake-up pipe its own lock. The workaround does the same for each
 pool tracedfutures submits to: the feeder takes a lock of its own to wake the manager, and closing the pipe takes
-that lock as well. The pipe is still never written after it is closed, and the feeder no longer needs
+that lock as well. The pipe is still never written after it is closed, and the feeder does not wait for
 ``_shutdown_lock``. Other versions are left as they are.
 """
 
