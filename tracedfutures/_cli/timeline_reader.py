@@ -88,11 +88,11 @@ class Timeline:
     left_out: int = 0
 
     def lane_name(self, lane: int) -> str:
-        """``thread name (process name pid)``; ``tid N`` and ``pid`` stand for names the file does not give."""
+        """``process name pid · thread name`` (``pid``, ``tid N`` where the file names neither)."""
         pid, tid = self.lanes[lane]
-        thread = self.thread_names.get((pid, tid)) or f"tid {tid}"
         process = self.process_names.get(pid) or "pid"
-        return f"{thread} ({process} {pid})"
+        thread = self.thread_names.get((pid, tid)) or f"tid {tid}"
+        return f"{process} {pid} · {thread}"
 
 
 #: The first line of a file that ``TimelineWriter`` wrote: one event a line follows, then the closing line.

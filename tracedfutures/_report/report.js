@@ -219,7 +219,7 @@
       axes: [
         { label: "seconds", values: (u, splits) => splits.map((s) => +s.toPrecision(6)) },
         {
-          size: 230,
+          size: 250,
           splits: () => Array.from({ length: lanes }, (_, i) => i),
           values: (u, splits) => splits.map((s) => clip(tl.lanes[lanes - 1 - s] || "", 36)),
           grid: { show: false },
