@@ -99,9 +99,6 @@ __all__ = [
 
 _log = logging.getLogger("tracedfutures")
 
-#: The running gauge under the name ``dashboards/`` reads (``RUNNING_GAUGE``, not the stdlib future state).
-RUNNING = RUNNING_GAUGE
-
 #: Buckets for every latency histogram, in seconds: 100 µs to one hour, so sub-millisecond tasks and backlogs of
 #: half an hour and more both land in a finite bucket. Change them with ``configure(buckets=...)``.
 DEFAULT_BUCKETS: tuple[float, ...] = (
