@@ -7,6 +7,8 @@ from concurrent.futures.interpreter import InterpreterPoolExecutor  # type: igno
 from tracedfutures._lifecycle import Kind
 from tracedfutures.executor import TracedThreadPoolExecutor
 
+__all__ = ["TracedInterpreterPoolExecutor"]
+
 
 class TracedInterpreterPoolExecutor(TracedThreadPoolExecutor, InterpreterPoolExecutor):  # type: ignore[misc,valid-type,unused-ignore]
     """An ``InterpreterPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options

@@ -165,6 +165,7 @@ class TimelineWriter(SpanProcessor):
 
     # -- the span processor ----------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Note the thread a task span or a wait / as_completed span starts on (the submitting or calling one)."""
         attributes = span.attributes or {}
         if span.name in _CALLS or EXECUTOR_NAME in attributes:
             thread = threading.current_thread()
@@ -172,6 +173,7 @@ class TimelineWriter(SpanProcessor):
             self._started[context.span_id] = (thread.ident or 0, thread.name, time.time_ns())
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Write the events of a span this processor saw start; count it as left out past ``max_tasks``."""
         context = span.context
         started = self._started.pop(context.span_id, None) if context is not None else None
         if started is None or self._closed:
@@ -192,6 +194,7 @@ class TimelineWriter(SpanProcessor):
             telemetry_failed("TimelineWriter", exc)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Write the events buffered so far to the file (the file is still unfinished)."""
         with self._lock:
             if not self._closed:
                 self._flush()
