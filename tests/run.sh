@@ -18,6 +18,7 @@ source tests/tools/sid.sh
 source tests/tools/venv.sh
 
 TF_JOBS=${TF_JOBS:-2}
+export TF_PROMETHEUS3=${TF_PROMETHEUS3:-$TF_SID_ROOT/usr/bin/prometheus}  # tests/prometheus runs this one too
 TF_STAGES=${TF_STAGES:-}
 passed=0
 failed=0
@@ -98,11 +99,13 @@ venv() {  # venv [--tests] VERSION DIR REQUIREMENTS...: tf_venv, then which Pyth
          "$([ "$(cat "$dir/.tf-runner")" = tf_in_sid ] && echo "inside the Debian sid root $TF_SID_ROOT")"
 }
 
-tf_prometheus() {  # Debian's prometheus and promtool for tests/prometheus (as root, quietly), unless on PATH
+tf_prometheus() {  # Prometheus 2.42 (Debian 12's, on PATH) and 3.5 (Debian sid's, in the sid root) for tests/prometheus
     if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
         tf_apt_install prometheus || return 1
     fi
     prometheus --version 2>&1 | sed -n 1p
+    [ -x "$TF_PROMETHEUS3" ] || tf_sid_root >/dev/null || return 1  # the sid root holds Debian sid's prometheus
+    "$TF_PROMETHEUS3" --version 2>&1 | sed -n 1p
 }
 
 tf_report_tools() {  # Debian's chromium (the report's page) and tmux (top's screen) for the unit tests, unless on PATH
@@ -157,7 +160,8 @@ stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
 stage "unit tests 3.14" unit_tests .venv-3.14
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
-stage "dashboards, alert rules, real Prometheus" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
+# Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
+stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
 stage "docs: mkdocs build --strict" tf_py .venv-docs -m mkdocs build --strict --quiet -d "$logs/site"
 stage "mypy" tf_py .venv-3.11 -m mypy
 stage "ruff" tf_py .venv-3.11 -m ruff check tracedfutures tests examples benchmarks dashboards

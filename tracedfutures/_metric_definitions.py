@@ -79,14 +79,14 @@ RUN = Definition(
 QUEUED = Definition(
     "executor_tasks_queued",
     "gauge",
-    "Tasks submitted and not started yet (for process pools: not yet started in a worker process).",
+    "Tasks submitted and not started yet (for process pools: not yet handed to the pool's call queue).",
     ("executor",),
     "livesum",
 )
 RUNNING_GAUGE = Definition(
     "executor_tasks_running",
     "gauge",
-    "Tasks running now (for process pools: from their real start in a worker process).",
+    "Tasks running now (for process pools: handed to the pool's call queue and not ended yet).",
     ("executor",),
     "livesum",
 )
