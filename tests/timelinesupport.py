@@ -1,13 +1,62 @@
 """Tasks for the tests of where a task ran, ``/tasks`` and the timeline, importable by worker processes and
-interpreters (kept apart from conftest.py so that spawned workers import only this small module)."""
+interpreters (kept apart from conftest.py so that spawned workers import only this small module).
+
+``task_0`` ... ``task_7`` each sleep their own time (``SLEEP_MS``) and return where and when they ran; their names
+tell their slices apart in a timeline. ``failing`` sleeps, then raises ``KnownError``.
+"""
 
 from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+#: How long each numbered task sleeps, in milliseconds.
+SLEEP_MS = (30, 45, 60, 75, 90, 105, 120, 135)
+
+
+class KnownError(Exception):
+    """The error the failing tasks raise."""
 
 
 def ran_on() -> tuple[int, int, str]:
     """Where this task runs: (process id, thread id, thread name), as the task span should say."""
-    import os
-    import threading
-
     thread = threading.current_thread()
     return os.getpid(), threading.get_ident(), thread.name
+
+
+def _sleeper(index: int) -> Any:
+    def task() -> tuple[int, int, int, int]:
+        start = time.time_ns()
+        time.sleep(SLEEP_MS[index] / 1000)
+        return os.getpid(), threading.get_ident(), start, time.time_ns()
+
+    task.__name__ = task.__qualname__ = f"task_{index}"
+    task.__module__ = __name__
+    return task
+
+
+task_0, task_1, task_2, task_3, task_4, task_5, task_6, task_7 = (_sleeper(i) for i in range(len(SLEEP_MS)))
+TASKS = (task_0, task_1, task_2, task_3, task_4, task_5, task_6, task_7)
+
+
+def failing() -> None:
+    time.sleep(0.01)
+    raise KnownError("a message the timeline must not hold")
+
+
+def blocker() -> None:
+    """Keeps a worker busy long enough for a task queued behind it to be cancelled there."""
+    time.sleep(0.3)
+
+
+def quick(value: int) -> int:
+    return value
+
+
+def importable(path: str) -> None:
+    """An interpreter pool's initializer that uses no globals: this module becomes importable there."""
+    import sys
+
+    sys.path.insert(0, path)

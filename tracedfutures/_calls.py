@@ -87,7 +87,6 @@ class RemoteCall:
 def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any, **kwargs: Any) -> Any:
     """What a ``RemoteCall`` runs; an interpreter pool runs it as it is, with ``fn`` among its arguments, so that a
     function the interpreters share without pickling (one that uses no globals) stays shareable."""
-    start = _clock()
     token = None
     collected = None
     if parent is not None:
@@ -96,6 +95,7 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any,
         token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
         if origin and origin != state.process_token:
             collected = _begin_collecting(trace_id, span_id)
+    start = _clock()  # the callable's start: after the context, and the collector a new worker sets up first
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:

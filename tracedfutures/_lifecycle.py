@@ -102,6 +102,7 @@ class Lifecycle:
 
     def submit(self, future: TracedFuture, fn: Any) -> None:
         future._tf_life = self
+        future._tf_fn = fn  # until the task ends, to name it while it runs (``_running`` lets it go)
         future.submitted_ns = _clock()
         self.on_submit(future, fn)
 
@@ -140,8 +141,9 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
         self._tf_fn: Any = None  # the function of a queued or running task, to name it (see ``_running``)
         self._tf_function = ""  # its capped ``function`` label, set by the metrics side at submit
-        # Where the task ran, once known: (process id, thread id, thread name), see ``_running``.
-        self._tf_ran_on: tuple[int, int, str] | None = None
+        # Where the task ran, once known: (process id, thread id, thread name or None: named on that thread), see
+        # ``_running``.
+        self._tf_ran_on: tuple[int, int, str | None] | None = None
         self._tf_ran_for = -1  # ns the callable of a task run elsewhere ran there, by the worker's clock (-1: not)
         self.submitted_ns = 0
         self.started_ns = 0

@@ -1,11 +1,12 @@
 """The tasks running now, per executor, and where each task ran: what ``GET /tasks`` serves.
 
-Every executor's lifecycle has one ``RunningTasks`` hook. It keeps the function of each queued or running task on
-its future (to name it, never its arguments), holds the futures of the tasks running now (in the order they
-started: the oldest first), and, where a task starts in the worker thread that runs it (thread and interpreter
-pools), records where it runs: ``future._tf_ran_on``, (process id, thread id, thread name). A task that runs in
-another process brings the same triple home with its outcome (``_calls``). The span of a task carries it as the
-semantic conventions' ``process.pid``, ``thread.id`` and ``thread.name``.
+Every executor's lifecycle has one ``RunningTasks`` hook. It holds the futures of the tasks running now (with
+their start), lets go of the function that ``Lifecycle.submit`` keeps on each future until its task ends (to name
+it, never its arguments), and, where a task starts in the worker thread that runs it (thread and interpreter
+pools), records where it runs: ``future._tf_ran_on``, (process id, thread id, None: the thread's name is read on
+that thread when the task ends, or by a reader of the table while it runs). A task that runs in another process
+brings the same triple home with its outcome, the name filled in (``_calls``). The span of a task carries it as
+the semantic conventions' ``process.pid``, ``thread.id`` and ``thread.name``.
 
 A task counts as running from the moment its future enters RUNNING in this process until it ends, as the
 ``executor_running_tasks`` gauge counts it: for a process pool, from its hand-off to the pool's call queue; its
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 SCHEMA = "tracedfutures.tasks/1"
 
 _current_thread = threading.current_thread
+_get_ident = threading.get_ident
 _clock = time.time_ns
 
 
@@ -66,15 +68,18 @@ class RunningTasks:
         with state.running_lock:
             state.running.add(self)
 
+    @not_listening
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
-        future._tf_fn = fn
+        """``Lifecycle.submit`` keeps the task's function on its future (``_tf_fn``), without a call."""
 
     def _start(self, future: TracedFuture) -> None:
         # A task that runs elsewhere (its real start comes home with its outcome) started here now.
         self.tasks[future] = future.started_ns or _clock()
 
     def _start_here(self, future: TracedFuture) -> None:
-        future._tf_ran_on = ran_on_here()
+        # The thread's name is read where it is needed (cheaper than here, for every task): at the task's end on
+        # that same thread, and by a reader of the table while the thread runs the task.
+        future._tf_ran_on = (state.pid, _get_ident(), None)
         self.tasks[future] = future.started_ns or _clock()
 
     def on_finish(self, future: TracedFuture) -> None:
@@ -145,14 +150,16 @@ class TasksDocument(TypedDict):
     executors: list[ExecutorTasks]
 
 
-def _task(future: TracedFuture, started: int, now_ns: int) -> RunningTask | None:
+def _task(future: TracedFuture, started: int, now_ns: int, threads: dict[int | None, str]) -> RunningTask | None:
     fn = future._tf_fn
     if fn is None:  # it ended while the table was read
         return None
     ran_on = future._tf_ran_on
     worker: Worker | None = None
     if ran_on is not None:
-        worker = {"pid": ran_on[0], "thread_id": ran_on[1], "thread_name": ran_on[2]}
+        pid, thread_id, name = ran_on
+        name = threads.get(thread_id, "") if name is None else name
+        worker = {"pid": pid, "thread_id": thread_id, "thread_name": name}
     return {
         "function": function_name(fn),
         "started": started / 1e9,
@@ -170,11 +177,11 @@ def _capacity(tables: Iterable[RunningTasks]) -> int | None:
     return capacity
 
 
-def _executor(name: str, tables: list[RunningTasks], now_ns: int) -> ExecutorTasks:
+def _executor(name: str, tables: list[RunningTasks], now_ns: int, threads: dict[int | None, str]) -> ExecutorTasks:
     running: list[RunningTask] = []
     for table in tables:
         for future, started in table.tasks.copy().items():
-            task = _task(future, started, now_ns)
+            task = _task(future, started, now_ns, threads)
             if task is not None:
                 running.append(task)
     running.sort(key=lambda task: task["started"])
@@ -201,10 +208,11 @@ def running_now() -> TasksDocument:
     """The ``/tasks`` document: every live executor by name (sorted), its capacity and its running tasks, the
     oldest first. It holds function names and timestamps, never a task's arguments, result or exception."""
     by_name = _tables_by_name()
+    threads = {thread.ident: thread.name for thread in threading.enumerate()}  # the workers' names, now
     now_ns = time.time_ns()
     return {
         "schema": SCHEMA,
         "pid": state.pid,
         "time": now_ns / 1e9,
-        "executors": [_executor(name, by_name[name], now_ns) for name in sorted(by_name)],
+        "executors": [_executor(name, by_name[name], now_ns, threads) for name in sorted(by_name)],
     }

@@ -7,6 +7,7 @@ attributes (an exception's message appears only in its ``exception`` event).
 from __future__ import annotations
 
 import functools
+import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ RUNNING_EVENT = "running"
 PROCESS_PID = "process.pid"
 THREAD_ID = "thread.id"  # threading.get_ident(), as the SDK's log records name a thread
 THREAD_NAME = "thread.name"
+#: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
+#: span itself ends when the outcome came home.
+RUN_DURATION = "executor.task.run_duration"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -175,11 +179,10 @@ class _SpanHook:
 
     def _finish(self, future: TracedFuture, span: Span, worker: Any) -> None:
         if future.started_ns:
-            _mark_running(span, future)
-        ran_on = future._tf_ran_on
-        if ran_on is not None:
-            pid, thread_id, thread_name = ran_on
-            span.set_attributes({PROCESS_PID: pid, THREAD_ID: thread_id, THREAD_NAME: thread_name})
+            span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
+        attributes = _where_and_when(future)
+        if attributes:
+            span.set_attributes(attributes)  # in one call: the SDK checks each attribute, and locks once a call
         if worker is not None:
             _worker_spans_home(span, worker)
         outcome = future.outcome
@@ -226,10 +229,22 @@ def _worker_spans_home(span: Span, worker: Any) -> None:
         _worker_spans.export(span, records)
 
 
-def _mark_running(span: Span, future: TracedFuture) -> None:
-    """The task's real start on its span: the ``running`` event and the queue duration."""
-    span.set_attribute(QUEUE_DURATION, max(future.started_ns - future.submitted_ns, 0) / 1e9)
-    span.add_event(RUNNING_EVENT, timestamp=future.started_ns)
+def _where_and_when(future: TracedFuture) -> dict[str, Any]:
+    """The attributes of a task's real start and of where it ran, once it ended: its queue duration; the process
+    and thread that ran it (a thread or interpreter pool's task ends on the worker thread that ran it, which
+    names it now); how long it ran there, for a task run elsewhere."""
+    attributes: dict[str, Any] = {}
+    if future.started_ns:
+        attributes[QUEUE_DURATION] = max(future.started_ns - future.submitted_ns, 0) / 1e9
+    ran_on = future._tf_ran_on
+    if ran_on is not None:
+        pid, thread_id, thread_name = ran_on
+        attributes[PROCESS_PID] = pid
+        attributes[THREAD_ID] = thread_id
+        attributes[THREAD_NAME] = threading.current_thread().name if thread_name is None else thread_name
+    if future._tf_ran_for >= 0:
+        attributes[RUN_DURATION] = future._tf_ran_for / 1e9
+    return attributes
 
 
 def _start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:

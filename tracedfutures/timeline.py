@@ -150,7 +150,7 @@ class TimelineWriter(SpanProcessor):
         self._buffer: list[str] = ['{"traceEvents":[\n']
         self._buffered = 0
         self._first = True
-        self._tids: dict[tuple[int, int], int] = {}  # (pid, thread id) -> the tid in the file
+        self._tids: dict[tuple[int, int, str], int] = {}  # (pid, thread id, thread name) -> the tid in the file
         self._named_pids = {self._pid}  # the processes named in the file so far
         self._names: dict[str, str] = {}  # span name -> as a JSON string
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
@@ -165,6 +165,7 @@ class TimelineWriter(SpanProcessor):
 
     # -- the span processor ----------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Note where and when a task or wait span started (its thread, and the clock)."""
         """Note the thread a task span or a wait / as_completed span starts on (the submitting or calling one)."""
         attributes = span.attributes or {}
         if span.name in _CALLS or EXECUTOR_NAME in attributes:
@@ -173,6 +174,7 @@ class TimelineWriter(SpanProcessor):
             self._started[context.span_id] = (thread.ident or 0, thread.name, time.time_ns())
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Write the events of a task or wait span that ended; a failure loses events, never the span."""
         """Write the events of a span this processor saw start; count it as left out past ``max_tasks``."""
         context = span.context
         started = self._started.pop(context.span_id, None) if context is not None else None
@@ -194,6 +196,7 @@ class TimelineWriter(SpanProcessor):
             telemetry_failed("TimelineWriter", exc)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Write out what is buffered."""
         """Write the events buffered so far to the file (the file is still unfinished)."""
         with self._lock:
             if not self._closed:
@@ -318,9 +321,10 @@ class TimelineWriter(SpanProcessor):
 
     # -- names, tracks and the file --------------------------------------------------------------------------
     def _tid(self, pid: int, thread_id: int, name: str) -> int:
-        """The small tid that stands for the thread ``thread_id`` of ``pid`` (JSON readers take 32-bit tids, a
-        Python thread id is 64-bit), named in the file the first time it is seen."""
-        key = (pid, thread_id)
+        """The small tid that stands for the thread ``thread_id`` called ``name`` in ``pid`` (JSON readers take
+        32-bit tids, a Python thread id is 64-bit; a thread that started after another one ended may get its id),
+        named in the file the first time it is seen."""
+        key = (pid, thread_id, name)
         tid = self._tids.get(key)
         if tid is None:
             tid = self._tids[key] = len(self._tids) + 1

@@ -4,8 +4,8 @@ should), every dashboard query parses, and promtool check/test rules on the aler
 from __future__ import annotations
 
 import copy
-import os
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path

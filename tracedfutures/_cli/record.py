@@ -101,13 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_child(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` to its end with Ctrl-C left to it; its exit status as a shell gives it."""
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as exc:
+        print(f"tracedfutures record: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    # Ignored here once the child runs (a child started with it ignored would keep ignoring it).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        try:
-            child = subprocess.Popen(command, env=env)
-        except OSError as exc:
-            print(f"tracedfutures record: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_NOT_STARTED
         status = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,109 @@
+"""A program for ``tracedfutures record`` (tests/test_record.py), unchanged by tracing: thread, process (fork,
+forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and cancellations, then ``wait`` and
+``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
+the second.
+
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+from timelinesupport import TASKS, KnownError, blocker, failing, importable, quick
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def outcome(future: Future[Any]) -> dict[str, Any]:
+    if future.cancelled():
+        return {"outcome": "cancelled"}
+    error = future.exception()
+    if error is not None:
+        assert isinstance(error, KnownError), error
+        return {"outcome": "error"}
+    result = future.result()
+    if not isinstance(result, tuple):  # a blocker or a quick task: it ran, nothing more to say
+        return {"outcome": "success"}
+    pid, thread, start, end = result
+    return {"outcome": "success", "pid": pid, "thread": thread, "ran_ns": end - start}
+
+
+def run_pool(executor: concurrent.futures.Executor, name: str, max_workers: int) -> dict[str, Any]:
+    """Every numbered task, one failing, and more quick tasks than the pool can start before a cancelling
+    shutdown: the queued ones are cancelled."""
+    futures = [(task.__name__, executor.submit(task)) for task in TASKS]
+    futures.append(("failing", executor.submit(failing)))
+    concurrent.futures.wait([future for _, future in futures])
+    for index, future in enumerate(concurrent.futures.as_completed([future for _, future in futures])):
+        assert future.done(), index
+    if isinstance(executor, ThreadPoolExecutor):  # a task cancelled in the queue, behind busy workers
+        blockers = [executor.submit(blocker) for _ in range(max_workers)]
+        cancelled = executor.submit(quick, 1)
+        assert cancelled.cancel()
+        concurrent.futures.wait(blockers)
+        futures += [("blocker", future) for future in blockers] + [("quick", cancelled)]
+    executor.shutdown(wait=True)
+    return {
+        "name": name,
+        "max_workers": max_workers,
+        "tasks": [{"function": function} | outcome(future) for function, future in futures],
+    }
+
+
+def pools() -> list[dict[str, Any]]:
+    found = []
+    with ThreadPoolExecutor(3, thread_name_prefix="threads") as executor:
+        found.append(run_pool(executor, "threads", 3))
+    for method in ("fork", "forkserver", "spawn"):
+        context = multiprocessing.get_context(method)
+        executor = ProcessPoolExecutor(2, mp_context=context)
+        found.append(run_pool(executor, "ProcessPoolExecutor", 2) | {"method": method})
+    if "InterpreterPoolExecutor" in concurrent.futures.__all__:
+        pool = concurrent.futures.InterpreterPoolExecutor(2, "interp", importable, (HERE,))  # type: ignore[attr-defined]
+        found.append(run_pool(pool, "interp", 2))
+    return found
+
+
+def many(count: int) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(2, thread_name_prefix="many") as executor:
+        results = list(executor.map(quick, range(count)))
+    assert results == list(range(count))
+    return [{"name": "many", "max_workers": 2, "count": count}]
+
+
+def interrupt(ready: str) -> None:
+    """Run tasks, say so, then wait for the Ctrl-C that the test sends."""
+    with ThreadPoolExecutor(2, thread_name_prefix="before") as executor:
+        list(executor.map(quick, range(4)))
+    with open(ready, "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(60)
+    raise AssertionError("no Ctrl-C came")
+
+
+def main(argv: list[str]) -> int:
+    truth, status, mode = argv[0], int(argv[1]), argv[2]
+    found: Any
+    if mode == "pools":
+        found = pools()
+    elif mode == "many":
+        found = many(int(argv[3]))
+    elif mode == "interrupt":
+        interrupt(argv[3])
+    elif mode == "raise":
+        raise KnownError("uncaught")
+    with open(truth, "w") as out:
+        json.dump({"pid": os.getpid(), "executors": found}, out)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,266 @@
+"""``tracedfutures record`` on an unchanged program (tests/recordworkload.py): thread, process (fork, forkserver,
+spawn) and, from 3.14, interpreter pools with known tasks, errors and cancellations. Every task that ran has
+exactly one slice, on a worker of its own pool, with its real duration; the file is the Chrome Trace Event Format
+(validated here: fields, microseconds, slices that nest on each thread, flows and async slices that pair up); the
+exit status is the program's, also after an uncaught exception or Ctrl-C (which still write the timeline); the
+cap counts what it left out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from timelinesupport import SLEEP_MS
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT = 120
+#: How much longer than the task measured itself its slice may be: the call around it, under a loaded machine.
+SLACK_NS = 25_000_000
+PHASES = {"X", "M", "b", "e", "s", "f", "C"}
+UINT32 = 1 << 32
+
+
+def record(tmp_path: Path, *program: str, options: tuple[str, ...] = ()) -> tuple[int, dict[str, Any], Path]:
+    """Run ``tracedfutures record`` on the workload; its exit status, the truth the program wrote (if it did) and
+    the timeline file."""
+    trace = tmp_path / "trace.json"
+    truth = tmp_path / "truth.json"
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), *options, "--"]
+    command += [sys.executable, str(TESTS / "recordworkload.py"), str(truth), *program]
+    done = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert f"timeline written to {trace}" in done.stderr, done.stderr
+    return done.returncode, json.loads(truth.read_text()) if truth.exists() else {}, trace
+
+
+def validated(path: Path) -> dict[str, Any]:
+    """The trace file, after checking it against the Chrome Trace Event Format as ui.perfetto.dev and
+    chrome://tracing read it."""
+    document = json.loads(path.read_text())
+    assert set(document) == {"traceEvents", "displayTimeUnit", "otherData"}
+    events = document["traceEvents"]
+    assert isinstance(events, list) and events
+    for event in events:
+        phase = event["ph"]
+        assert phase in PHASES, event
+        assert isinstance(event["pid"], int) and 0 < event["pid"] < UINT32, event
+        assert isinstance(event["name"], str) and event["name"], event
+        if phase != "M":
+            assert isinstance(event["ts"], (int, float)), event
+        if phase in "XMsf":
+            assert isinstance(event["tid"], int) and 0 <= event["tid"] < UINT32, event
+        if phase == "X":
+            assert isinstance(event["dur"], (int, float)) and event["dur"] >= 0, event
+        elif phase == "M":
+            assert event["name"] in ("process_name", "thread_name") and isinstance(event["args"]["name"], str)
+        elif phase in "bsf":
+            assert isinstance(event["id"], str) and int(event["id"], 16) >= 0 and event["cat"], event
+        elif phase == "C":
+            assert event["args"] and all(isinstance(v, (int, float)) for v in event["args"].values()), event
+        if phase == "f":
+            assert event["bp"] == "e", event
+    slices_nest(events)
+    pairs_match(events)
+    return document
+
+
+def slices_nest(events: list[dict[str, Any]]) -> None:
+    """On each thread, two slices are either apart or one holds the other (in ns, as the viewers read them)."""
+    by_thread: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for event in events:
+        if event["ph"] == "X":
+            start = round(event["ts"] * 1000)
+            by_thread.setdefault((event["pid"], event["tid"]), []).append((start, start + round(event["dur"] * 1000)))
+    for thread, slices in by_thread.items():
+        open_ends: list[int] = []
+        for start, end in sorted(slices, key=lambda s: (s[0], -s[1])):
+            while open_ends and open_ends[-1] <= start:
+                open_ends.pop()
+            assert not open_ends or end <= open_ends[-1], (thread, start, end, open_ends)
+            open_ends.append(end)
+
+
+def pairs_match(events: list[dict[str, Any]]) -> None:
+    """Every async slice begins and ends once, after its begin; every flow starts once and finishes once, later,
+    where a task slice begins; every flow start lies in a slice on its thread."""
+    begins = {(e["cat"], e["id"], e["name"]): e["ts"] for e in events if e["ph"] == "b"}
+    ends = {(e["cat"], e["id"], e["name"]): e["ts"] for e in events if e["ph"] == "e"}
+    assert begins.keys() == ends.keys() and len(begins) == sum(e["ph"] == "b" for e in events)
+    assert all(begins[key] <= ends[key] for key in begins)
+    starts = {e["id"]: e for e in events if e["ph"] == "s"}
+    finishes = {e["id"]: e for e in events if e["ph"] == "f"}
+    assert starts.keys() == finishes.keys()
+    task_starts = {(e["pid"], e["tid"], e["ts"]) for e in events if e["ph"] == "X" and e.get("cat") == "task"}
+    slices = [e for e in events if e["ph"] == "X"]
+    for flow, start in starts.items():
+        finish = finishes[flow]
+        assert start["ts"] <= finish["ts"] and (finish["pid"], finish["tid"], finish["ts"]) in task_starts
+        assert any(
+            s["pid"] == start["pid"] and s["tid"] == start["tid"] and s["ts"] <= start["ts"] < s["ts"] + s["dur"]
+            for s in slices
+        ), start
+
+
+def task_slices(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in document["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
+
+
+def names(document: dict[str, Any], what: str) -> dict[Any, str]:
+    found = {}
+    for event in document["traceEvents"]:
+        if event["ph"] == "M" and event["name"] == what:
+            key = event["pid"] if what == "process_name" else (event["pid"], event["tid"])
+            assert key not in found, key  # named once
+            found[key] = event["args"]["name"]
+    return found
+
+
+def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Path) -> None:
+    status, truth, path = record(tmp_path, "3", "pools")
+    assert status == 3
+    document = validated(path)
+    slices = task_slices(document)
+    threads = names(document, "thread_name")
+    main_pid = truth["pid"]
+    assert names(document, "process_name")[main_pid] == "recordworkload.py"
+
+    # Every slice is a task that ran, once: per executor name and function, as many slices as tasks that ran.
+    ran = Counter(
+        (pool["name"], task["function"])
+        for pool in truth["executors"]
+        for task in pool["tasks"]
+        if task["outcome"] != "cancelled"
+    )
+    assert Counter((s["args"]["executor"], s["args"]["code.function"]) for s in slices) == ran
+    assert ("threads", "quick") not in ran  # the cancelled task left no slice
+
+    for pool in truth["executors"]:
+        name, tasks = pool["name"], pool["tasks"]
+        worker_pids = {task["pid"] for task in tasks if "pid" in task}
+        mine = [s for s in slices if s["args"]["executor"] == name and s["pid"] in worker_pids | {main_pid}]
+        if name == "ProcessPoolExecutor":  # three pools of that name: each one's slices are in its own workers
+            assert main_pid not in worker_pids and len(worker_pids) <= 2
+            mine = [s for s in mine if s["pid"] in worker_pids]
+            assert len(mine) == len(tasks), pool["method"]
+            assert {threads[s["pid"], s["tid"]] for s in mine} == {"MainThread"}
+        else:
+            assert worker_pids == {main_pid}
+            assert len(mine) == len(tasks) - 1  # all but the cancelled one
+            prefix = "threads_" if name == "threads" else "interp_"
+            assert all(threads[s["pid"], s["tid"]].startswith(prefix) for s in mine)
+        # Never more worker threads than max_workers; each task on the worker that really ran it.
+        assert len({(s["pid"], s["tid"]) for s in mine}) <= pool["max_workers"]
+        by_function = {s["args"]["code.function"]: s for s in mine}
+        for task in tasks:
+            function = task["function"]
+            found = by_function.get(function)
+            if task["outcome"] == "cancelled":
+                assert found is None
+                continue
+            assert found is not None and found["args"]["outcome"] == task["outcome"], (name, function)
+            if function == "blocker":  # one per worker: the one found is one of them
+                continue
+            if task["outcome"] == "error":
+                assert found["args"]["error.type"] == "timelinesupport.KnownError"
+            if "ran_ns" in task:  # its real duration: what it measured itself, and the little around the call
+                assert found["pid"] == task["pid"] and found["args"]["thread.id"] == task["thread"]
+                slice_ns = round(found["dur"] * 1000)
+                assert task["ran_ns"] <= slice_ns < task["ran_ns"] + SLACK_NS, (name, function)
+                assert slice_ns >= SLEEP_MS[int(function.split("_")[1])] * 1_000_000
+            assert found["name"] == f"{name} {function}"
+            assert len(found["args"]["trace_id"]) == 32 and len(found["args"]["span_id"]) == 16
+
+    # No task data: no argument, result or exception message.
+    assert "a message the timeline must not hold" not in path.read_text()
+
+    # One queued slice per task (cancelled ones too), a flow per task that ran, wait / as_completed slices on
+    # the caller's thread, and counters that come back to 0 and never exceed what was submitted.
+    events = document["traceEvents"]
+    submitted = sum(len(pool["tasks"]) for pool in truth["executors"])
+    assert sum(e["ph"] == "b" for e in events) == submitted
+    assert sum(e["ph"] == "s" for e in events) == len(slices)
+    calls = Counter(e["name"] for e in events if e["ph"] == "X" and e.get("cat") == "futures")
+    pools, thread_pools = len(truth["executors"]), sum(p["name"] in ("threads", "interp") for p in truth["executors"])
+    assert calls == {"wait": pools + thread_pools, "as_completed": pools}  # thread pools wait for their blockers
+    assert {threads[e["pid"], e["tid"]] for e in events if e.get("cat") == "futures"} == {"MainThread"}
+    last: dict[tuple[str, str], float] = {}
+    for event in sorted((e for e in events if e["ph"] == "C"), key=lambda e: e["ts"]):
+        ((executor, value),) = event["args"].items()
+        assert event["id"] == executor and 0 <= value <= submitted
+        last[executor, event["name"]] = value
+    executors = {pool["name"] for pool in truth["executors"]}
+    assert last == {(name, counter): 0 for name in executors for counter in ("queued", "running")}
+    assert document["otherData"]["left_out"] == 0
+    assert document["otherData"]["executors"]["threads"] == {"kind": "thread", "max_workers": 3}
+
+
+def test_an_uncaught_exception_still_writes_and_gives_its_status(tmp_path: Path) -> None:
+    status, _, path = record(tmp_path, "0", "raise")
+    assert status == 1
+    assert validated(path)["otherData"]["left_out"] == 0
+
+
+def test_ctrl_c_still_writes_the_timeline(tmp_path: Path) -> None:
+    trace, ready = tmp_path / "trace.json", tmp_path / "ready"
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--", sys.executable]
+    command += [str(TESTS / "recordworkload.py"), str(tmp_path / "truth.json"), "0", "interrupt", str(ready)]
+    recorder = subprocess.Popen(command, cwd=TESTS, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Ctrl-C in a terminal: SIGINT to the foreground process group, record and the program alike.
+    os.killpg(recorder.pid, signal.SIGINT)
+    _, stderr = recorder.communicate(timeout=TIMEOUT)
+    assert recorder.returncode == 128 + signal.SIGINT, stderr
+    assert "KeyboardInterrupt" in stderr
+    slices = task_slices(validated(trace))
+    assert [s["args"]["code.function"] for s in slices] == ["quick"] * 4
+
+
+def test_the_cap_counts_what_it_left_out(tmp_path: Path) -> None:
+    status, _, path = record(tmp_path, "0", "many", "50", options=("--max-tasks", "10"))
+    assert status == 0
+    document = validated(path)
+    assert len(task_slices(document)) == 10
+    other = document["otherData"]
+    assert (other["max_tasks"], other["drawn"], other["left_out"]) == (10, 10, 40)
+    # The counters still count every task: 50 submitted, all of them queued at once at the start of map().
+    queued = [e["args"]["many"] for e in document["traceEvents"] if e["ph"] == "C" and e["name"] == "queued"]
+    assert max(queued) > 10 and queued[-1] == 0
+
+
+def test_a_command_that_does_not_run_gives_127(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(tmp_path / "t.json"), "--"]
+    done = subprocess.run([*command, str(tmp_path / "missing")], capture_output=True, text=True, check=False)
+    assert done.returncode == 127 and "cannot run" in done.stderr
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "no command" in done.stderr
+
+
+@pytest.mark.parametrize("max_tasks", [0, 3])
+def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> None:
+    """The span processor set up by a program's own SDK: the same file, the same cap."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tracedfutures
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    writer = TimelineWriter(tmp_path / "own.json", max_tasks=max_tasks)
+    provider.add_span_processor(writer)
+    with tracedfutures.TracedThreadPoolExecutor(2, name="own", tracer_provider=provider) as executor:
+        assert list(executor.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]
+    provider.shutdown()
+    writer.shutdown()  # a second time does nothing
+    document = validated(tmp_path / "own.json")
+    assert len(task_slices(document)) == max_tasks
+    assert document["otherData"]["left_out"] == 5 - max_tasks
+    with pytest.raises(ValueError, match="max_tasks"):
+        TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
