@@ -163,6 +163,9 @@ def test_the_wheel_carries_the_files_and_the_command(tmp_path: Path) -> None:
         entry_points_text = archive.read(entry_points).decode()
     assert data == {f"tracedfutures/_dashboards/{relative}": content for relative, content in expected_bytes().items()}
     assert {"tracedfutures/__main__.py", "tracedfutures/_cli/__init__.py", "tracedfutures/_cli/dashboards.py"} <= names
+    # The page of `tracedfutures report`: its template, script and style, and the vendored uPlot with its licence.
+    report_page = {f.relative_to(ROOT).as_posix() for f in (ROOT / "tracedfutures/_report").rglob("*") if f.is_file()}
+    assert "tracedfutures/_report/uplot/LICENSE" in report_page and report_page <= names
     scripts = configparser.ConfigParser()
     scripts.read_string(entry_points_text)
     assert dict(scripts["console_scripts"]) == {"tracedfutures": "tracedfutures.__main__:main"}
