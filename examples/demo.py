@@ -1,11 +1,13 @@
 """The tracedfutures demo: a mixed workload on a thread pool and a process pool, served on /metrics.
 
 It runs tasks that succeed, fail and get cancelled, waits that time out and an as_completed loop, then prints
-what tracedfutures recorded (from the Prometheus registry and the finished spans) and serves ``/metrics`` on
-127.0.0.1 until ``--serve`` seconds have passed. No external server is needed; with
-``OTEL_EXPORTER_OTLP_ENDPOINT`` set (Jaeger: ``http://localhost:4318``) the traces also go there over OTLP.
+what tracedfutures recorded (from the Prometheus registry and the finished spans), writes the run's timeline
+(``--timeline``, the Chrome Trace Event Format: open it in ui.perfetto.dev or make a page of it with
+``tracedfutures report``) and serves ``/metrics`` and ``/tasks`` on 127.0.0.1 until ``--serve`` seconds have
+passed. No external server is needed; with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (Jaeger:
+``http://localhost:4318``) the traces also go there over OTLP.
 
-    python examples/demo.py [--port 9464] [--serve 0] [--tasks 200]
+    python examples/demo.py [--port 9464] [--serve 0] [--tasks 200] [--timeline demo-output/timeline.json]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import tracedfutures
+from tracedfutures.timeline import TimelineWriter
 
 
 class PaymentDeclined(Exception):
@@ -110,6 +113,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9464, help="port of /metrics on 127.0.0.1 (0: don't serve)")
     parser.add_argument("--serve", type=float, default=0.0, help="seconds to keep serving /metrics afterwards")
     parser.add_argument("--tasks", type=int, default=200, help="I/O tasks in the workload")
+    parser.add_argument(
+        "--timeline", default="demo-output/timeline.json", help="where to write the run's timeline ('': nowhere)"
+    )
     args = parser.parse_args()
 
     registry = CollectorRegistry()
@@ -124,6 +130,11 @@ def main() -> None:
         provider = TracerProvider(resource=Resource.create({"service.name": "tracedfutures-demo"}))
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    timeline = None
+    if args.timeline:
+        os.makedirs(os.path.dirname(os.path.abspath(args.timeline)), exist_ok=True)
+        timeline = TimelineWriter(args.timeline)
+        provider.add_span_processor(timeline)
     tracedfutures.configure(tracer_provider=provider, registry=registry)
     if args.port:
         tracedfutures.start_http_server(args.port, registry=registry)
@@ -133,6 +144,11 @@ def main() -> None:
     run_workload(args.tasks, registry, provider)
     print(f"workload done in {time.monotonic() - started:.2f}s")
     print(summary(registry, exporter.get_finished_spans()))
+    if timeline is not None:
+        timeline.shutdown()  # the file is complete
+        path = os.path.abspath(args.timeline)
+        print(f"\ntimeline: {path} ({timeline.drawn} tasks and calls; open it in https://ui.perfetto.dev or make a")
+        print(f"page of it: tracedfutures report {path} -o report.html)")
     if otlp is not None:
         provider.force_flush()
         roots = [s for s in exporter.get_finished_spans() if s.parent is None and s.name == "demo workload"]
