@@ -261,3 +261,20 @@ def test_registry_with_clashing_metric_keeps_tasks_working(
     assert registry.get_sample_value("executor_tasks_submitted_total") == 0
     assert registry.get_sample_value("executor_tasks_completed_total", {"executor": "clash"}) is None
     assert [s.name for s in telemetry.spans()] == ["clash square"]
+
+
+@pytest.mark.parametrize(
+    "serve",
+    [
+        lambda registry: tracedfutures.start_http_server(0, registry=registry),
+        lambda registry: tracedfutures.make_wsgi_app(registry),
+        lambda registry: tracedfutures.make_asgi_app(registry),
+    ],
+    ids=["start_http_server", "make_wsgi_app", "make_asgi_app"],
+)
+def test_serving_a_registry_that_is_not_one_fails_at_the_call(serve: Any) -> None:
+    """As ``configure`` does: a wrong registry raises at the call (no server started), not at every scrape."""
+    threads = threading.active_count()
+    with pytest.raises(TypeError, match="registry must be a prometheus_client CollectorRegistry, got str"):
+        serve("x")
+    assert threading.active_count() == threads

@@ -4,6 +4,8 @@ misconfiguration an exception at call time with a message that says what to fix.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -179,3 +181,24 @@ def test_missing_exporter_package_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     message = r"^no OTLP exporter for protocol 'grpc': pip install opentelemetry-exporter-otlp-proto-grpc$"
     with pytest.raises(RuntimeError, match=message):
         tracing.setup_tracing(protocol="grpc")
+
+
+def test_without_the_sdk_it_says_which_extra_to_install() -> None:
+    """A program without the OpenTelemetry SDK (``pip install tracedfutures``, no ``[sdk]``) is told what to
+    install, not left with a bare ModuleNotFoundError."""
+    program = """
+import sys
+
+sys.modules["opentelemetry.sdk"] = None  # as if not installed: importing it raises ModuleNotFoundError
+import tracedfutures
+try:
+    tracedfutures.setup_tracing("app")
+except RuntimeError as exc:
+    print(exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        "setup_tracing() needs the OpenTelemetry SDK: pip install 'tracedfutures[sdk]'\n",
+        "",
+    )

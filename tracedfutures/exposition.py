@@ -41,7 +41,10 @@ ASGIApplication = Callable[
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    """The registry to serve; one that is not a ``CollectorRegistry`` raises ``TypeError`` here, at the call, as
+    ``configure`` does (it would otherwise fail every scrape)."""
     if registry is not None:
+        _config.check_options(None, registry)
         return registry
     if MULTIPROCESS:  # every process's files, as prometheus_client's multiprocess mode documents
         aggregated = CollectorRegistry()

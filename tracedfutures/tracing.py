@@ -155,8 +155,13 @@ def setup_tracing(
     Spans are batched and exported from a background thread; an unreachable collector loses spans (logged by the
     exporter), never a task or a result. At exit the provider is shut down and flushes what is pending.
     Raises ``ValueError`` / ``TypeError`` for a misconfiguration, ``RuntimeError`` if the exporter for the
-    protocol is not installed or (with ``set_global``) a global tracer provider is already set.
+    protocol or the SDK (the ``[sdk]`` extra) is not installed, or (with ``set_global``) a global tracer provider is
+    already set.
     """
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401  (the SDK is an optional dependency: the [sdk] extra)
+    except ImportError:
+        raise RuntimeError("setup_tracing() needs the OpenTelemetry SDK: pip install 'tracedfutures[sdk]'") from None
     settings = export_settings(endpoint=endpoint, protocol=protocol, timeout=timeout)
     chosen_sampler = _sampler(sampler)
     if set_global and not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
