@@ -177,6 +177,17 @@ def test_block_runs(block: Block, tmp_path: Path) -> None:
     assert passed, f"the python block at {block.where} failed: {output}\n--- the block\n{block.code}"
 
 
+def test_readme_runs_as_a_whole(tmp_path: Path) -> None:
+    """The README's python blocks, one after the other in one script, as a reader pastes them: nothing one
+    block needs comes only from another page, and nothing one leaves running breaks the next."""
+    readme = [block for block in BLOCKS if block.page.name == "README.md" and block.skip is None]
+    assert len(readme) >= 3, [block.where for block in readme]
+    with open(os.path.join(tempfile.gettempdir(), "tracedfutures-doc-blocks.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        passed, output = run_block("\n".join(block.code for block in readme), tmp_path)
+    assert passed, f"the README's blocks together failed: {output}"
+
+
 def test_blocks_found() -> None:
     """The extraction finds the README's quick start and blocks on the docs pages (a parser that finds nothing
     would pass every page)."""
