@@ -142,6 +142,15 @@ def test_the_report_of_a_recorded_run(
     assert functions[("io", "ok")]["tasks"] == "40" and functions[("io", "fails")]["errors"] == "4"
     assert functions[("ProcessPoolExecutor", "ok")]["tasks"] == "10"
 
+    # The distributions per function instead of per executor.
+    legend = "[...document.querySelectorAll('#run-histogram .u-legend .u-label')].map((e) => e.textContent)"
+    assert set(page.evaluate(legend)) == {"bucket", "io", "ProcessPoolExecutor"}
+    page.evaluate(
+        "(() => { const s = document.getElementById('distribution-group');"
+        " s.value = 'function'; s.dispatchEvent(new Event('change')); })()"
+    )
+    assert set(page.evaluate(legend)) == {"bucket", "ok", "fails", "slow", "Event.wait"}
+
     blocked = Counter()
     for row in table(page, "blocked-table"):
         blocked[row["call"]] += int(row["calls"])
@@ -315,3 +324,21 @@ def test_counters_and_merged_slices_keep_their_totals(thousand: Path, monkeypatc
     assert len(merged["lane"]) <= 100 + len(merged["lanes"])
     errors = {i for i, outcome in enumerate(merged["outcome"]) if outcome == merged["outcomes"].index("error")}
     assert errors  # a bar that holds an error is drawn as one
+
+
+@needs_chromium
+def test_a_run_killed_before_its_timeline_was_finished(recorded: Path, tmp_path: Path, page: Page) -> None:
+    # A kill leaves the writer's events up to its last flush, maybe cut in the middle of one, and no counters
+    # (they are written at the end).
+    whole = recorded.read_text(encoding="utf-8")
+    cut = whole[: whole.index('"ph":"C"')]
+    cut = cut[: cut.rindex('"cat":"task"') + 30]  # in the middle of the last task slice
+    unfinished = tmp_path / "killed.json"
+    unfinished.write_text(cut, encoding="utf-8")
+    done = tracedfutures("report", unfinished, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    tasks = cut.count('"cat":"task"') - 1  # the last one is cut short
+    page.open(tmp_path / "killed.html")
+    assert page.errors == []
+    assert page.evaluate("document.getElementById('summary-tasks').textContent") == str(tasks)
+    assert "no queued / running counters" in page.evaluate("document.getElementById('counters').textContent")

@@ -203,6 +203,7 @@ def test_an_interval_from_two_real_scrapes() -> None:
             wait([pool.submit(work, 99)])
             before = scrape.scrape(url)
             wait([pool.submit(work, i) for i in range(20)])
+            time.sleep(0.5)  # an interval long enough that when each side reads its clock matters little
             now = scrape.scrape(url)
         shown = top_interval.interval(before, now)
     finally:
@@ -213,11 +214,12 @@ def test_an_interval_from_two_real_scrapes() -> None:
     assert row.throughput == pytest.approx(20 / shown.seconds)
     assert row.submitted == pytest.approx(20 / shown.seconds)
     assert row.error_rate == pytest.approx(4 / 20)
-    # Busy over offered worker-seconds: the 20 tasks' run time over 4 workers for the interval.
+    # Busy over offered worker-seconds: the 20 tasks' run time over 4 workers for the interval (as the client
+    # timed it; the server times its own).
     ran = sum(v for labels, v in now.values("executor_task_run_seconds_sum")) - sum(
         v for labels, v in before.values("executor_task_run_seconds_sum")
     )
-    assert row.utilization == pytest.approx(ran / (4 * shown.seconds), rel=0.1)
+    assert row.utilization == pytest.approx(ran / (4 * shown.seconds), rel=0.15)
     # 20 runs of 30 ms (more on a loaded machine): the default buckets put them in (0.025, 0.05] or above.
     assert row.run_p50 is not None and 0.025 < row.run_p50 <= 0.25
     assert row.run_p95 is not None and row.run_p50 <= row.run_p95

@@ -136,14 +136,21 @@ def read(path: Path) -> Timeline:
 
 def _read_lines(stream: TextIO, reader: _Reader) -> dict[str, Any]:
     """The events of the writer's layout, a line at a time, to ``reader``; returns the closing line's
-    ``otherData`` ({} in a file the writer did not finish: the program was killed)."""
+    ``otherData``. A file the writer did not finish (the program was killed) ends without it, maybe in the middle
+    of an event: what it holds up to there is read, and ``{}`` returned."""
     for line in stream:
         event = line.rstrip(",\r\n")
         if event.startswith("]"):
             tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
             return tail.get("otherData") or {} if isinstance(tail, dict) else {}
-        if event and SKIPPED not in event:
+        if not event or SKIPPED in event:
+            continue
+        try:
             reader.add(_decode(event)[0])
+        except json.JSONDecodeError:
+            if line.endswith("\n"):  # a whole line that is not JSON: not the writer's file after all
+                raise
+            break  # the last event, cut short
     return {}
 
 
