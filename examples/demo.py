@@ -2,12 +2,13 @@
 
 It runs tasks that succeed, fail and get cancelled, waits that time out and an as_completed loop, then prints
 what tracedfutures recorded (from the Prometheus registry and the finished spans), writes the run's timeline
-(``--timeline``, the Chrome Trace Event Format: open it in ui.perfetto.dev or make a page of it with
-``tracedfutures report``) and serves ``/metrics`` and ``/tasks`` on 127.0.0.1 until ``--serve`` seconds have
-passed. No external server is needed; with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (Jaeger:
-``http://localhost:4318``) the traces also go there over OTLP.
+(``--timeline``, the Chrome Trace Event Format: open it in ui.perfetto.dev) and its self-contained HTML report
+(``--report``, made by ``tracedfutures report``), says where they are, and serves ``/metrics`` and ``/tasks`` on
+127.0.0.1 until ``--serve`` seconds have passed. No external server is needed; with
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set (Jaeger: ``http://localhost:4318``) the traces also go there over OTLP.
 
     python examples/demo.py [--port 9464] [--serve 0] [--tasks 200] [--timeline demo-output/timeline.json]
+        [--report demo-output/report.html]
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import concurrent.futures as cf
 import contextlib
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -116,6 +119,9 @@ def main() -> None:
     parser.add_argument(
         "--timeline", default="demo-output/timeline.json", help="where to write the run's timeline ('': nowhere)"
     )
+    parser.add_argument(
+        "--report", default="demo-output/report.html", help="where to write the timeline's HTML report ('': nowhere)"
+    )
     args = parser.parse_args()
 
     registry = CollectorRegistry()
@@ -147,8 +153,12 @@ def main() -> None:
     if timeline is not None:
         timeline.shutdown()  # the file is complete
         path = os.path.abspath(args.timeline)
-        print(f"\ntimeline: {path} ({timeline.drawn} tasks and calls; open it in https://ui.perfetto.dev or make a")
-        print(f"page of it: tracedfutures report {path} -o report.html)")
+        print(f"\ntimeline: {path} ({timeline.drawn} tasks and calls; open it in https://ui.perfetto.dev)")
+        if args.report:  # the command a user runs: tracedfutures report TIMELINE -o REPORT
+            command = [sys.executable, "-m", "tracedfutures", "report", path, "-o", os.path.abspath(args.report)]
+            made = subprocess.run(command, capture_output=True, text=True, check=False)
+            print(f"report: {os.path.abspath(args.report)} (open it in a browser)" if made.returncode == 0 else
+                  f"report: not written: {made.stderr.strip()}")  # fmt: skip
     if otlp is not None:
         provider.force_flush()
         roots = [s for s in exporter.get_finished_spans() if s.parent is None and s.name == "demo workload"]
