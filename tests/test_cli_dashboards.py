@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from clisupport import tracedfutures
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Each file the command writes (relative to DIR) and the file of the repository it must equal.
@@ -32,18 +33,6 @@ EXPECTED = {
     ),
     "prometheus/rules/tracedfutures.yaml": ROOT / "dashboards" / "alerts.yaml",
 }
-
-
-def tracedfutures(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m tracedfutures ARGS`` in ``cwd`` (not the repository root, so the installed package runs)."""
-    return subprocess.run(
-        [sys.executable, "-m", "tracedfutures", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def tree(directory: Path) -> dict[str, bytes]:

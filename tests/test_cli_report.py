@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 from browsersupport import Page, chromium
+from clisupport import tracedfutures
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "report_workload.py"
@@ -35,18 +35,6 @@ ARTIFACTS = Path(os.environ.get("TF_ARTIFACTS") or Path(tempfile.gettempdir()) /
 FEW_SECONDS = 5.0
 
 needs_chromium = pytest.mark.skipif(chromium() is None, reason="needs chromium (Debian: apt-get install chromium)")
-
-
-def tracedfutures(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m tracedfutures ARGS`` in ``cwd``, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "tracedfutures", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def keep(path: Path, capsys: pytest.CaptureFixture[str]) -> Path:

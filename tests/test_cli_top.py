@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import wait
 from pathlib import Path
 
+import clisupport
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -173,19 +174,20 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
         pane.close()
 
 
-def test_an_unreachable_program_is_one_clear_line() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "tracedfutures", "top", "http://127.0.0.1:9"],  # discard port: nothing listens
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+def test_an_unreachable_program_is_one_clear_line(tmp_path: Path) -> None:
+    done = clisupport.tracedfutures("top", "http://127.0.0.1:9", cwd=tmp_path)  # the discard port: nothing listens
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("tracedfutures top: cannot reach http://127.0.0.1:9/metrics: connection refused")
+
+
+def test_without_rich_top_says_what_to_install(tmp_path: Path) -> None:
+    (tmp_path / "rich").mkdir()  # a rich that cannot be imported, first on the path
+    (tmp_path / "rich" / "__init__.py").write_text("raise ImportError('no rich here')\n", encoding="utf-8")
+    done = clisupport.tracedfutures("top", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "tracedfutures top: needs rich: pip install 'tracedfutures[cli]'\n"
 
 
 def test_an_interval_from_two_real_scrapes() -> None:
