@@ -81,8 +81,9 @@ def _top_functions(names: Iterable[str]) -> list[str]:
 def _timeline(timeline: Timeline, wall: float) -> dict[str, Any]:
     """The lanes and their slices as columns (lane, start, dur, label, outcome), sorted by lane then start.
 
-    ``labels`` are the task functions and the blocking calls' kinds; a merged block's label is -1 when it holds
-    several, its outcome the worst of its slices (error over blocked over success), ``count`` its slices."""
+    ``labels`` are the task functions and the blocking calls' kinds. Past ``MAX_SLICES``, a worker's tasks (and,
+    apart, its blocking calls) less than a resolution apart are merged into one bar: its label is -1 when it holds
+    several, its outcome an error when any of its tasks failed, ``count`` its slices."""
     labels: dict[str, int] = {}
     raw: list[tuple[int, float, float, int, str]] = []
     for t in timeline.tasks:
@@ -106,13 +107,20 @@ def _timeline(timeline: Timeline, wall: float) -> dict[str, Any]:
         columns["outcome"].append(outcome)
         columns["count"].append(count)
 
+    blocked = outcome_codes[BLOCKED]
     block: list[Any] | None = None  # lane, start, stop, label, outcome, count
     for lane, start, duration, label, outcome_name in raw:
         outcome = outcome_codes.get(outcome_name, 0)
-        if block is not None and block[0] == lane and start - block[2] < resolution:
+        if (
+            resolution
+            and block is not None
+            and block[0] == lane
+            and (block[4] == blocked) == (outcome == blocked)
+            and start - block[2] < resolution
+        ):
             block[2] = max(block[2], start + duration)
             block[3] = block[3] if block[3] == label else -1
-            block[4] = outcome if outcome == 1 or block[4] == 0 else block[4]
+            block[4] = outcome if outcome == outcome_codes[ERROR] else block[4]
             block[5] += 1
             continue
         if block is not None:
