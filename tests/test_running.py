@@ -267,3 +267,15 @@ def test_threads_can_read_while_tasks_start_and_end(telemetry: Telemetry) -> Non
         stop.set()
         reader.join(TIMEOUT)
     assert errors == []
+
+
+def test_an_executor_wrapped_twice_counts_its_workers_once(telemetry: Telemetry) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stock = ThreadPoolExecutor(3)
+    telemetry.executors.append(stock)
+    once = tracedfutures.traced(stock, "twice", registry=telemetry.registry)
+    again = tracedfutures.traced(stock, "twice", registry=telemetry.registry)
+    assert once.submit(ran_on).result(TIMEOUT) and again.submit(ran_on).result(TIMEOUT)
+    (executor,) = ours(running_now(), "twice")
+    assert executor["max_workers"] == 3

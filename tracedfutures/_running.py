@@ -169,12 +169,14 @@ def _task(future: TracedFuture, started: int, now_ns: int, threads: dict[int | N
 
 
 def _capacity(tables: Iterable[RunningTasks]) -> int | None:
-    """The ``max_workers`` of the executors of ``tables`` added up (None when one of them has none to read)."""
-    capacity: int | None = 0
+    """The ``max_workers`` of the executors of ``tables`` added up, each executor once (one wrapped twice has two
+    tables); None when one of them has none to read."""
+    counts: dict[int, int | None] = {}
     for table in tables:
-        count = table.max_workers()
-        capacity = None if count is None or capacity is None else capacity + count
-    return capacity
+        executor = table.executor() if table.executor is not None else None
+        counts.setdefault(id(table) if executor is None else id(executor), table.max_workers())
+    found = list(counts.values())
+    return None if None in found else sum(count for count in found if count is not None)
 
 
 def _executor(name: str, tables: list[RunningTasks], now_ns: int, threads: dict[int | None, str]) -> ExecutorTasks:
