@@ -189,6 +189,11 @@ def test_a_file_that_is_not_a_timeline_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr == "tracedfutures report: cannot read missing.json: No such file or directory\n"
     assert not (tmp_path / "out.html").exists() and not (tmp_path / "missing.html").exists()
+    # Another tool's trace: a page with nothing in it, and a line that says why.
+    (tmp_path / "other.json").write_text('{"traceEvents":[{"ph":"X","name":"f","ts":0,"dur":5,"pid":1,"tid":1}]}')
+    done = tracedfutures("report", "other.json", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("wrote other.html (0 tasks")
+    assert done.stderr.startswith("tracedfutures report: other.json holds no task and no wait / as_completed call")
 
 
 def hundredfold(source: Path, target: Path, copies: int = 100) -> int:

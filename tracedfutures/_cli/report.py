@@ -64,4 +64,10 @@ def write(trace: Path, output: Path, *, out: TextIO | None = None, err: TextIO |
         return EXIT_FAILED
     took = time.perf_counter() - began
     print(f"wrote {output} ({len(timeline.tasks):,} tasks, {len(page) / 1e6:.1f} MB, {took:.1f} s)", file=out)
+    if not timeline.tasks and not timeline.blocked:
+        print(
+            f"tracedfutures report: {trace} holds no task and no wait / as_completed call of a tracedfutures timeline"
+            " (tracedfutures record or tracedfutures.timeline.TimelineWriter writes them)",
+            file=err,
+        )
     return 0
