@@ -2,9 +2,9 @@
 
 A traced program serves ``/metrics`` and ``/tasks`` on a free port: three workers held by a gate with five tasks
 queued behind them, and a second pool that keeps finishing short tasks, a tenth of them raising. ``top`` runs in
-a tmux pane (a real terminal): what its screen says must match what ``/metrics`` and ``/tasks`` say, ``q`` must
-end it with status 0 and the terminal back in its cooked mode; an unreachable URL must end it with one line that
-says so. The interval's rates and quantiles are checked against two real scrapes of a program, with known tasks
+a tmux pane (a real terminal): what its screen says must match what ``/metrics`` and ``/tasks`` say; when the
+program ends, top must say so and keep its last numbers; ``q`` must end it with status 0 and the terminal back in
+its cooked mode; an unreachable URL must end it with one line that says so. The interval's rates and quantiles are checked against two real scrapes of a program, with known tasks
 run between them.
 """
 
@@ -66,9 +66,21 @@ gate.set()
 """
 
 
+class Program:
+    """The running program: its base URL, and ``stop()``."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process, self.url = process, url
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()  # it ends when its stdin does
+        self.process.wait(timeout=30)
+
+
 @pytest.fixture
-def program() -> Iterator[str]:
-    """The base URL of the running program."""
+def program() -> Iterator[Program]:
+    """The program, running, its held tasks started."""
     process = subprocess.Popen(
         [sys.executable, "-c", PROGRAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -81,10 +93,9 @@ def program() -> Iterator[str]:
         while not _held_running(scrape.scrape(url)):  # the three held tasks running, the five others queued
             assert time.monotonic() < deadline, "the held tasks did not start"
             time.sleep(0.05)
-        yield url
+        yield Program(process, url)
     finally:
-        process.stdin.close()
-        process.wait(timeout=30)
+        Program(process, "").stop()
 
 
 def _held_running(look: scrape.Scrape) -> bool:
@@ -131,13 +142,13 @@ def _rows(screen: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (Debian: apt-get install tmux)")
-def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program: str) -> None:
-    top = shlex.join([sys.executable, "-m", "tracedfutures", "top", program, "--interval", "0.5"])
+def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program: Program) -> None:
+    top = shlex.join([sys.executable, "-m", "tracedfutures", "top", program.url, "--interval", "0.5"])
     # After top: its exit status, and whether the terminal is back in canonical mode with echo.
     pane = Pane(f"stty sane; {top}; echo EXITED $?; stty -a | tr ' ' '\\n' | grep -x -e -icanon -e -echo; sleep 60")
     try:
         screen = pane.wait_for(r"\|\s*busy\s*\|\s*[0-9.,]+\s*\|")  # the busy pool's rate: after one interval
-        truth = scrape.scrape(program)
+        truth = scrape.scrape(program.url)
         rows = _rows(screen)
         header = rows["executor"]
         held, busy = dict(zip(header, rows["held"])), dict(zip(header, rows["busy"]))
@@ -165,6 +176,11 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
             for line in running  # type: ignore[union-attr]
         }
         assert re.search(r"running now: [34], oldest first", screen)  # and the busy pool's task, if running
+        # The program ends: top says so and keeps its last screen.
+        program.stop()
+        gone = pane.wait_for(r"cannot reach")
+        assert f"cannot reach {program.url}/metrics: connection refused (showing the last answer; retrying)" in gone
+        assert _rows(gone)["held"][1:4] == ["5", "3", "3"]  # queued, running, max workers as last seen
         pane.tmux("send-keys", "-t", "top", "q")
         after = pane.wait_for(r"EXITED \d+")
         assert "EXITED 0" in after

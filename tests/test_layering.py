@@ -44,8 +44,10 @@ IMPORTS: dict[str, set[str]] = {
     # the hooks (spans, metrics) and what travels to workers
     "tracedfutures._worker_spans": {"tracedfutures._state", "tracedfutures._telemetry"},
     "tracedfutures._running": {"tracedfutures._lifecycle", "tracedfutures._naming", "tracedfutures._state"},
+    "tracedfutures._start_board": {"tracedfutures._lifecycle"},
     "tracedfutures._calls": {
         "tracedfutures._running",
+        "tracedfutures._start_board",
         "tracedfutures._state",
         "tracedfutures._wire",
         "tracedfutures._worker_spans",
@@ -90,6 +92,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
         "tracedfutures._running",
+        "tracedfutures._start_board",
         "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._worker_spans",
@@ -172,6 +175,7 @@ LAYERS: tuple[set[str], ...] = (
     {"tracedfutures._lifecycle"},
     {
         "tracedfutures._running",
+        "tracedfutures._start_board",
         "tracedfutures._worker_spans",
         "tracedfutures._calls",
         "tracedfutures.spans",
@@ -214,6 +218,7 @@ VENDOR_FREE = LAYERS[0] | LAYERS[1]
 VENDORS: dict[str, set[str]] = {
     **{module: set() for module in VENDOR_FREE},
     "tracedfutures._running": set(),
+    "tracedfutures._start_board": set(),
     "tracedfutures._worker_spans": {"opentelemetry"},
     "tracedfutures._calls": {"opentelemetry"},
     "tracedfutures.spans": {"opentelemetry"},

@@ -194,3 +194,46 @@ def test_worker_imports_only_what_a_traced_call_needs() -> None:
     assert callable(tracedfutures.tracing.export_settings)  # submodules too, as when the package imported them
     with pytest.raises(AttributeError):
         tracedfutures.not_a_name  # noqa: B018
+
+
+@pytest.mark.parametrize("pool", ["drop-in", "traced()"])
+def test_running_means_running_in_a_worker(telemetry: Telemetry, pool: str) -> None:
+    """A pool of 2 processes given 5 tasks runs 2 and queues 3 (two of those in the pool's call queue), by what
+    the workers say on the pool's start board; busy worker-seconds never exceed those available, and the oldest
+    running task's age is its age in the worker."""
+    import time
+
+    context = multiprocessing.get_context("fork")
+    if pool == "drop-in":
+        executor = telemetry.executor("fork", max_workers=2)
+    else:
+        executor = traced(ProcessPoolExecutor(2, mp_context=context), "pool", registry=telemetry.registry)
+        telemetry.executors.append(executor)
+    futures = [executor.submit(time.sleep, 0.6) for _ in range(5)]
+    seen = []
+    while not all(f.done() for f in futures):
+        seen.append(
+            tuple(
+                telemetry.value(name, executor="pool") or 0.0
+                for name in (
+                    "executor_tasks_running",
+                    "executor_tasks_queued",
+                    "executor_workers_busy_seconds_total",
+                    "executor_workers_available_seconds_total",
+                    "executor_oldest_running_task_age_seconds",
+                )
+            )
+        )
+        time.sleep(0.05)
+    assert max(running for running, *_ in seen) == 2
+    assert all(running + queued <= 5 for running, queued, *_ in seen)
+    assert any((running, queued) == (2, 3) for running, queued, *_ in seen), seen
+    assert all(busy <= available for _, _, busy, available, _ in seen), seen
+    assert all(age < 0.6 + 0.2 for *_, age in seen), seen  # never the hand-off's age: each task runs 0.6 s
+    executor.shutdown()
+    assert telemetry.value("executor_tasks_running", executor="pool") == 0
+    assert telemetry.value("executor_tasks_queued", executor="pool") == 0
+    busy = telemetry.value("executor_workers_busy_seconds_total", executor="pool")
+    run_sum = telemetry.value("executor_task_run_seconds_sum", executor="pool", function="sleep", outcome="success")
+    # Each task's time in its worker, as the run-time histogram has it (a loaded machine may stretch a sleep).
+    assert busy == pytest.approx(run_sum, abs=1e-6) and busy >= 5 * 0.6, (busy, run_sum, seen)

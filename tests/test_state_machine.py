@@ -207,8 +207,11 @@ class FutureAgainstStdlib(RuleBasedStateMachine):
             assert completed == {label: 1.0}, completed
         else:
             assert completed == {}
-        assert value("executor_tasks_queued") == (0 if done or self.ran else 1)
-        assert value("executor_tasks_running") == (1 if self.ran and not done else 0)
+        # A process pool's task runs from its start in a worker, which says so on the pool's start board: one
+        # started here by hand (no worker took it) waits, as if in the pool's call queue.
+        running = self.ran and not done and not self.remote
+        assert value("executor_tasks_queued") == (0 if done or running else 1)
+        assert value("executor_tasks_running") == (1 if running else 0)
         for method, count in self.refused.items():
             assert value("executor_invalid_transitions_total", method=method) == count, method
         timed = self.ran and not self.remote and self.outcome in ("success", "error")

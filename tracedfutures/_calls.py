@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from tracedfutures import _start_board
 from tracedfutures._running import ran_on_here
 from tracedfutures._state import state
 from tracedfutures._wire import REMOTE_ATTR, Envelope
@@ -61,15 +62,16 @@ class RemoteCall:
     outcome (see ``_worker_spans``). With 0 the call imports nothing and collects nothing.
     """
 
-    __slots__ = ("fn", "origin", "parent")
+    __slots__ = ("board", "fn", "origin", "parent")
 
-    def __init__(self, fn: Any, parent: WireContext | None, origin: int = 0) -> None:
+    def __init__(self, fn: Any, parent: WireContext | None, origin: int = 0, board: str = "") -> None:
         self.fn = fn
         self.parent = parent
         self.origin = origin
+        self.board = board  # a process pool's start board (``_start_board``), "" for none
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteCall, (self.fn, self.parent, self.origin))
+        return (RemoteCall, (self.fn, self.parent, self.origin, self.board))
 
     @property
     def __name__(self) -> str:
@@ -81,12 +83,13 @@ class RemoteCall:
         return name if isinstance(name, str) else type(fn).__name__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        return call_remote(self.fn, self.parent, self.origin, *args, **kwargs)
+        return call_remote(self.fn, self.parent, self.origin, self.board, *args, **kwargs)
 
 
-def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any, **kwargs: Any) -> Any:
+def call_remote(fn: Any, parent: WireContext | None, origin: int, board: str, /, *args: Any, **kwargs: Any) -> Any:
     """What a ``RemoteCall`` runs; an interpreter pool runs it as it is, with ``fn`` among its arguments, so that a
-    function the interpreters share without pickling (one that uses no globals) stays shareable."""
+    function the interpreters share without pickling (one that uses no globals) stays shareable. With a ``board``
+    (a process pool's), the worker says there when the callable starts and ends."""
     token = None
     collected = None
     if parent is not None:
@@ -96,6 +99,7 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any,
         if origin and origin != state.process_token:
             collected = _begin_collecting(trace_id, span_id)
     start = _clock()  # the callable's start: after the context, and the collector a new worker sets up first
+    slot = _start_board.begin(board, start) if board else None
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
@@ -104,6 +108,8 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, /, *args: Any,
             exc.__dict__[REMOTE_ATTR] = _worker_data(start, collected)
         raise
     finally:
+        if slot is not None:
+            _start_board.end(slot)
         if token is not None:
             otel_context.detach(token)
     return Envelope(result, _worker_data(start, collected))

@@ -87,13 +87,17 @@ def _dispatch(methods: tuple[Callable[..., None], ...]) -> Callable[..., None]:
 class Lifecycle:
     """One executor's view of its tasks: its name, kind and, for each transition, the hooks that record it."""
 
-    __slots__ = ("kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote")
+    __slots__ = (
+        "board", "kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote"
+    )  # fmt: skip
 
     def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool) -> None:
         self.name = name
         self.kind: Kind = kind
         # Remote tasks run their callable elsewhere: the real start and worker data come back with the outcome.
         self.remote = remote
+        # A process pool's shared board where its workers say which task runs now ("": none, see _start_board).
+        self.board = ""
         self.on_submit = _dispatch(tuple(hook.on_submit for hook in hooks))
         self.on_start = _dispatch(tuple(hook.on_start for hook in hooks))
         self.on_finish = _dispatch(tuple(hook.on_finish for hook in hooks))

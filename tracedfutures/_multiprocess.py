@@ -117,6 +117,9 @@ class MultiprocessSeries:
     def watch(self, running: Any) -> None:
         """Running tasks are read only at scrape time, which this mode has not: busy time counts at the end."""
 
+    def watch_board(self, board: Any) -> None:
+        """Process pools' start boards are read at scrape time too: their tasks run from their hand-off here."""
+
 
 class MultiprocessWaits:
     """``wait`` / ``as_completed`` latencies as prometheus_client histograms."""

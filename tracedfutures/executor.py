@@ -28,6 +28,7 @@ from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, c
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures._running import RunningTasks
+from tracedfutures._start_board import StartBoard
 from tracedfutures._state import state
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import _span_hook
@@ -107,10 +108,32 @@ def _make_lifecycle(
     hooks: list[LifecycleHook] = [running]
     if spans is not None:
         hooks.append(spans)
+    board = None
     if stats is not None:
         stats.watch(running)
         hooks.append(MetricsHook(stats))
-    return Lifecycle(label, kind, tuple(hooks), remote), _capacity(executor, stats)
+        board = _worker_board(executor, kind, running)
+        if board is not None:
+            hooks.append(board)
+            stats.watch_board(board)
+    life = Lifecycle(label, kind, tuple(hooks), remote)
+    if board is not None:
+        life.board = board.path
+    return life, _capacity(executor, stats)
+
+
+def _worker_board(executor: Executor, kind: Kind, handed: RunningTasks) -> StartBoard | None:
+    """The start board of a stdlib process pool submitted to through the pool's own submit body, where its workers
+    say which task runs now (``_start_board``): a slot for twice ``max_workers`` processes (a worker that leaves,
+    after ``max_tasks_per_child`` tasks say, and the one replacing it). None elsewhere, or where no shared file can
+    be made: that pool's tasks count as running from their hand-off to the call queue."""
+    workers = getattr(executor, "_max_workers", None)
+    if kind != "process" or _PROCESS_ENQUEUE is None or _stock_submit(executor) is None or not isinstance(workers, int):
+        return None
+    try:
+        return StartBoard(executor, 2 * workers, handed)
+    except OSError:
+        return None
 
 
 def _wire_context(future: TracedFuture) -> tuple[int, int, int] | None:
@@ -139,11 +162,19 @@ def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call
     return RemoteCall(fn, _wire_context(future), origin), args, kwargs
 
 
+def _process_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
+    """A ``_remote_call`` for a stdlib process pool: its workers also say on the pool's start board when the task
+    starts and ends."""
+    origin = state.process_token if wants_worker_spans(future._tf_span) else 0
+    life = future._tf_life
+    return RemoteCall(fn, _wire_context(future), origin, life.board if life is not None else ""), args, kwargs
+
+
 def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """A ``_remote_call`` shaped for an interpreter pool: ``fn`` stays an argument, shared as the stdlib shares
     it (a function that uses no globals crosses without pickling)."""
     origin = state.process_token if wants_worker_spans(future._tf_span) else 0
-    return call_remote, (fn, _wire_context(future), origin, *args), kwargs
+    return call_remote, (fn, _wire_context(future), origin, "", *args), kwargs
 
 
 def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
@@ -263,7 +294,9 @@ _POOL_ROUTES: dict[Kind, _Route] = {
     "interpreter": _Route(_THREAD_ENQUEUE, _interpreter_call, TracedFuture, True)
     if _THREAD_ENQUEUE is not None
     else _CHAINED._replace(make_call=_interpreter_call),
-    "process": _Route(_PROCESS_ENQUEUE, _remote_call, TracedFuture, True) if _PROCESS_ENQUEUE is not None else _CHAINED,
+    "process": (
+        _Route(_PROCESS_ENQUEUE, _process_call, TracedFuture, True) if _PROCESS_ENQUEUE is not None else _CHAINED
+    ),
 }
 
 

@@ -150,6 +150,9 @@ class ExecutorRecorder(Protocol):
         """Read the running tasks of one more executor of this name at scrape time (busy worker-seconds up to
         the scrape, the oldest running task's age)."""
 
+    def watch_board(self, board: WorkerBoard) -> None:
+        """Read a process pool's start board at scrape time: its tasks run from their start in a worker."""
+
     @property
     def error_label(self) -> ErrorLabels:
         """The capped ``error_type`` label of an exception."""
@@ -163,6 +166,16 @@ class RunningTable(Protocol):
     def kind(self) -> str: ...
     @property
     def tasks(self) -> dict[Any, int]: ...
+
+
+class WorkerBoard(Protocol):
+    """A process pool's start board (``_start_board.StartBoard``): the start (unix ns) of the task each worker
+    runs now, and how many tasks were handed to the pool's call queue and have not ended."""
+
+    @property
+    def tasks(self) -> dict[int, int]: ...
+    @property
+    def handed(self) -> int: ...
 
 
 class WaitRecorder(Protocol):
@@ -327,8 +340,10 @@ class ExecutorStats:
         self.buckets = buckets
         self.error_label = ErrorLabels()
         self.function_label = FunctionLabels()
-        # The running tasks of the executors of this name (kept through a fork: the child empties the tables).
+        # The running tasks of the executors of this name (kept through a fork: the child empties the tables), and
+        # the process pools' start boards.
         self.running: weakref.WeakSet[RunningTable] = weakref.WeakSet()
+        self.boards: weakref.WeakSet[WorkerBoard] = weakref.WeakSet()
         self.reset()
 
     def reset(self) -> None:
@@ -432,12 +447,24 @@ class ExecutorStats:
         with self.lock:
             self.running.add(running)
 
-    def _running_starts(self) -> list[int]:
-        """The real start (unix ns) of every task running now in the executors of this name. A process pool's
-        table holds each task's hand-off to its call queue, not its start in the worker: left out."""
+    def watch_board(self, board: WorkerBoard) -> None:
+        with self.lock:
+            self.boards.add(board)
+
+    def _running_now(self) -> tuple[list[int], int]:
+        """The real start (unix ns) of every task running now in the executors of this name, and how many of the
+        tasks they count as started are in fact waiting in a process pool's call queue. A process pool's table
+        holds each task's hand-off to that queue: its start board says which run, and since when."""
         with self.lock:
             tables = [table for table in self.running if table.kind != "process"]
-        return [start for table in tables for start in table.tasks.copy().values()]
+            boards = list(self.boards)
+        starts = [start for table in tables for start in table.tasks.copy().values()]
+        waiting = 0
+        for board in boards:
+            handed, running = board.handed, list(board.tasks.values())
+            starts += running
+            waiting += max(handed - len(running), 0)
+        return starts, waiting
 
     def _capacity_ns(self, now_ns: int) -> int:
         """Worker-nanoseconds offered up to ``now_ns`` (under ``lock``); moves ``capacity_since`` there."""
@@ -477,14 +504,14 @@ class ExecutorStats:
                 at = born.get((function, outcome), created)
                 _histogram_with_created(families[RUN], [name, function, outcome], hist, at)
                 busy_ns += hist.sum
-        # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
-        families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted, 0))
-        families[RUNNING_GAUGE].add_metric([name], max(total.started - total.ended_after_start, 0))
-        _histogram_with_created(families[RESULT_LAG], [name], total.result_lag, created)
         # Read after the totals: a task that ends in between is missing from both (never counted twice), and
-        # the counter stays where it was until the next scrape finds it in the totals.
-        starts = self._running_starts()
+        # the busy counter stays where it was until the next scrape finds it in the totals.
+        starts, waiting = self._running_now()
         now_ns = time.time_ns()
+        # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
+        families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted + waiting, 0))
+        families[RUNNING_GAUGE].add_metric([name], max(total.started - total.ended_after_start - waiting, 0))
+        _histogram_with_created(families[RESULT_LAG], [name], total.result_lag, created)
         busy_ns += sum(now_ns - start for start in starts if start < now_ns)
         families[OLDEST_RUNNING].add_metric([name], max(now_ns - min(starts), 0) / 1e9 if starts else 0.0)
         with self.lock:
@@ -604,7 +631,8 @@ class MetricsHook:
             queue_ns = run_ns = -1
             if started and outcome != "cancelled":  # wall clocks may step back: a negative duration counts as 0
                 queue_ns = started - future.submitted_ns
-                run_ns = future.finished_ns - started
+                ran_for = future._tf_ran_for  # a task run in another process: timed there, result transfer left out
+                run_ns = ran_for if ran_for >= 0 else future.finished_ns - started
                 queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
             context = future._tf_context
             exemplar = (context, future.finished_ns) if context is not None and context.trace_flags.sampled else None

@@ -687,6 +687,9 @@ def test_saturation_is_never_above_one(scenario: Scenario, version: str) -> None
     assert 0.2 < batch < 1  # 8 tasks of 0.2 s on 4 workers, then idle workers until the pool closed
     procs = prom.value(f'executor_workers_busy_seconds_total{{{j},executor="procs"}}')
     assert 3.0 <= procs < 3.5  # three tasks of 1 s, timed in the worker processes
+    # Running means running in one of the 2 processes (the third task waited in the call queue, as queued).
+    running = prom.value(f'max_over_time(executor_tasks_running{{{j},executor="procs"}}[{scenario.range}])')
+    assert 1 <= running <= 2
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -1,0 +1,181 @@
+"""Where a process pool's workers say which task runs now: a small shared-memory board per pool.
+
+A process pool hands a task to its call queue before any worker takes it, so the parent learns the real start
+only with the outcome. The board closes that gap for the metrics: a file-backed shared mapping of two rows of
+``slots`` signed 64-bit integers, worker pids (written by the parent) and the start (unix ns, 0: idle) of the
+task each worker runs now (written by that worker). The parent writes the pid row whenever the pool's processes
+change, at each hand-off (before the task reaches the call queue, so a worker finds its slot before its first
+task); a worker looks its slot up once and writes two integers per task (``call_remote``); a scrape reads the
+starts of the live workers. A worker that finds no slot (a pool shut down, a board that could not be made) runs
+its tasks unrecorded here: they count as queued until they end. Nothing per finished task is kept.
+
+Vendor-free and below the telemetry: the parent side is a lifecycle hook, the worker side two functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import tempfile
+import threading
+import weakref
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tracedfutures._lifecycle import not_listening
+
+if TYPE_CHECKING:
+    from tracedfutures._lifecycle import TracedFuture
+
+
+class RunningTable(Protocol):
+    """The pool's table of tasks handed to its call queue and not ended (``_running.RunningTasks``)."""
+
+    @property
+    def tasks(self) -> dict[Any, int]: ...
+
+_WORD = 8  # bytes of one slot
+
+
+def _shared_directory() -> str | None:
+    """/dev/shm where it exists (memory, never written to disk), else the temporary directory."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+class StartBoard:
+    """One process pool's board, parent side: a lifecycle hook that keeps the pid row up to date, and what the
+    metrics read at scrape time: the tasks running in the workers (``tasks``, by their start there) and those
+    handed to the call queue (``handed``)."""
+
+    __slots__ = ("__weakref__", "_handed", "_known", "_lock", "_map", "_pool", "_view", "path", "slots")
+
+    def __init__(self, pool: Executor, slots: int, handed: RunningTable) -> None:
+        self._pool = weakref.ref(pool)
+        self._handed = handed
+        self.slots = slots
+        self._known: frozenset[int] = frozenset()
+        self._lock = threading.Lock()
+        fd, self.path = tempfile.mkstemp(prefix="tracedfutures-board-", dir=_shared_directory())
+        try:
+            os.ftruncate(fd, 2 * slots * _WORD)
+            self._map = mmap.mmap(fd, 2 * slots * _WORD)
+        finally:
+            os.close(fd)
+        self._view = memoryview(self._map).cast("q")
+        weakref.finalize(pool, _remove, self.path)
+
+    def close(self) -> None:
+        """The pool is shut down: no worker attaches any more (those attached keep their mapping)."""
+        _remove(self.path)
+
+    @not_listening
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        """The pid row changes when processes do, which the hand-off sees."""
+
+    def on_start(self, future: TracedFuture) -> None:
+        """A hand-off to the call queue (in the pool's management thread): the processes the pool has now get
+        their slots before the task can reach one of them."""
+        pool = self._pool()
+        processes = getattr(pool, "_processes", None) or {}
+        if processes.keys() != self._known:
+            self._assign(frozenset(processes))
+
+    @not_listening
+    def on_finish(self, future: TracedFuture) -> None:
+        """A worker clears its own slot."""
+
+    @not_listening
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """Nothing runs or stops."""
+
+    @not_listening
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Nothing runs or stops."""
+
+    def _assign(self, pids: frozenset[int]) -> None:
+        """Slots for ``pids``: a pid keeps its slot, a gone one's slot is cleared and given to a new one."""
+        view, slots = self._view, self.slots
+        with self._lock:
+            for index in range(slots):
+                if view[index] and view[index] not in pids:
+                    view[slots + index] = 0  # its worker died mid-task, say: nothing runs there now
+                    view[index] = 0
+            placed = {view[index] for index in range(slots)}
+            free = (index for index in range(slots) if not view[index])
+            for pid in pids - placed:
+                slot = next(free, None)
+                if slot is None:
+                    break  # more processes than slots: those run unrecorded here
+                view[slots + slot] = 0
+                view[slot] = pid
+            self._known = pids
+
+    @property
+    def handed(self) -> int:
+        """Tasks handed to the call queue and not ended: those running in a worker and those waiting there."""
+        return len(self._handed.tasks)
+
+    @property
+    def tasks(self) -> dict[int, int]:
+        """The start (unix ns) of the task each live worker runs now, by pid."""
+        pool = self._pool()
+        live = set(getattr(pool, "_processes", None) or ())
+        view, slots = self._view, self.slots
+        found = {}
+        for index in range(slots):
+            pid, start = view[index], view[slots + index]
+            if start and pid in live:
+                found[pid] = start
+        return found
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):  # removed already
+        os.unlink(path)
+
+
+# -- the worker side ------------------------------------------------------------------------------------------------
+#: In a worker: each board's mapped view and this process's slot there (-1: none, looked up again next task).
+_attached: dict[str, tuple[memoryview, int]] = {}
+
+
+def _slot(path: str) -> tuple[memoryview, int]:
+    found = _attached.get(path)
+    if found is not None and found[1] >= 0:
+        return found
+    if found is None:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:  # the pool is gone: never again
+            found = _attached[path] = (memoryview(b""), -1)
+            return found
+        try:
+            mapped = mmap.mmap(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        found = (memoryview(mapped).cast("q"), -1)
+    view = found[0]
+    slots = len(view) // 2
+    pid = os.getpid()
+    index = next((i for i in range(slots) if view[i] == pid), -1)
+    found = _attached[path] = (view, index)
+    return found
+
+
+def begin(path: str, start_ns: int) -> tuple[memoryview, int] | None:
+    """In a worker: the task it runs started at ``start_ns``; returns the slot to pass to ``end`` (None: none)."""
+    try:
+        view, index = _slot(path)
+    except (OSError, ValueError):
+        return None
+    if index < 0:
+        return None
+    view[len(view) // 2 + index] = start_ns
+    return view, index
+
+
+def end(slot: tuple[memoryview, int]) -> None:
+    """In a worker: the task ``begin`` recorded ended."""
+    view, index = slot
+    view[len(view) // 2 + index] = 0
