@@ -279,7 +279,8 @@ def test_as_completed_steps_batched_yet_a_blocked_step_shows_at_once(telemetry: 
     assert telemetry.histogram("futures_as_completed_next_seconds")[0] == 601
     # The futures already done count as 0 s (the first step also set the iteration up, the last one waited).
     assert telemetry.value("futures_as_completed_next_seconds_bucket", le="0.0001") >= 599
-    assert telemetry.value("futures_as_completed_next_seconds_bucket", le="0.025") == 600
+    # The blocked step is above 25 ms (the first step may be too, on a loaded machine).
+    assert 599 <= telemetry.value("futures_as_completed_next_seconds_bucket", le="0.025") <= 600
     assert telemetry.histogram("futures_as_completed_seconds", timed_out="false")[0] == 1
 
 
