@@ -137,7 +137,10 @@ class Program:
         self.kept: list[cf.Future[Any]] = []
 
     def steady(self) -> None:
-        """Successes only: no error series exists yet."""
+        """Successes only: no error series exists yet. And the first of a job's short-lived pools: it lives
+        between two scrapes (Prometheus 2.42 never sees its series at 0, 3 does through their created time)."""
+        with tracedfutures.TracedThreadPoolExecutor(4, name="batch", registry=self.registry) as batch:
+            assert list(batch.map(slow, [0.05] * 4)) == [0.05] * 4
         futures = [self.executor.submit(ok, i) for i in range(10)]
         tracedfutures.wait(futures)
         self.expected.waits[("ALL_COMPLETED", "false")] = 1
@@ -624,7 +627,7 @@ def test_counts_are_exact(scenario: Scenario, version: str) -> None:
     assert prom.value(f"futures_as_completed_next_seconds_count{{{j}}}") == e.as_completed_yields
     assert prom.value(f"sum(futures_result_lag_seconds_count{{{w}}})") > 0
     assert prom.by(f"executor_tasks_ended_total{{{j},executor=~'batch|procs'}}", "executor", "outcome") == {
-        ("batch", "success"): 8.0, ("batch", "error"): 0.0, ("batch", "cancelled"): 0.0,
+        ("batch", "success"): 12.0, ("batch", "error"): 0.0, ("batch", "cancelled"): 0.0,
         ("procs", "success"): 3.0, ("procs", "error"): 0.0, ("procs", "cancelled"): 0.0,
     }  # fmt: skip
 
@@ -684,7 +687,8 @@ def test_saturation_is_never_above_one(scenario: Scenario, version: str) -> None
         f'sum(increase(executor_workers_busy_seconds_total{{{j},executor="batch"}}[{scenario.range}]))'
         f' / sum(increase(executor_workers_available_seconds_total{{{j},executor="batch"}}[{scenario.range}]))'
     )
-    assert 0.2 < batch < 1  # 8 tasks of 0.2 s on 4 workers, then idle workers until the pool closed
+    # The second batch (8 tasks of 0.2 s on 4 workers, then idle until the pool closed), on 3 the first too.
+    assert 0.2 < batch < 1
     procs = prom.value(f'executor_workers_busy_seconds_total{{{j},executor="procs"}}')
     assert 3.0 <= procs < 3.5  # three tasks of 1 s, timed in the worker processes
     # Running means running in one of the 2 processes (the third task waited in the call queue, as queued).
