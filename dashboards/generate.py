@@ -568,8 +568,7 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         graph(
             "Queued and running now",
             "Tasks waiting for a worker and tasks running, per executor, and max_workers (process pools: a task "
-            "counts as running from its hand-off to the pool's call queue, which holds up to max_workers + 1 "
-            "tasks besides those the workers run; the saturation panel counts their real run time).",
+            "runs from its start in a worker process; until then it is queued, in the pool's call queue too).",
             [
                 target(f"sum by (executor) ({config.QUEUED}{all_})", "{{executor}} queued", "A"),
                 target(f"sum by (executor) ({config.RUNNING}{all_})", "{{executor}} running", "B"),

@@ -32,11 +32,20 @@ Variables: `datasource` (a Prometheus data source), `job` and `executor` (multi-
 exemplars: a point's `{trace_label}` label links to that task's trace in Jaeger (set the Prometheus data
 source's exemplar link too, as `examples/grafana/` does). `python dashboards/generate.py` rewrites the
 files and this page; `python dashboards/check.py` fails if they differ from the code, lints the dashboards and
-runs promtool on the rules; `tests/prometheus/` evaluates every panel query and alert rule against a real
-Prometheus scraping a real workload. [Jaeger, Prometheus and Grafana](setup.md) says how to run all three next
-to your application with `examples/compose.yaml`. The package carries the dashboards, the alert rules and the
-Grafana provisioning too: `tracedfutures dashboards -o DIR` writes them out
+runs promtool on the rules; `tests/prometheus/` evaluates every panel query and alert rule against real
+Prometheus servers (2.42 and 3.5) scraping a real workload. [Jaeger, Prometheus and Grafana](setup.md) says how
+to run all three next to your application with `examples/compose.yaml`. The package carries the dashboards, the
+alert rules and the Grafana provisioning too: `tracedfutures dashboards -o DIR` writes them out
 ([below](#without-a-clone-tracedfutures-dashboards)).
+
+What each Prometheus version needs ([first events](metrics.md#first-events-and-prometheus-versions)): every
+ratio, utilization and alert rule reads series that exist at 0 from an executor's start, so they count the first
+errors of a new type on Prometheus 2.x and 3.x alike. The breakdowns by exception class and by function ("Top
+error types", "Errors by type", "Top functions by time", "Top functions by errors") read series born with their
+first count: they count it on Prometheus 3 started with `--enable-feature=created-timestamp-zero-ingestion`
+(as `examples/compose.yaml` runs it), and miss what happened before such a series' first scrape on 2.x.
+Utilization and saturation divide busy by available worker-seconds, so pools that lived only part of a window
+(a `with` block, many short-lived pools) count for the time they lived.
 """
 
 

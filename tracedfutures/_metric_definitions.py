@@ -79,14 +79,14 @@ RUN = Definition(
 QUEUED = Definition(
     "executor_tasks_queued",
     "gauge",
-    "Tasks submitted and not started yet (for process pools: not yet handed to the pool's call queue).",
+    "Tasks submitted and not running yet (for process pools: those in the pool's call queue too).",
     ("executor",),
     "livesum",
 )
 RUNNING_GAUGE = Definition(
     "executor_tasks_running",
     "gauge",
-    "Tasks running now (for process pools: handed to the pool's call queue and not ended yet).",
+    "Tasks running now (for process pools: started in a worker process, as the pool's start board says).",
     ("executor",),
     "livesum",
 )

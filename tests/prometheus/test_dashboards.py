@@ -218,6 +218,9 @@ def test_compose_prometheus_config_is_valid(tmp_path: Path) -> None:
     assert set(compose["services"]) == {"prometheus", "grafana", "jaeger"}
     prometheus = compose["services"]["prometheus"]
     assert "--enable-feature=exemplar-storage" in prometheus["command"]
+    # Prometheus 3, storing a 0 at each series' created time: the per-type and per-function panels need it.
+    assert prometheus["image"].startswith("prom/prometheus:v3.")
+    assert "--enable-feature=created-timestamp-zero-ingestion" in prometheus["command"]
     settings = yaml.safe_load(compose["configs"]["prometheus_config"]["content"])
     # The rule files are the repository's alert rules, mounted into the container.
     rules_dir = Path(settings["rule_files"][0]).parent
