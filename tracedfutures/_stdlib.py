@@ -283,11 +283,15 @@ class FutureTransitions:
 
     def _claim_read(self: Any) -> bool:
         """Whether this read of the FINISHED future is the first (marked ``_tf_read``, under the future's lock)."""
-        with self._condition:
+        condition = self._condition
+        condition.acquire()  # its lock's own methods: ``with`` would run Condition.__enter__/__exit__ in Python
+        try:
             if self._tf_read or self._state != FINISHED:
                 return False
             self._tf_read = True
             return True
+        finally:
+            condition.release()
 
 
 

@@ -207,6 +207,16 @@ def _layout(buckets: tuple[float, ...]) -> tuple[tuple[int, ...], tuple[str, ...
     return tuple(math.floor(round(b * 1e9, 3)) for b in buckets), (*map(repr, buckets), "+Inf")
 
 
+class _ThreadCounts(threading.local):
+    """Each thread's ``counts``, made by the thread's first access (a ``threading.local`` runs ``__init__`` once in
+    every thread that touches it): the per-task path reads ``self._local.counts`` with no call and no check."""
+
+    counts: _TaskCounts
+
+    def __init__(self, stats: weakref.ref[Any]) -> None:
+        self.counts = stats()._first_counts()
+
+
 class _Histogram:
     """Bucket counts (not cumulative; the last one is +Inf), a sum, and the latest exemplar of each bucket, kept
     in integer nanoseconds (no float arithmetic per observation) and exposed in seconds.
@@ -351,9 +361,9 @@ class ExecutorStats:
         # Re-entrant: the unretrieved-exception finalizer may run from garbage collection in a thread that
         # already holds it.
         self.lock = threading.RLock()
-        self._local = threading.local()
         self._threads: list[_TaskCounts] = []
         self.retired = _TaskCounts(self.buckets, None)
+        self._local = _ThreadCounts(weakref.ref(self))  # after the tables: it makes this thread's counts now
         self.created = time.time()
         self.max_workers = 0
         # Worker-nanoseconds offered up to ``capacity_since`` (max_workers integrated over time).
@@ -365,22 +375,13 @@ class ExecutorStats:
         # Busy worker-nanoseconds as last exposed: the counter never goes back (see ``collect_into``).
         self.busy_exposed = 0
 
-    def _counts(self) -> _TaskCounts:
-        """This thread's counts (see ``_first_counts``)."""
-        try:
-            counts: _TaskCounts = self._local.counts
-        except AttributeError:
-            counts = self._first_counts()
-        return counts
-
     def _first_counts(self) -> _TaskCounts:
         """This thread's counts, made on its first task (when ended threads' counts are folded in); later tasks
-        find them in ``self._local.counts``."""
+        find them in ``self._local.counts`` (see ``_ThreadCounts``)."""
         counts = _TaskCounts(self.buckets, weakref.ref(threading.current_thread()))
         with self.lock:
             self._fold_ended()
             self._threads.append(counts)
-        self._local.counts = counts
         return counts
 
     def _fold_ended(self) -> None:
@@ -395,17 +396,17 @@ class ExecutorStats:
         self._threads = live
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
-        self._counts().submitted += 1
+        self._local.counts.submitted += 1
         future._tf_function = self.function_label(fn)
 
     def started(self, future: TracedFuture) -> None:
-        self._counts().started += 1
+        self._local.counts.started += 1
 
     def finished(
         self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
         exemplar: TaskTrace | None,
     ) -> None:  # fmt: skip
-        counts = self._counts()
+        counts = self._local.counts
         if ran:
             counts.ended_after_start += 1
         else:
@@ -431,7 +432,7 @@ class ExecutorStats:
             self.invalid[method] = self.invalid.get(method, 0) + 1
 
     def retrieved(self, lag_ns: int) -> None:
-        self._counts().result_lag.observe(lag_ns)
+        self._local.counts.result_lag.observe(lag_ns)
 
     def unretrieved(self, label: str) -> None:
         with self.lock:
