@@ -128,7 +128,12 @@ unit_tests() {  # unit_tests VENV PYTEST-ARGS...
 }
 
 suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfutures substituted (by default)
-    tf_py "$1" tests/cpython/run_stdlib_suite.py "${@:2}"
+    local watch status=0
+    watch=$(mktemp "$TF_SID_REPO/.tf-suite-watch.XXXXXX")  # in the repository: the sid root sees it there
+    TF_SUITE_WATCH=$watch tf_py "$1" tests/cpython/run_stdlib_suite.py "${@:2}" || status=$?
+    if [ "$status" -ne 0 ] && [ "$(wc -l <"$watch")" -gt 1 ]; then cat "$watch"; fi  # it timed out: which test
+    rm -f "$watch"
+    return "$status"
 }
 
 # Needed by what follows: the venvs (the 3.14 and 3.15 ones may wait for the sid root), promtool, which
@@ -157,7 +162,10 @@ stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
 # it runs.
 stage "stress: free-threaded, 3.15" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
 stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
-stage "unit tests 3.14" unit_tests .venv-3.14
+# 3.14 shares its stdlib copies with 3.15 (whose whole unit suite runs) and has its CPython suite run above: here,
+# the tests of the copies, the transitions, the pools and waiting.
+stage "unit tests 3.14: stdlib copies, pools, waiting" tf_py .venv-3.14 -m pytest -q tests/test_python_versions.py \
+    tests/test_parity.py tests/test_lifecycle.py tests/test_process.py tests/test_waiting.py tests/test_instrumentor.py
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
 # Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.

@@ -50,6 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("substitute", "instrumentor", "stock")
 RESOURCES = ["cpu", "walltime"]
 PER_TEST_TIMEOUT = 600.0  # seconds; the suite itself fails a test that lasts 300 s
+#: TF_SUITE_WATCH names a file that holds the running test's id, and its threads' stacks if it times out (the
+#: test command prints it when the suite fails): a timed-out run names its test even in a truncated log.
+_watch_path = os.environ.get("TF_SUITE_WATCH")
+_watch = open(_watch_path, "w") if _watch_path else None  # noqa: SIM115  (open for the whole run)
 
 
 # -- telemetry and the substitution (also run, through the prelude, in the suite's Python child processes) --------
@@ -250,7 +254,14 @@ class Result(unittest.TextTestResult):
     def startTest(self, test: unittest.TestCase) -> None:
         self.check_environment()  # from the previous module's cleanups
         self.current = test.id()
-        faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True)
+        if _watch is not None:  # the test's id, then (if it times out) every thread's stack
+            _watch.seek(0)
+            _watch.truncate()
+            _watch.write(f"FAIL: timed out after {PER_TEST_TIMEOUT:.0f} s: {self.current}\n")
+            _watch.flush()
+            faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True, file=_watch)
+        else:
+            faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True)
         super().startTest(test)
 
     def stopTest(self, test: unittest.TestCase) -> None:
