@@ -134,9 +134,11 @@ def run_load(
     stop.set()
     scrape.join()
     tracedfutures.reset_defaults()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples
-    }
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}  # added up over the function label
+    for family in registry.collect():
+        for s in family.samples:
+            key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "function")))
+            samples[key] = samples.get(key, 0.0) + s.value
     task_spans, wait_spans = processor.counts()
     provider.shutdown()
     return {

@@ -215,22 +215,23 @@ class FunctionLabels(CappedLabels):
     Functions, methods and classes are looked up by their ``__qualname__`` (one dict lookup a task); partials and
     other callables, which have none, are named each time, as spans name them."""
 
-    __slots__ = ("_labels",)
+    __slots__ = ("labels",)
 
     def __init__(self) -> None:
         super().__init__(MAX_FUNCTIONS, OTHER_FUNCTION)
-        self._labels: dict[str, str] = {}
+        #: The label of each ``__qualname__`` resolved so far (the metrics look it up before calling this).
+        self.labels: dict[str, str] = {}
 
     def __call__(self, fn: Any) -> str:
         """The label of ``fn``; never raises (it runs in ``submit``): a callable that cannot be named is other."""
         try:
             qualname = getattr(fn, "__qualname__", None)
-            label = self._labels.get(qualname) if type(qualname) is str else None
+            label = self.labels.get(qualname) if type(qualname) is str else None
             if label is not None:
                 return label
             label = self._admit(function_name(fn))
-            if type(qualname) is str and len(self._labels) < 2 * MAX_FUNCTIONS:
-                self._labels[qualname] = label  # the kept names and a few of those counted as other
+            if type(qualname) is str and len(self.labels) < 2 * MAX_FUNCTIONS:
+                self.labels[qualname] = label  # the kept names and a few of those counted as other
             return label
         except Exception:
             return self._other

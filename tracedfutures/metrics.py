@@ -397,7 +397,10 @@ class ExecutorStats:
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._local.counts.submitted += 1
-        future._tf_function = self.function_label(fn)
+        try:  # a function or method seen before: one attribute read and one lookup, no call
+            future._tf_function = self.function_label.labels[fn.__qualname__]
+        except Exception:  # anything else (a partial, a callable object): named as its span names it
+            future._tf_function = self.function_label(fn)
 
     def started(self, future: TracedFuture) -> None:
         self._local.counts.started += 1
