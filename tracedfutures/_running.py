@@ -11,9 +11,10 @@ the semantic conventions' ``process.pid``, ``thread.id`` and ``thread.name``.
 A task counts as running from the moment its future enters RUNNING in this process until it ends: for a process
 pool, from its hand-off to the pool's call queue; its worker is known only when it ends. (The metrics count a
 process pool's task as running only from its start in a worker, which the pool's start board says: see
-``_start_board``; this table holds the tasks handed off, running or waiting in the call queue.) Executors reached through their own ``submit`` (loky, Dask) never say when a
-task starts: they list no running task. Nothing per finished task is kept; the table is as long as the tasks
-running now. Vendor-free: nothing here imports a telemetry vendor.
+``_start_board``; this table holds the tasks handed off, running or waiting in the call queue.) Executors reached
+through their own ``submit`` (loky, Dask) never say when a task starts: they list no running task. Nothing per
+finished task is kept; the table is as long as the tasks running now. Vendor-free: nothing here imports a telemetry
+vendor.
 """
 
 from __future__ import annotations
