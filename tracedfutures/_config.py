@@ -1,16 +1,20 @@
 """The process-wide defaults that ``configure()`` sets, the checks of every option, and the tracer and metrics
 backend that executors, ``wait`` / ``as_completed`` and the instrumentor resolve their options to.
 
-Executors given their own ``tracer_provider=`` / ``registry=`` use those; everything else (and every ``wait`` /
-``as_completed`` call) uses the defaults, else the global tracer provider and prometheus_client's ``REGISTRY``.
+Executors given their own ``tracer_provider=`` / ``meter_provider=`` / ``registry=`` use those; everything else (and
+every ``wait`` / ``as_completed`` call) uses the defaults, else the global tracer provider, the global meter
+provider (when one is set) and prometheus_client's ``REGISTRY``.
 """
 
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +31,7 @@ class Defaults:
     registry: CollectorRegistry | None
     buckets: tuple[float, ...]
     record_exception_messages: bool = True
+    meter_provider: MeterProvider | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Options:
     registry: CollectorRegistry | None = None
     buckets: tuple[float, ...] | None = None
     record_exception_messages: bool | None = None
+    meter_provider: MeterProvider | None = None
 
 
 class Unchanged(enum.Enum):
@@ -63,6 +69,7 @@ def update(given: Options) -> None:
                 current.record_exception_messages
                 if given.record_exception_messages is None
                 else given.record_exception_messages,
+                current.meter_provider if given.meter_provider is None else given.meter_provider,
             )
         )
 
@@ -85,10 +92,11 @@ def checked_options(
     registry: object = None,
     buckets: Iterable[float] | None = None,
     record_exception_messages: object = UNCHANGED,
+    meter_provider: object = None,
 ) -> Options:
     """The options of ``configure()`` or of the instrumentor, refused (``TypeError``, ``ValueError``) where
     they could only fail later."""
-    check_options(tracer_provider, registry)
+    check_options(tracer_provider, registry, meter_provider)
     if not isinstance(record_exception_messages, (bool, Unchanged)):
         raise TypeError(f"record_exception_messages must be True or False, got {record_exception_messages!r}")
     return Options(
@@ -96,16 +104,22 @@ def checked_options(
         registry,  # type: ignore[arg-type]
         None if buckets is None else validate_buckets(buckets),
         None if isinstance(record_exception_messages, Unchanged) else record_exception_messages,
+        meter_provider,  # type: ignore[arg-type]
     )
 
 
-def check_options(tracer_provider: object, registry: object) -> None:
-    """Refuse, where they are given, a tracer provider or a registry that could only fail later."""
+def check_options(tracer_provider: object, registry: object, meter_provider: object = None) -> None:
+    """Refuse, where they are given, a tracer provider, a meter provider or a registry that could only fail
+    later."""
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {type(registry).__qualname__}")
     if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
         raise TypeError(
             f"tracer_provider must be an OpenTelemetry TracerProvider, got {type(tracer_provider).__qualname__}"
+        )
+    if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
+        raise TypeError(
+            f"meter_provider must be an OpenTelemetry MeterProvider, got {type(meter_provider).__qualname__}"
         )
 
 
@@ -137,7 +151,20 @@ def _resolve(options: Options, defaults: Defaults) -> tuple[Tracer, MetricsBacke
     tracer_provider = options.tracer_provider if options.tracer_provider is not None else defaults.tracer_provider
     registry = options.registry if options.registry is not None else defaults.registry
     buckets = options.buckets if options.buckets is not None else defaults.buckets
-    return _get_tracer(tracer_provider), backend_for(registry, buckets)
+    backend = backend_for(registry, buckets)
+    if backend is not None:
+        meter_provider = options.meter_provider if options.meter_provider is not None else defaults.meter_provider
+        _export_metrics(meter_provider if meter_provider is not None else otel_metrics.get_meter_provider(), backend)
+    return _get_tracer(tracer_provider), backend
+
+
+def _export_metrics(meter_provider: MeterProvider, backend: MetricsBackend) -> None:
+    """Export ``backend``'s metrics through ``meter_provider`` too: only an SDK provider can (the global one is a
+    proxy until a program or ``opentelemetry-instrument`` sets one), and only once the SDK has been imported."""
+    if "opentelemetry.sdk.metrics" in sys.modules:
+        from tracedfutures._otel_metrics import export
+
+        export(meter_provider, backend)
 
 
 _DEFAULTS = Resolver(Options())
@@ -146,6 +173,11 @@ _DEFAULTS = Resolver(Options())
 def tracer_and_backend(options: Options | None = None) -> tuple[Tracer, MetricsBackend | None]:
     """The tracer and metrics backend to record with: each option from ``options`` where given, else from the
     defaults."""
-    if options is None or (options.tracer_provider is None and options.registry is None and options.buckets is None):
+    if options is None or (
+        options.tracer_provider is None
+        and options.registry is None
+        and options.buckets is None
+        and options.meter_provider is None
+    ):
         return _DEFAULTS()
     return _resolve(options, _defaults)

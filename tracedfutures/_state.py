@@ -50,6 +50,9 @@ class ProcessState:
         self.collectors_lock = threading.Lock()
         self.collectors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.multiprocess: Any = None
+        # _otel_metrics: what each SDK MeterProvider exports of tracedfutures' metrics (its readers' hooks).
+        self.meter_exports_lock = threading.Lock()
+        self.meter_exports: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         # executor: the capacity (max workers) each executor adds to each of its series, counted once.
         self.capacities_lock = threading.Lock()
         self.capacities: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
@@ -84,6 +87,7 @@ class ProcessState:
         self.worker_spans_lock = threading.Lock()
         self.config_lock = threading.Lock()
         self.collectors_lock = threading.Lock()
+        self.meter_exports_lock = threading.Lock()
         self.capacities_lock = threading.Lock()
         self.instrumentor_lock = threading.Lock()
         self.running_lock = threading.Lock()
@@ -103,6 +107,8 @@ class ProcessState:
                 backend.after_fork()
         if self.multiprocess is not None:
             self.multiprocess.after_fork()
+        for export in list(self.meter_exports.values()):
+            export.after_fork()
 
 
 state = ProcessState()

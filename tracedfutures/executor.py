@@ -20,6 +20,7 @@ from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -352,6 +353,7 @@ class TracedExecutor(Executor):
         *,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         if not isinstance(executor, Executor):
             raise TypeError(f"traced() needs a concurrent.futures.Executor, got {type(executor).__qualname__}")
@@ -360,7 +362,7 @@ class TracedExecutor(Executor):
         if isinstance(executor, TracedExecutor):  # one span per task, not one per wrapper; the name carries over
             name = executor.name if name is None else name
             executor = executor.executor
-        options = _config.checked_options(tracer_provider, registry)
+        options = _config.checked_options(tracer_provider, registry, meter_provider=meter_provider)
         kind = _executor_kind(executor)
         stock = _stock_submit(executor)
         self._route = _CHAINED if stock is None else _POOL_ROUTES[kind]
@@ -439,13 +441,17 @@ def traced(
     *,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> TracedExecutor:
     """Wrap ``executor`` so that every task gets a span and metrics; behaviour and results are unchanged.
 
     ``name`` is the ``executor`` label (default: the thread name prefix the user chose, else the class name);
-    ``tracer_provider`` and ``registry`` default to those set by ``configure()``.
+    ``tracer_provider``, ``registry`` and ``meter_provider`` default to those set by ``configure()`` (the meter
+    provider: else the global one, once set).
     """
-    return TracedExecutor(executor, name, tracer_provider=tracer_provider, registry=registry)
+    return TracedExecutor(
+        executor, name, tracer_provider=tracer_provider, registry=registry, meter_provider=meter_provider
+    )
 
 
 class _TracedPool(Executor):
@@ -456,11 +462,15 @@ class _TracedPool(Executor):
     _tf_stock_submit: Callable[..., Future[Any]]  # the stdlib pool's own, unbound
 
     def _tf_trace(
-        self, name: str | None, tracer_provider: TracerProvider | None, registry: CollectorRegistry | None
+        self,
+        name: str | None,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+        meter_provider: MeterProvider | None,
     ) -> None:
         self._tf_route = _POOL_ROUTES[self._tf_kind]
         remote = self._tf_route.remote
-        options = _config.Options(tracer_provider, registry)  # checked by ``_check``
+        options = _config.Options(tracer_provider, registry, meter_provider=meter_provider)  # checked by ``_check``
         self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)
 
     def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> TracedFuture[T]:
@@ -492,10 +502,11 @@ class TracedThreadPoolExecutor(_TracedPool, ThreadPoolExecutor):
         name: str | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
-        _check(name, tracer_provider, registry)
+        _check(name, tracer_provider, registry, meter_provider)
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._tf_trace(name, tracer_provider, registry)
+        self._tf_trace(name, tracer_provider, registry, meter_provider)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
         """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
@@ -523,11 +534,12 @@ class TracedProcessPoolExecutor(_TracedPool, ProcessPoolExecutor):
         name: str | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        meter_provider: MeterProvider | None = None,
         **kwargs: Any,
     ) -> None:
-        _check(name, tracer_provider, registry)
+        _check(name, tracer_provider, registry, meter_provider)
         super().__init__(*args, **kwargs)
-        self._tf_trace(name, tracer_provider, registry)
+        self._tf_trace(name, tracer_provider, registry, meter_provider)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
         """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
@@ -541,9 +553,8 @@ class TracedProcessPoolExecutor(_TracedPool, ProcessPoolExecutor):
 _TRACED_SUBMITS.update((TracedThreadPoolExecutor.submit, TracedProcessPoolExecutor.submit))
 
 
-def _check(name: str | None, tracer_provider: object, registry: object) -> None:
+def _check(name: str | None, tracer_provider: object, registry: object, meter_provider: object) -> None:
     """A drop-in pool's own options, refused at construction as ``configure`` refuses them."""
     if name is not None:
         validate_name(name)
-    _config.check_options(tracer_provider, registry)
-
+    _config.check_options(tracer_provider, registry, meter_provider)

@@ -4,7 +4,7 @@ Usage::
 
     from tracedfutures import ConcurrentFuturesInstrumentor
 
-    ConcurrentFuturesInstrumentor().instrument(tracer_provider=provider, registry=registry)
+    ConcurrentFuturesInstrumentor().instrument(tracer_provider=provider, meter_provider=meters, registry=registry)
     ...
     ConcurrentFuturesInstrumentor().uninstrument()
 
@@ -12,9 +12,9 @@ or, with no code change, ``opentelemetry-instrument python app.py`` (entry point
 ``submit`` and ``shutdown`` of ``ThreadPoolExecutor`` and ``ProcessPoolExecutor`` are wrapped on the classes
 (executors created before instrumenting are traced too), and ``concurrent.futures.wait`` / ``as_completed`` in
 place, with wrapt; ``uninstrument()`` unwraps them, which puts back the very objects that were there (the stdlib's,
-or another instrumentation's). The options given to ``instrument()`` (``tracer_provider``, ``registry``,
-``buckets``, ``record_exception_messages``) stay with the instrumentor; those not given are the defaults of
-``configure()``, which the instrumentor neither changes nor resets.
+or another instrumentation's). The options given to ``instrument()`` (``tracer_provider``, ``meter_provider``,
+``registry``, ``buckets``, ``record_exception_messages``) stay with the instrumentor; those not given are the defaults
+of ``configure()``, which the instrumentor neither changes nor resets.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ __all__ = ["ConcurrentFuturesInstrumentor"]
 #: The functions of ``concurrent.futures`` that are wrapped in place.
 _FUNCTIONS = ("wait", "as_completed")
 #: The keyword arguments of ``instrument()`` that are options of tracedfutures (as ``configure()`` takes them).
-_OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages")
+_OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages", "meter_provider")
 
 
 class _Instrumentation:

@@ -12,7 +12,8 @@ __all__ = ["TracedInterpreterPoolExecutor"]
 
 class TracedInterpreterPoolExecutor(TracedThreadPoolExecutor, InterpreterPoolExecutor):  # type: ignore[misc,valid-type,unused-ignore]
     """An ``InterpreterPoolExecutor`` whose tasks get spans and metrics; same constructor plus keyword-only options
-    (``name``, ``tracer_provider``, ``registry``). As in the standard library, it is a thread pool too.
+    (``name``, ``tracer_provider``, ``meter_provider``, ``registry``). As in the standard library, it is a thread
+    pool too.
 
     Each task's real start is measured in the interpreter that runs it; spans the task starts there are children
     of the task span and come home with its outcome, as from a process pool. The callable and its arguments must be

@@ -354,6 +354,8 @@ class ExecutorStats:
         # the process pools' start boards.
         self.running: weakref.WeakSet[RunningTable] = weakref.WeakSet()
         self.boards: weakref.WeakSet[WorkerBoard] = weakref.WeakSet()
+        #: The kinds of the executors of this name (``executor.kind`` of the OpenTelemetry export), first one first.
+        self.kinds: dict[str, None] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -450,6 +452,7 @@ class ExecutorStats:
     def watch(self, running: RunningTable) -> None:
         with self.lock:
             self.running.add(running)
+            self.kinds.setdefault(running.kind)
 
     def watch_board(self, board: WorkerBoard) -> None:
         with self.lock:
