@@ -264,3 +264,56 @@ def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> Non
     assert document["otherData"]["left_out"] == 5 - max_tasks
     with pytest.raises(ValueError, match="max_tasks"):
         TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
+
+
+class _Span:
+    """What the writer reads of an SDK span, for a task: made directly, so that many can pass quickly."""
+
+    def __init__(self, span_id: int, submitted: int, started: int, ended: int) -> None:
+        from opentelemetry.sdk.trace import Event
+        from opentelemetry.trace import SpanContext
+
+        self.name = "many quick"
+        self.context = SpanContext(1, span_id, is_remote=False)
+        self.attributes = {"executor.name": "many", "executor.kind": "thread", "code.function": "quick",
+                           "process.pid": os.getpid(), "thread.id": 7, "thread.name": "many_0"}  # fmt: skip
+        self.start_time, self.end_time = submitted, ended
+        self.events = (Event("running", timestamp=started),)
+
+    def get_span_context(self) -> Any:
+        return self.context
+
+
+def test_memory_stays_bounded_however_many_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """30,000 tasks past a cap of none drawn: the writer's memory does not grow with them (the counters' changes
+    spill to a temporary file in sorted chunks), and the counters, merged back in time order, are exact."""
+    import tracemalloc
+
+    from tracedfutures import timeline
+
+    monkeypatch.setattr(timeline, "CHUNK", 1024)
+    writer = timeline.TimelineWriter(tmp_path / "many.json", max_tasks=0)
+    base = time.time_ns()
+    tracemalloc.start()
+    try:
+        for i in range(30_000):  # task i queues at 10 i µs and runs from 10 i + 5 to 10 i + 27: three at once
+            at = base + 10_000 * i
+            span = _Span(i + 1, at, at + 5_000, at + 27_000)
+            writer.on_start(span)  # type: ignore[arg-type]
+            writer.on_end(span)  # type: ignore[arg-type]
+            if i == 1_000:
+                tracemalloc.reset_peak()
+        _, peak = tracemalloc.get_traced_memory()
+        writer.shutdown()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak  # well under what 29,000 more tasks' counter changes would take (9 MB)
+    assert len(writer._counters.runs) > 10  # it did spill
+    document = validated(tmp_path / "many.json")
+    assert (document["otherData"]["drawn"], document["otherData"]["left_out"]) == (0, 30_000)
+    counters = [e for e in document["traceEvents"] if e["ph"] == "C"]
+    assert [e["ts"] for e in counters] == sorted(e["ts"] for e in counters)
+    running = [e["args"]["many"] for e in counters if e["name"] == "running"]
+    queued = [e["args"]["many"] for e in counters if e["name"] == "queued"]
+    assert max(running) == 3 and max(queued) == 1 and running[-1] == queued[-1] == 0
+    assert len(running) == len(queued) == 3 * 30_000  # one sample at each change: submit, start, end
