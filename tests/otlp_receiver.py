@@ -1,10 +1,12 @@
-"""A real OTLP trace receiver on 127.0.0.1, run as its own process by the tests: HTTP/protobuf (``http.server``,
-POST /v1/traces) or gRPC (grpcio's ``TraceServiceServicer``), decoding with opentelemetry-proto.
+"""A real OTLP trace and metrics receiver on 127.0.0.1, run as its own process by the tests: HTTP/protobuf
+(``http.server``, POST /v1/traces and /v1/metrics) or gRPC (grpcio's ``TraceServiceServicer`` and
+``MetricsServiceServicer``), decoding with opentelemetry-proto.
 
     python tests/otlp_receiver.py --protocol grpc --out spans.jsonl
 
-prints the port it listens on, then appends every span it receives to ``--out`` as one JSON line, until it is
-killed. Its own process keeps grpcio out of the test process, and "the collector died" is a kill away.
+prints the port it listens on, then appends every span it receives to ``--out`` as one JSON line, and every
+metric data point to ``--out`` + ``.metrics`` (each with its metric, scope, resource and export number), until it
+is killed. Its own process keeps grpcio out of the test process, and "the collector died" is a kill away.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -60,20 +63,76 @@ def spans_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[dict[
     return spans
 
 
+def _point(kind: str, point: Any) -> dict[str, Any]:
+    """A number or histogram data point's fields."""
+    fields: dict[str, Any] = {
+        "attributes": {kv.key: _value(kv.value) for kv in point.attributes},
+        "start": point.start_time_unix_nano,
+        "time": point.time_unix_nano,
+    }
+    if kind == "histogram":
+        fields.update(
+            count=point.count,
+            sum=point.sum,
+            bucket_counts=list(point.bucket_counts),
+            explicit_bounds=list(point.explicit_bounds),
+            has_min=point.HasField("min"),
+            exemplars=[{"trace_id": e.trace_id.hex(), "span_id": e.span_id.hex(), "value": e.as_double}
+                       for e in point.exemplars],
+        )  # fmt: skip
+    else:
+        fields["value"] = getattr(point, point.WhichOneof("value"))
+    return fields
+
+
+def points_of(request: metrics_service_pb2.ExportMetricsServiceRequest) -> list[dict[str, Any]]:
+    """Every data point of a metrics export request, flattened with its metric's, scope's and resource's names."""
+    points = []
+    for resource_metrics in request.resource_metrics:
+        resource = {kv.key: _value(kv.value) for kv in resource_metrics.resource.attributes}
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                data = getattr(metric, kind)
+                for point in data.data_points:
+                    points.append(
+                        {
+                            "name": metric.name,
+                            "unit": metric.unit,
+                            "kind": kind,
+                            "temporality": getattr(data, "aggregation_temporality", 0),
+                            "monotonic": getattr(data, "is_monotonic", False),
+                            "scope": scope.name,
+                            "scope_version": scope.version,
+                            "schema_url": scope_metrics.schema_url,
+                            "resource": resource,
+                            **_point(kind, point),
+                        }
+                    )
+    return points
+
+
 class _Sink:
     def __init__(self, path: str) -> None:
         self.path = path
+        self.exports = 0
 
     def write(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         lines = "".join(json.dumps(span) + "\n" for span in spans_of(request))
         with _lock, open(self.path, "a") as out:
             out.write(lines)
 
+    def write_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with _lock, open(self.path + ".metrics", "a") as out:
+            self.exports += 1
+            out.write("".join(json.dumps({**p, "export": self.exports}) + "\n" for p in points_of(request)))
+
 
 def serve_http(sink: _Sink) -> int:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            if self.path != "/v1/traces":
+            if self.path not in ("/v1/traces", "/v1/metrics"):
                 self.send_error(404)
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -82,10 +141,16 @@ def serve_http(sink: _Sink) -> int:
                 body = gzip.decompress(body)
             elif encoding == "deflate":
                 body = zlib.decompress(body)
-            request = trace_service_pb2.ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            sink.write(request)
-            reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            if self.path == "/v1/metrics":
+                metrics = metrics_service_pb2.ExportMetricsServiceRequest()
+                metrics.ParseFromString(body)
+                sink.write_metrics(metrics)
+                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+            else:
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                sink.write(request)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(reply)))
@@ -103,6 +168,7 @@ def serve_http(sink: _Sink) -> int:
 
 def serve_grpc(sink: _Sink) -> int:
     import grpc
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
     class Servicer(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
@@ -110,8 +176,14 @@ def serve_grpc(sink: _Sink) -> int:
             sink.write(request)
             return trace_service_pb2.ExportTraceServiceResponse()
 
+    class MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            sink.write_metrics(request)
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
     server = grpc.server(ThreadPoolExecutor(4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     serve_grpc.server = server  # type: ignore[attr-defined]  # kept alive until the process ends
