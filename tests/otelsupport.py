@@ -6,7 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tracedfutures._otel_names import ATTRIBUTES, BY_FAMILY, EXECUTOR_KIND
+from tracedfutures._otel_names import ATTRIBUTES, BY_FAMILY, EXECUTOR_KIND, SCHEMA_URL
+from tracedfutures.metrics import DEFAULT_BUCKETS
+
+__all__ = [
+    "BY_FAMILY",
+    "CLOCKED",
+    "DEFAULT_BUCKETS",
+    "SCHEMA_URL",
+    "Expected",
+    "Sample",
+    "assert_same",
+    "cumulative",
+    "expected",
+]
 
 #: Computed from the clock at each collection: an OTel and a Prometheus reading a moment apart differ.
 CLOCKED = ("executor_workers_busy_seconds", "executor_workers_available_seconds",
