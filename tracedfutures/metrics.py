@@ -213,8 +213,10 @@ class _ThreadCounts(threading.local):
 
     counts: _TaskCounts
 
-    def __init__(self, stats: weakref.ref[Any]) -> None:
-        self.counts = stats()._first_counts()
+    def __init__(self, stats: weakref.ref[ExecutorStats]) -> None:
+        owner = stats()
+        assert owner is not None  # the stats hold this object: they live while any thread reads it
+        self.counts = owner._first_counts()
 
 
 class _Histogram:
