@@ -37,7 +37,7 @@ sys.path.insert(0, HERE)
 
 import run  # noqa: E402  (benchmarks/run.py: tasks and telemetry set-ups)
 from opentelemetry import trace  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
 import tracedfutures  # noqa: E402
 
@@ -76,10 +76,23 @@ def _run_queued(executor: cf.ThreadPoolExecutor) -> None:
         context.finalize()
 
 
+def _meters() -> tuple[Any, Callable[[], object]]:
+    """An SDK MeterProvider with an in-memory reader, and its collection."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    return MeterProvider([reader]), reader.get_metrics_data
+
+
 def tasks(mode: str, n: int) -> None:
     """Submit ``n`` no-op tasks, run them, read their results: ``bare`` (stdlib), ``metrics`` (no tracer),
-    ``unsampled`` / ``sampled`` (SDK provider, such a parent), ``floor`` (stdlib + one bare SDK span per task)."""
+    ``metrics_both`` (no tracer, an OpenTelemetry MeterProvider too), ``unsampled`` / ``sampled`` (SDK provider,
+    such a parent), ``floor`` (stdlib + one bare SDK span per task). The metrics cases end with one scrape (and
+    one OpenTelemetry collection): a cost per collection, not per task, so the two sizes' difference drops it."""
     tracer_provider = _exporting_provider() if mode in ("unsampled", "sampled", "floor") else None
+    meter_provider, collect = _meters() if mode == "metrics_both" else (None, None)
+    registry = CollectorRegistry()
     parent = run._parent(mode != "unsampled")
     with run.attached(parent):
         if mode == "bare":
@@ -91,12 +104,18 @@ def tasks(mode: str, n: int) -> None:
         else:
             provider = tracer_provider if tracer_provider is not None else trace.NoOpTracerProvider()
             pool = executor = _inline(
-                tracedfutures.TracedThreadPoolExecutor(1, tracer_provider=provider, registry=CollectorRegistry())
+                tracedfutures.TracedThreadPoolExecutor(
+                    1, tracer_provider=provider, registry=registry, meter_provider=meter_provider
+                )
             )
         futures = [executor.submit(run.noop) for _ in range(n)]
         _run_queued(pool)
         for future in futures:
             future.result()
+    if mode.startswith("metrics"):
+        generate_latest(registry)
+    if collect is not None:
+        collect()
 
 
 def waits(mode: str, n: int) -> None:
@@ -125,6 +144,7 @@ def waits(mode: str, n: int) -> None:
 CASES: dict[str, tuple[Callable[[str, int], None], str, int, int, str]] = {
     "bare": (tasks, "bare", 2_000, 6_000, "task"),
     "metrics": (tasks, "bare", 2_000, 6_000, "task"),
+    "metrics_both": (tasks, "bare", 2_000, 6_000, "task"),
     "unsampled": (tasks, "bare", 2_000, 6_000, "task"),
     "sampled": (tasks, "bare", 2_000, 6_000, "task"),
     "floor": (tasks, "bare", 2_000, 6_000, "task"),
@@ -135,6 +155,7 @@ CASES: dict[str, tuple[Callable[[str, int], None], str, int, int, str]] = {
 }
 NOTES = {
     "metrics": "no tracer provider",
+    "metrics_both": "no tracer provider, Prometheus and an OpenTelemetry MeterProvider",
     "unsampled": "SDK provider, unsampled parent",
     "sampled": "SDK provider, every span sampled and exported",
     "floor": "stdlib + one bare SDK span per task, submit to done callback",

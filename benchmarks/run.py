@@ -413,6 +413,56 @@ def case_thread_metrics(sizes: Sizes) -> list[Row]:
     return rows
 
 
+#: How much slower than Prometheus-only "both exports on" may be (same run, per-task medians).
+BOTH_EXPORTS_MAX = 1.05
+
+
+def case_thread_metrics_both(sizes: Sizes) -> list[Row]:
+    """Thread pool batch, metrics only, exported both ways: Prometheus and an OpenTelemetry MeterProvider reading
+    the same tables. Interleaved in one run: bare, Prometheus only, both; each traced repetition ends with what its
+    exports read (a scrape; a scrape and an OpenTelemetry collection), charged to it."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider([reader])
+    registries = {"prometheus": CollectorRegistry(), "both": CollectorRegistry()}
+
+    def pool(side: str) -> Executor:
+        return tracedfutures.TracedThreadPoolExecutor(
+            THREAD_WORKERS, tracer_provider=trace.NoOpTracerProvider(), registry=registries[side],
+            meter_provider=meters if side == "both" else None,
+        )  # fmt: skip
+
+    def exported(side: str, executor: Executor) -> int:
+        n = batch(sizes.batch, executor)
+        prometheus_client.generate_latest(registries[side])
+        if side == "both":
+            reader.get_metrics_data()
+        return n
+
+    tel = Telemetry(trace.NoOpTracerProvider())
+    try:
+        bare, prometheus, both = interleaved(
+            partial(on_executor, thread_pool, partial(batch, sizes.batch), tel),
+            partial(on_executor, partial(pool, "prometheus"), partial(exported, "prometheus"), tel),
+            partial(on_executor, partial(pool, "both"), partial(exported, "both"), tel),
+            reps=sizes.reps,
+        )
+    finally:
+        meters.shutdown()
+    over = median_us(both) / median_us(prometheus)
+    row = ratio_row("thread_metrics_both", "us/task", bare, both, None)
+    row.target, row.status = (
+        f"<= {BOTH_EXPORTS_MAX:.2f}x Prometheus only",
+        "PASS" if over <= BOTH_EXPORTS_MAX else "FAIL",
+    )
+    row.note += f"; {over:.3f}x Prometheus only (same run)"
+    alone = ratio_row("thread_metrics_both.prometheus_only", "us/task", bare, prometheus, None)
+    alone.note += "; the same pool and scrape without a MeterProvider"
+    return [row, alone]
+
+
 def case_thread_unsampled(sizes: Sizes) -> list[Row]:
     """Thread pool batch, metrics + spans sampled out (a non-sampled parent is current at submit)."""
     rows, _ = compare("thread_unsampled", "unsampled", thread_pool, partial(batch, sizes.batch), 1.5, sizes)
@@ -737,6 +787,7 @@ def case_rss(sizes: Sizes) -> list[Row]:
 
 CASES: dict[str, Callable[[Sizes], list[Row]]] = {
     "thread_metrics": case_thread_metrics,
+    "thread_metrics_both": case_thread_metrics_both,
     "thread_unsampled": case_thread_unsampled,
     "thread_sampled": case_thread_sampled,
     "round_trip": case_round_trip,
