@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import otelsupport
@@ -323,3 +324,19 @@ def test_no_meter_provider_no_export() -> None:
         pool.submit(square, 1).result()
     assert registry.get_sample_value("executor_tasks_submitted_total", {"executor": "noop"}) == 1
     assert not [provider for provider in state.meter_exports if isinstance(provider, NoOpMeterProvider)]
+
+
+def test_the_docs_table_is_the_mapping() -> None:
+    """docs/opentelemetry-metrics.md's name table, row for row, is ``_otel_names.OTEL_METRICS``."""
+    page = Path(__file__).parent.parent / "docs" / "opentelemetry-metrics.md"
+    rows = [
+        line
+        for line in page.read_text().splitlines()
+        if line.startswith("| `executor_") or line.startswith("| `futures_")
+    ]
+    want = []
+    for otel in OTEL_METRICS:
+        prometheus = otel.definition.name + ("_total" if otel.definition.type == "counter" else "")
+        attributes = ", ".join(f"`{a}`" for a in otel.attributes)
+        want.append(f"| `{prometheus}` | `{otel.name}` | {otel.instrument} | `{otel.unit}` | {attributes} |")
+    assert [row.replace("|  |", "| |") for row in rows] == [row.replace("|  |", "| |") for row in want]
