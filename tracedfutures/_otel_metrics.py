@@ -199,7 +199,9 @@ class ReaderHook:
         for collector in list(self.export.collectors):
             families += collector.collect()
             with collector.lock:
-                kinds.update((name, next(iter(stats.kinds), "other")) for name, stats in collector.executors.items())
+                kinds.update(
+                    (name, next(iter(stats.kinds.copy()), "other")) for name, stats in collector.executors.items()
+                )
         now = time.time_ns()
         by_name: dict[OtelMetric, list[Any]] = {}
         with self.lock:
