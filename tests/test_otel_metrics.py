@@ -16,7 +16,7 @@ from typing import Any
 
 import otelsupport
 import pytest
-from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -200,6 +200,20 @@ def test_exemplars_point_at_the_sampled_task_spans(meters: Any) -> None:
     assert (exemplar.trace_id, exemplar.span_id) == (span_context.trace_id, span_context.span_id)
     run = {"executor": "traced", "function": "square", "outcome": "success"}
     assert exemplar.value == pytest.approx(registry.get_sample_value("executor_task_run_seconds_sum", run))
+
+
+def test_no_exemplars_when_the_provider_keeps_none() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider([reader], exemplar_filter=AlwaysOffExemplarFilter())
+    registry = CollectorRegistry()
+    try:
+        with tracedfutures.traced(ThreadPoolExecutor(1), "quiet", tracer_provider=TracerProvider(),
+                                  registry=registry, meter_provider=provider) as pool:  # fmt: skip
+            pool.submit(square, 2).result()
+        (point,) = points(reader)["executor.task.run.duration"].values()
+        assert point.count == 1 and not point.exemplars
+    finally:
+        provider.shutdown()
 
 
 def test_delta_temporality_counts_each_interval() -> None:

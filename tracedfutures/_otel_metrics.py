@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from opentelemetry.sdk.metrics import Exemplar, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Exemplar, MeterProvider
 from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram, _UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -97,6 +97,9 @@ class ProviderExport:
     def __init__(self, provider: MeterProvider, scope: InstrumentationScope) -> None:
         self.provider = weakref.ref(provider)
         self.scope = scope
+        #: Exemplars (those of sampled task spans, as the SDK's default trace-based filter keeps) unless the
+        #: provider's filter keeps none (``OTEL_METRICS_EXEMPLAR_FILTER=always_off``).
+        self.exemplars = not isinstance(provider._sdk_config.exemplar_filter, AlwaysOffExemplarFilter)
         self.collectors: weakref.WeakSet[MetricsCollector] = weakref.WeakSet()
         self.hooks: list[ReaderHook] = []
         for reader in provider._metric_readers:
@@ -226,7 +229,7 @@ class ReaderHook:
         if otel.instrument == "Histogram":
             counts = [int(b - a) for a, b in pairwise([0.0, *parsed.buckets])]
             total = (counts, parsed.sum)
-            exemplars = [_exemplar(e) for e in parsed.exemplars if e is not None]
+            exemplars = [_exemplar(e) for e in parsed.exemplars if e is not None] if self.export.exemplars else []
             if delta:
                 previous = self.last.get(key)
                 self.last[key] = (now, total)
