@@ -663,8 +663,8 @@ def test_breakdown_by_type_and_function_needs_prometheus_3(scenario: Scenario, v
     if version == "3":
         assert 10 <= top[(new_type,)] <= 10 * 1.2  # extrapolated to the window's edges, never below the count
         assert 10 <= by_function[("fail_new",)] <= 10 * 1.2
-    else:
-        assert top.get((new_type,), 0.0) == 0 and by_function.get(("fail_new",), 0.0) == 0
+    else:  # 0, or less than 10 if a scrape fell inside the burst: the count its series was born with is lost
+        assert top.get((new_type,), 0.0) < 10 and by_function.get(("fail_new",), 0.0) < 10
 
 
 @pytest.mark.parametrize("version", VERSIONS)
