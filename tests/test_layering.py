@@ -75,6 +75,7 @@ IMPORTS: dict[str, set[str]] = {
     },
     "tracedfutures._otel_names": {"tracedfutures._metric_definitions"},
     "tracedfutures._otel_metrics": {
+        "tracedfutures._metric_definitions",
         "tracedfutures._otel_names",
         "tracedfutures._state",
         "tracedfutures._telemetry",

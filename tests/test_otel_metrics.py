@@ -250,7 +250,10 @@ def _child_numbers(reader: InMemoryMetricReader, delta: InMemoryMetricReader, re
         pool.submit(square, 1).result()
         pool.submit(square, 2).result()
     attributes = key(name="forked", kind="thread")
-    return json.dumps([p["executor.task.submitted"][attributes].value for p in (points(reader), points(delta))])
+    found, found_delta = points(reader), points(delta)
+    exported = {dict(k)["executor.name"] for series in found.values() for k in series if "executor.name" in dict(k)}
+    submitted = [p["executor.task.submitted"][attributes].value for p in (found, found_delta)]
+    return json.dumps([*submitted, sorted(exported)])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -263,6 +266,8 @@ def test_a_forked_child_exports_its_own_numbers() -> None:
         with tracedfutures.traced(ThreadPoolExecutor(1), "forked", registry=registry, meter_provider=provider) as pool:
             for n in range(5):
                 pool.submit(square, n).result()
+        inherited = tracedfutures.traced(ThreadPoolExecutor(1), "inherited", registry=registry)
+        inherited.submit(square, 1).result()  # the parent's: in the child it is a live pool the child never uses
         attributes = key(name="forked", kind="thread")
         assert points(reader)["executor.task.submitted"][attributes].value == 5
         assert points(delta)["executor.task.submitted"][attributes].value == 5
@@ -277,8 +282,9 @@ def test_a_forked_child_exports_its_own_numbers() -> None:
         with os.fdopen(read) as pipe:
             child = json.loads(pipe.read())
         os.waitpid(pid, 0)
-        assert child == [2, 2]
+        assert child == [2, 2, ["forked"]]  # and no zeros of the executor it inherited and never used
         assert points(reader)["executor.task.submitted"][attributes].value == 5  # the parent's own, unchanged
+        inherited.shutdown()
     finally:
         provider.shutdown()
 

@@ -47,6 +47,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client.samples import Exemplar as PromExemplar
 
+from tracedfutures._metric_definitions import SUBMITTED
 from tracedfutures._otel_names import ATTRIBUTES, BY_FAMILY, EXECUTOR_KIND, METER_NAME, SCHEMA_URL, OtelMetric
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
@@ -102,6 +103,7 @@ class ProviderExport:
         self.exemplars = not isinstance(provider._sdk_config.exemplar_filter, AlwaysOffExemplarFilter)
         self.collectors: weakref.WeakSet[MetricsCollector] = weakref.WeakSet()
         self.hooks: list[ReaderHook] = []
+        self.forked = False  # this process is a fork of the one that made the export
         for reader in provider._metric_readers:
             self._hook(reader)
 
@@ -121,7 +123,9 @@ class ProviderExport:
         self.collectors.add(collector)
 
     def after_fork(self) -> None:
-        """In a forked child: its own numbers from 0, so nothing the parent exported is subtracted."""
+        """In a forked child: its own numbers from 0, so nothing the parent exported is subtracted; and only what
+        the child does (see ``_in_child``)."""
+        self.forked = True
         for hook in self.hooks:
             hook.reset()
 
@@ -205,18 +209,17 @@ class ReaderHook:
                 kinds.update(
                     (name, next(iter(stats.kinds.copy()), "other")) for name, stats in collector.executors.items()
                 )
+        series = [(BY_FAMILY[f.name], labels, parsed) for f in families if f.name in BY_FAMILY
+                  for labels, parsed in _parse(f).items()]  # fmt: skip
+        if self.export.forked:
+            series = _in_child(series)
         now = time.time_ns()
         by_name: dict[OtelMetric, list[Any]] = {}
         with self.lock:
-            for family in families:
-                otel = BY_FAMILY.get(family.name)
-                if otel is None:
-                    continue
-                points = by_name.setdefault(otel, [])
-                for labels, parsed in _parse(family).items():
-                    points.append(self._point(otel, labels, parsed, kinds, now))
+            for otel, labels, parsed in series:
+                by_name.setdefault(otel, []).append(self._point(otel, labels, parsed, kinds, now))
         return [_metric(otel, points, self.temporality.get(otel.instrument, _CUMULATIVE))
-                for otel, points in by_name.items() if points]  # fmt: skip
+                for otel, points in by_name.items()]  # fmt: skip
 
     def _point(
         self, otel: OtelMetric, labels: tuple[tuple[str, str], ...], parsed: _Parsed, kinds: dict[str, str], now: int
@@ -249,6 +252,24 @@ class ReaderHook:
             if previous is not None:
                 start, value = previous[0], value - previous[1]
         return NumberDataPoint(attributes, start, now, value if otel.unit == "s" else round(value))
+
+
+_Series = tuple[OtelMetric, tuple[tuple[str, str], ...], _Parsed]
+
+
+def _in_child(series: list[_Series]) -> list[_Series]:
+    """In a forked child, the series of what the child itself did: executors it submitted to, waits it made. The
+    executors and waits it inherited count from 0 there; exported as zeros (a process pool's forked workers live
+    for hours) they would be a second, empty copy of the parent's series, under the same resource unless that
+    names the process."""
+    used = {dict(labels)["executor"] for otel, labels, parsed in series
+            if otel.definition is SUBMITTED and parsed.value > 0}  # fmt: skip
+    kept = []
+    for otel, labels, parsed in series:
+        executor = dict(labels).get("executor")
+        if executor in used or (executor is None and parsed.buckets and parsed.buckets[-1] > 0):
+            kept.append((otel, labels, parsed))
+    return kept
 
 
 def _attributes(labels: tuple[tuple[str, str], ...], kinds: dict[str, str]) -> dict[str, str | bool]:
