@@ -3,6 +3,7 @@ exact counts under concurrent submitters, and what a registry shows when scraped
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -278,3 +279,31 @@ def test_serving_a_registry_that_is_not_one_fails_at_the_call(serve: Any) -> Non
     with pytest.raises(TypeError, match="registry must be a prometheus_client CollectorRegistry, got str"):
         serve("x")
     assert threading.active_count() == threads
+
+
+def test_busy_never_grows_faster_than_available(telemetry: Telemetry) -> None:
+    """Between any two scrapes busy worker-seconds grow by at most the available ones (a pool of 3 kept busy by
+    tasks of several lengths, scraped all the while), and once the pool is idle busy is each task's run time."""
+    import time
+
+    def scrape() -> tuple[float, float]:
+        values = {
+            s.name: s.value
+            for family in telemetry.registry.collect()
+            for s in family.samples
+            if s.labels.get("executor") == "pool"
+        }
+        return values["executor_workers_busy_seconds_total"], values["executor_workers_available_seconds_total"]
+
+    executor = telemetry.executor("thread", max_workers=3)
+    futures = [executor.submit(time.sleep, (i % 4) * 0.03) for i in range(40)]
+    seen = []
+    while not all(f.done() for f in futures):
+        seen.append(scrape())
+    time.sleep(0.1)  # idle workers: capacity to which busy catches up, if a scrape missed a task as it ended
+    seen.append(scrape())
+    assert len(seen) > 10
+    for (busy_a, available_a), (busy_b, available_b) in itertools.pairwise(seen):
+        assert 0 <= busy_b - busy_a <= available_b - available_a + 1e-9
+    ran = telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[1]
+    assert seen[-1][0] == pytest.approx(ran, abs=1e-6)

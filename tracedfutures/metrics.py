@@ -376,8 +376,9 @@ class ExecutorStats:
         self.invalid = dict.fromkeys(REFUSABLE_METHODS, 0)
         self.unretrieved_count: dict[str, int] = {}
         self.unretrieved_created: dict[str, float] = {}
-        # Busy worker-nanoseconds as last exposed: the counter never goes back (see ``collect_into``).
+        # Busy and available worker-nanoseconds as last exposed (see ``_exposed_busy_ns``).
         self.busy_exposed = 0
+        self.capacity_exposed = 0
 
     def _first_counts(self) -> _TaskCounts:
         """This thread's counts, made on its first task (when ended threads' counts are folded in); later tasks
@@ -475,6 +476,17 @@ class ExecutorStats:
             waiting += max(handed - len(running), 0)
         return starts, waiting
 
+    def _exposed_busy_ns(self, busy_ns: int) -> int:
+        """The busy worker-nanoseconds to expose for ``busy_ns`` counted now (under ``lock``, after
+        ``capacity_ns`` is brought up to now): never less than last time (a task that ended between the reads
+        of one scrape is missing from it), and never grown by more than the capacity grew since (what such a
+        task adds back comes as workers are free), so busy over available worker-seconds stays at or below 1
+        between any two scrapes."""
+        grown = self.capacity_ns - self.capacity_exposed
+        busy_ns = min(max(busy_ns, self.busy_exposed), self.busy_exposed + max(grown, 0))
+        self.busy_exposed, self.capacity_exposed = busy_ns, self.capacity_ns
+        return busy_ns
+
     def _capacity_ns(self, now_ns: int) -> int:
         """Worker-nanoseconds offered up to ``now_ns`` (under ``lock``); moves ``capacity_since`` there."""
         elapsed = now_ns - self.capacity_since
@@ -513,8 +525,7 @@ class ExecutorStats:
                 at = born.get((function, outcome), created)
                 _histogram_with_created(families[RUN], [name, function, outcome], hist, at)
                 busy_ns += hist.sum
-        # Read after the totals: a task that ends in between is missing from both (never counted twice), and
-        # the busy counter stays where it was until the next scrape finds it in the totals.
+        # Read after the totals: a task that ends in between is missing from both (never counted twice).
         starts, waiting = self._running_now()
         now_ns = time.time_ns()
         # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
@@ -524,9 +535,8 @@ class ExecutorStats:
         busy_ns += sum(now_ns - start for start in starts if start < now_ns)
         families[OLDEST_RUNNING].add_metric([name], max(now_ns - min(starts), 0) / 1e9 if starts else 0.0)
         with self.lock:
-            busy_ns = self.busy_exposed = max(busy_ns, self.busy_exposed)
-            families[BUSY].add_metric([name], busy_ns / 1e9, created)
             self.capacity_ns = self._capacity_ns(time.time_ns())
+            families[BUSY].add_metric([name], self._exposed_busy_ns(busy_ns) / 1e9, created)
             families[AVAILABLE].add_metric([name], self.capacity_ns / 1e9, created)
             families[MAX_WORKERS].add_metric([name], self.max_workers)
             for method, count in self.invalid.items():
