@@ -26,6 +26,7 @@ FALLBACK_FORCED = os.environ.get("TRACEDFUTURES_FORCE_FALLBACK", "") not in ("",
 #: Why a test of a process pool's exact behaviour is skipped then: through the fallback, a process pool's future
 #: is chained to the stdlib's, and a cancelled one counts as done when it is cancelled, not when the pool dequeues it.
 CHAINED_IN_FALLBACK = "the forced fallback chains process-pool futures (a cancelled one is done at once)"
+STARTS_AT_END_IN_FALLBACK = "the forced fallback learns a process-pool task's start only when it ends"
 
 #: Executors that run tasks in threads of this process: our subclass, a wrapped stock pool, and a user's own
 #: executor (chained-future path).

@@ -4,8 +4,8 @@ A traced program serves ``/metrics`` and ``/tasks`` on a free port: three worker
 queued behind them, and a second pool that keeps finishing short tasks, a tenth of them raising. ``top`` runs in
 a tmux pane (a real terminal): what its screen says must match what ``/metrics`` and ``/tasks`` say; when the
 program ends, top must say so and keep its last numbers; ``q`` must end it with status 0 and the terminal back in
-its cooked mode; an unreachable URL must end it with one line that says so. The interval's rates and quantiles are checked against two real scrapes of a program, with known tasks
-run between them.
+its cooked mode; an unreachable URL must end it with one line that says so. The interval's rates and quantiles
+are checked against two real scrapes of a program, with known tasks run between them.
 """
 
 from __future__ import annotations

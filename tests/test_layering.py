@@ -55,6 +55,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures.spans": {
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
+        "tracedfutures._running",
         "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures._worker_spans",

@@ -41,11 +41,21 @@ _get_ident = threading.get_ident
 _clock = time.time_ns
 
 
-def ran_on_here() -> tuple[int, int, str]:
+def ran_on_here() -> tuple[int, int, str | None]:
     """Where the calling code runs: (process id, thread id, thread name); the thread id is
-    ``threading.get_ident()``, as the OpenTelemetry SDK's log records name threads."""
+    ``threading.get_ident()``, as the OpenTelemetry SDK's log records name threads. The name is None in a thread
+    that this interpreter did not start (a subinterpreter's view of an interpreter pool's worker thread, a
+    "Dummy-N"): the interpreter that started the thread names it by its id (``thread_name``)."""
     thread = _current_thread()
-    return state.pid, thread.ident or 0, thread.name
+    return state.pid, thread.ident or 0, None if isinstance(thread, threading._DummyThread) else thread.name
+
+
+def thread_name(thread_id: int) -> str | None:
+    """The name of this process's live thread ``thread_id``: the current thread's at once, else looked up."""
+    thread = _current_thread()
+    if thread.ident == thread_id:
+        return thread.name
+    return next((t.name for t in threading.enumerate() if t.ident == thread_id), None)
 
 
 class RunningTasks:

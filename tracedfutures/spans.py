@@ -7,7 +7,6 @@ attributes (an exception's message appears only in its ``exception`` event).
 from __future__ import annotations
 
 import functools
-import threading
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import error_type, function_name
+from tracedfutures._running import thread_name as _thread_name
 from tracedfutures._state import state
 from tracedfutures._telemetry import run_telemetry, telemetry_failed
 from tracedfutures.version import __version__
@@ -241,7 +241,10 @@ def _where_and_when(future: TracedFuture) -> dict[str, Any]:
         pid, thread_id, thread_name = ran_on
         attributes[PROCESS_PID] = pid
         attributes[THREAD_ID] = thread_id
-        attributes[THREAD_NAME] = threading.current_thread().name if thread_name is None else thread_name
+        if thread_name is None:  # named where it is known: the task may end on another thread (the fallback)
+            thread_name = _thread_name(thread_id)
+        if thread_name is not None:
+            attributes[THREAD_NAME] = thread_name
     if future._tf_ran_for >= 0:
         attributes[RUN_DURATION] = future._tf_ran_for / 1e9
     return attributes
