@@ -241,10 +241,8 @@ class TimelineWriter(SpanProcessor):
             finished = running + round(float(run_for) * 1e9) if isinstance(run_for, float) else ended
             self._counters.add(running, index, -1, 1)
             self._counters.add(finished, index, 0, -1)
-        if self.drawn >= self.max_tasks:
-            self.left_out += 1
+        if not self._draw():
             return
-        self.drawn += 1
         context = span.context
         assert context is not None
         span_id = f"{context.span_id:016x}"
@@ -302,11 +300,17 @@ class TimelineWriter(SpanProcessor):
             f'"tid":{tid},"ts":{run_ts}}}'
         )
 
-    def _call(self, span: ReadableSpan, started: _Started) -> None:
+    def _draw(self) -> bool:
+        """Whether one more slice is drawn (at most ``max_tasks``); one past the cap is counted in ``left_out``."""
         if self.drawn >= self.max_tasks:
             self.left_out += 1
-            return
+            return False
         self.drawn += 1
+        return True
+
+    def _call(self, span: ReadableSpan, started: _Started) -> None:
+        if not self._draw():
+            return
         context = span.context
         assert context is not None
         attributes = span.attributes or {}
