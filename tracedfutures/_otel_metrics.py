@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Exemplar, MeterProvider
 from opentelemetry.sdk.metrics._internal.instrument import _Counter, _Histogram, _UpDownCounter
 from opentelemetry.sdk.metrics.export import (
@@ -70,8 +71,8 @@ def export(provider: object, backend: MetricsBackend) -> None:
     provider that is not the SDK's, for the multiprocess backend (its numbers live in files, per process) and for
     an SDK whose readers lack the collect callback this relies on.
     """
-    if type(provider).__name__ in ("NoOpMeterProvider", "_ProxyMeterProvider"):
-        return
+    if isinstance(provider, NoOpMeterProvider) or type(provider).__name__ == "_ProxyMeterProvider":
+        return  # the API's no-op, or its placeholder until a program sets a provider
     if not isinstance(provider, MeterProvider):
         telemetry_failed(_WHERE, TypeError(f"needs the OpenTelemetry SDK's MeterProvider, got {type(provider)}"))
         return
