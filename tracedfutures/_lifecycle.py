@@ -76,6 +76,14 @@ def _dispatch(methods: tuple[Callable[..., None], ...]) -> Callable[..., None]:
         return _ignore
     if len(calls) == 1:
         return calls[0]
+    if len(calls) == 2:  # the usual pair (metrics and running tasks): no loop
+        first, second = calls
+
+        def both(*args: Any) -> None:
+            first(*args)
+            second(*args)
+
+        return both
 
     def each(*args: Any) -> None:
         for call in calls:
