@@ -211,20 +211,22 @@ def test_running_means_running_in_a_worker(telemetry: Telemetry, pool: str) -> N
         executor = traced(ProcessPoolExecutor(2, mp_context=context), "pool", registry=telemetry.registry)
         telemetry.executors.append(executor)
     futures = [executor.submit(time.sleep, 0.6) for _ in range(5)]
+    names = (
+        "executor_tasks_running",
+        "executor_tasks_queued",
+        "executor_workers_busy_seconds_total",
+        "executor_workers_available_seconds_total",
+        "executor_oldest_running_task_age_seconds",
+    )
     seen = []
     while not all(f.done() for f in futures):
-        seen.append(
-            tuple(
-                telemetry.value(name, executor="pool") or 0.0
-                for name in (
-                    "executor_tasks_running",
-                    "executor_tasks_queued",
-                    "executor_workers_busy_seconds_total",
-                    "executor_workers_available_seconds_total",
-                    "executor_oldest_running_task_age_seconds",
-                )
-            )
-        )
+        scrape = {  # one scrape a sample: its numbers belong together
+            sample.name: sample.value
+            for family in telemetry.registry.collect()
+            for sample in family.samples
+            if sample.name in names and sample.labels.get("executor") == "pool"
+        }
+        seen.append(tuple(scrape.get(name, 0.0) for name in names))
         time.sleep(0.05)
     assert max(running for running, *_ in seen) == 2
     assert all(running + queued <= 5 for running, queued, *_ in seen)
