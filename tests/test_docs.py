@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +164,20 @@ def run_block(code: str, directory: Path) -> tuple[bool, str]:
     return True, output
 
 
+def run_block_alone(code: str, directory: Path) -> tuple[bool, str]:
+    """``run_block``, one block at a time on this machine: the test command runs several interpreters' tests side
+    by side (on the host and in the Debian sid root, which see this repository at the same path but not the same
+    /tmp), and the quick start serves /metrics on its documented port."""
+    with open(ROOT / ".tf-doc-blocks.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return run_block(code, directory)
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.where for block in BLOCKS])
 def test_block_runs(block: Block, tmp_path: Path) -> None:
     if block.skip is not None:
         pytest.skip(f"{block.where}: {block.skip}")
-    # One block at a time on this machine: the test command runs several interpreters' tests side by side, and
-    # the quick start serves /metrics on its documented port.
-    with open(os.path.join(tempfile.gettempdir(), "tracedfutures-doc-blocks.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        passed, output = run_block(block.code, tmp_path)
+    passed, output = run_block_alone(block.code, tmp_path)
     assert passed, f"the python block at {block.where} failed: {output}\n--- the block\n{block.code}"
 
 
@@ -182,9 +186,7 @@ def test_readme_runs_as_a_whole(tmp_path: Path) -> None:
     block needs comes only from another page, and nothing one leaves running breaks the next."""
     readme = [block for block in BLOCKS if block.page.name == "README.md" and block.skip is None]
     assert len(readme) >= 3, [block.where for block in readme]
-    with open(os.path.join(tempfile.gettempdir(), "tracedfutures-doc-blocks.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        passed, output = run_block("\n".join(block.code for block in readme), tmp_path)
+    passed, output = run_block_alone("\n".join(block.code for block in readme), tmp_path)
     assert passed, f"the README's blocks together failed: {output}"
 
 
