@@ -162,10 +162,7 @@ stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
 # it runs.
 stage "stress: free-threaded, 3.15" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
 stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
-# 3.14 shares its stdlib copies with 3.15 (whose whole unit suite runs) and has its CPython suite run above: here,
-# the tests of the copies, the transitions, the pools and waiting.
-stage "unit tests 3.14: stdlib copies, pools, waiting" tf_py .venv-3.14 -m pytest -q tests/test_python_versions.py \
-    tests/test_parity.py tests/test_lifecycle.py tests/test_process.py tests/test_waiting.py tests/test_instrumentor.py
+stage "unit tests 3.14" unit_tests .venv-3.14
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
 # Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
