@@ -204,6 +204,22 @@ def test_the_sdks_own_work_is_not_traced(telemetry: Telemetry, instrumentor: Con
     assert telemetry.value("executor_tasks_submitted_total", executor="ThreadPoolExecutor") == 1
 
 
+@pytest.mark.parametrize("kind", ["thread", "wrapped", "user"])
+def test_traced_pools_leave_the_sdks_own_work_untraced(telemetry: Telemetry, kind: str) -> None:
+    """Drop-in classes put in the stdlib's place (as CPython's suite runs here) and traced() pools alike: the
+    SDK's resource detection, which its at-fork hook runs in every forked child, gets the stdlib's behaviour
+    and no telemetry (a span processor's lock a parent thread held at the fork would hang the child)."""
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, ServiceInstanceIdResourceDetector
+
+    executor = telemetry.executor(kind)
+    detected = executor.submit(ServiceInstanceIdResourceDetector().detect)
+    assert SERVICE_INSTANCE_ID in detected.result(TIMEOUT).attributes
+    assert executor.submit(square, 2).result(TIMEOUT) == 4
+    executor.shutdown()
+    assert [s.name for s in telemetry.spans()] == ["pool square"]
+    assert telemetry.value("executor_tasks_submitted_total", executor="pool") == 1
+
+
 def test_submit_signature_errors_unchanged(
     telemetry: Telemetry, instrumentor: ConcurrentFuturesInstrumentor
 ) -> None:

@@ -110,6 +110,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._start_board",
         "tracedfutures._state",
         "tracedfutures._stdlib",
+        "tracedfutures._telemetry",
         "tracedfutures._worker_spans",
         "tracedfutures.metrics",
         "tracedfutures.spans",

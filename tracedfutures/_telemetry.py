@@ -72,3 +72,20 @@ def telemetry_failed(where: str, exc: Exception) -> None:
         text = type(exc).__qualname__
     _log.log(level, "tracedfutures: %s failed, its telemetry is incomplete: %s", where, text)
 
+
+_OPENTELEMETRY_OWN = ("opentelemetry.sdk.", "opentelemetry.exporter.")
+
+
+def opentelemetry_own(fn: Any) -> bool:
+    """Whether ``fn`` is the OpenTelemetry SDK's (or an exporter's) own work, which executors run untraced.
+
+    The SDK runs its resource detectors on a ``ThreadPoolExecutor`` whenever a provider is made, and again in
+    every forked child from its ``os.register_at_fork`` hook. Traced, that set-up would be a span in the program's
+    trace; in a forked child it would also run span processors whose locks a thread of the parent may have held
+    at the fork, and never be released there (the child hangs).
+    """
+    module = getattr(fn, "__module__", None)
+    if type(module) is str and module.startswith(_OPENTELEMETRY_OWN):
+        return True
+    owner = getattr(fn, "__self__", None)  # a bound method: of a subclass of an SDK class, defined elsewhere
+    return owner is not None and any(cls.__module__.startswith(_OPENTELEMETRY_OWN) for cls in type(owner).__mro__)

@@ -31,6 +31,7 @@ from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures._running import RunningTasks
 from tracedfutures._start_board import StartBoard
 from tracedfutures._state import state
+from tracedfutures._telemetry import opentelemetry_own
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.spans import _span_hook
 
@@ -308,9 +309,11 @@ def _submit_task(
     """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
     ``submit`` (the executor's own) with the returned future chained to the caller's."""
     future = route.future()
-    life.submit(future, fn)
+    own = opentelemetry_own(fn)  # the SDK's own work: a future that tells no lifecycle, the call as it is
+    if not own:
+        life.submit(future, fn)
     try:
-        if callable(fn):  # anything else fails as the stdlib makes it fail
+        if callable(fn) and not own:  # anything else fails as the stdlib makes it fail
             fn, args, kwargs = route.make_call(future, fn, args, kwargs)
         if route.enqueue is not None:
             route.enqueue(executor, future, fn, args, kwargs)

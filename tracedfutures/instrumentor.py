@@ -32,7 +32,7 @@ from wrapt import wrap_function_wrapper
 from tracedfutures import _config, waiting
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
-from tracedfutures._telemetry import in_telemetry, use_telemetry_scopes
+from tracedfutures._telemetry import in_telemetry, opentelemetry_own, use_telemetry_scopes
 from tracedfutures.executor import (
     _POOL_ROUTES,
     _STDLIB_PROCESS_SUBMIT,
@@ -89,7 +89,7 @@ class _Instrumentation:
         if not args:  # no callable: the stdlib's own TypeError
             return wrapped(*args, **kwargs)
         fn = _without_threading_wrapper(args[0])
-        if _opentelemetry_own(fn):
+        if opentelemetry_own(fn):  # not even a lifecycle for the pool: this may run in a child's at-fork hook
             return wrapped(*args, **kwargs)
         life, route, stock = self.route(instance)
         if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
@@ -118,24 +118,6 @@ def _shutdown_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[An
         capacity = getattr(executor, "__dict__", {}).get("_tf_capacity")
         if capacity is not None:
             capacity.release()
-
-
-_OPENTELEMETRY_OWN = ("opentelemetry.sdk.", "opentelemetry.exporter.")
-
-
-def _opentelemetry_own(fn: Any) -> bool:
-    """Whether ``fn`` is the OpenTelemetry SDK's (or an exporter's) own work, which stays untraced.
-
-    The SDK runs its resource detectors on a ``ThreadPoolExecutor`` whenever a provider is made, and again in
-    every forked child from its ``os.register_at_fork`` hook, which runs before tracedfutures' own hook has made
-    the child's state its own. Traced, that set-up would be a span in the program's trace, and would touch the
-    parent's state in the child.
-    """
-    modules = [getattr(fn, "__module__", None)]
-    owner = getattr(fn, "__self__", None)  # a bound method: a subclass of an SDK class, defined elsewhere
-    if owner is not None:
-        modules += [cls.__module__ for cls in type(owner).__mro__]
-    return any(isinstance(module, str) and module.startswith(_OPENTELEMETRY_OWN) for module in modules)
 
 
 def _without_threading_wrapper(fn: Any) -> Any:
