@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from types import FunctionType, MethodType
 from typing import Any
 
 from tracedfutures._state import state
@@ -84,8 +85,14 @@ def opentelemetry_own(fn: Any) -> bool:
     trace; in a forked child it would also run span processors whose locks a thread of the parent may have held
     at the fork, and never be released there (the child hangs).
     """
-    module = getattr(fn, "__module__", None)
-    if type(module) is str and module.startswith(_OPENTELEMETRY_OWN):
-        return True
-    owner = getattr(fn, "__self__", None)  # a bound method: of a subclass of an SDK class, defined elsewhere
-    return owner is not None and any(cls.__module__.startswith(_OPENTELEMETRY_OWN) for cls in type(owner).__mro__)
+    kind = type(fn)
+    if kind is MethodType:  # a bound method, also of a subclass of an SDK class defined elsewhere
+        classes = type(fn.__self__).__mro__
+        return _own(fn.__func__.__module__) or any(_own(cls.__module__) for cls in classes)
+    # A plain function (the usual task) has its module at hand; asking anything else for a missing attribute
+    # would cost a caught AttributeError a task.
+    return _own(fn.__module__ if kind is FunctionType else getattr(fn, "__module__", None))
+
+
+def _own(module: object) -> bool:
+    return type(module) is str and module.startswith(_OPENTELEMETRY_OWN)
