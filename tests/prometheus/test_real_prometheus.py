@@ -698,7 +698,9 @@ def test_saturation_is_never_above_one(scenario: Scenario, version: str) -> None
     assert both is not None
     seen = prom.value(f'increase(executor_workers_busy_seconds_total{{{j},executor="batch"}}[{scenario.range}])')
     least = both if version == "3" else both - scenario.expected.first_batch_busy
-    assert 0.99 * least <= seen <= 1.05 * both, (seen, both, scenario.expected.first_batch_busy)
+    # increase() extrapolates towards the window's edges (up to 1.1 scrape intervals past the first and last
+    # samples): 1.051 of the real total was seen once.
+    assert 0.99 * least <= seen <= 1.10 * both, (seen, both, scenario.expected.first_batch_busy)
     procs = prom.value(f'executor_workers_busy_seconds_total{{{j},executor="procs"}}')
     assert 3.0 <= procs < 3.5  # three tasks of 1 s, timed in the worker processes
     # Running means running in one of the 2 processes (the third task waited in the call queue, as queued).
