@@ -226,6 +226,20 @@ def span_shape(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+def dask_client(n_workers: int, threads_per_worker: int) -> Iterator[Any]:
+    """A Dask client of a LocalCluster of worker processes (no dashboard), for a module-scoped fixture to yield
+    from; the cluster closes after the fixture's last test."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
 def outcome_of(call: Callable[[], Any]) -> tuple[str, Any]:
     """('ok', value) or ('raised', (type, args)) — what the caller sees, to compare traced with stock."""
     try:

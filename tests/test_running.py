@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Any
 
+import conftest
 import pytest
 from conftest import FALLBACK_FORCED, STARTS_AT_END_IN_FALLBACK, Gate, Telemetry
 from support import CustomError, fail, set_process_gate, wait_process_gate
@@ -32,13 +33,7 @@ HAS_INTERPRETERS = "InterpreterPoolExecutor" in concurrent.futures.__all__
 
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    yield from conftest.dask_client(n_workers=1, threads_per_worker=2)
 
 
 def executor_of(kind: str, telemetry: Telemetry, request: pytest.FixtureRequest) -> Executor:

@@ -18,6 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
 import cloudpickle
+import conftest
 import pytest
 from conftest import Telemetry, outcome_of
 from opentelemetry import trace
@@ -51,13 +52,7 @@ KINDS = ("fork", "forkserver", "spawn", "loky", "dask")
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     """One LocalCluster with two worker processes for the whole module."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    yield from conftest.dask_client(n_workers=2, threads_per_worker=1)
 
 
 def make_executor(kind: str, telemetry: Telemetry, request: pytest.FixtureRequest, **options: Any) -> Executor:
