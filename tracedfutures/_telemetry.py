@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from types import FunctionType, MethodType
+from types import MethodType
 from typing import Any
 
 from tracedfutures._state import state
@@ -77,21 +77,18 @@ def telemetry_failed(where: str, exc: Exception) -> None:
 _OPENTELEMETRY_OWN = ("opentelemetry.sdk.", "opentelemetry.exporter.")
 
 
-def opentelemetry_own(fn: Any) -> bool:
-    """Whether ``fn`` is the OpenTelemetry SDK's (or an exporter's) own work, which executors run untraced.
+def opentelemetry_own(method: MethodType) -> bool:
+    """Whether the bound ``method`` is the OpenTelemetry SDK's (or an exporter's) own work, which executors run
+    untraced; its class may be a subclass of an SDK class defined elsewhere.
 
-    The SDK runs its resource detectors on a ``ThreadPoolExecutor`` whenever a provider is made, and again in
-    every forked child from its ``os.register_at_fork`` hook. Traced, that set-up would be a span in the program's
-    trace; in a forked child it would also run span processors whose locks a thread of the parent may have held
-    at the fork, and never be released there (the child hangs).
+    The SDK runs its resource detectors' ``detect`` on a ``ThreadPoolExecutor`` whenever a provider is made, and
+    again in every forked child from its ``os.register_at_fork`` hook. Traced, that set-up would be a span in the
+    program's trace; in a forked child it would also run span processors whose locks a thread of the parent may
+    have held at the fork, and never be released there (the child hangs). Callers ask only for bound methods
+    (``type(fn) is MethodType``): a plain function, the usual task, costs no call.
     """
-    kind = type(fn)
-    if kind is MethodType:  # a bound method, also of a subclass of an SDK class defined elsewhere
-        classes = type(fn.__self__).__mro__
-        return _own(fn.__func__.__module__) or any(_own(cls.__module__) for cls in classes)
-    # A plain function (the usual task) has its module at hand; asking anything else for a missing attribute
-    # would cost a caught AttributeError a task.
-    return _own(fn.__module__ if kind is FunctionType else getattr(fn, "__module__", None))
+    classes = type(method.__self__).__mro__
+    return _own(method.__func__.__module__) or any(_own(cls.__module__) for cls in classes)
 
 
 def _own(module: object) -> bool:

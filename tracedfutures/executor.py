@@ -310,8 +310,7 @@ def _submit_task(
     """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
     ``submit`` (the executor's own) with the returned future chained to the caller's."""
     future = route.future()
-    # The SDK's own work (its detectors' bound methods): a future that tells no lifecycle, the call as it is. A
-    # plain function, the usual task, is not asked (that costs about 2,000 instructions a task).
+    # The SDK's own work (its detectors' bound methods): a future that tells no lifecycle, the call as it is.
     own = type(fn) is MethodType and opentelemetry_own(fn)
     if not own:
         life.submit(future, fn)

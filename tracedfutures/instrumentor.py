@@ -23,6 +23,7 @@ import concurrent.futures
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from types import MethodType
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
@@ -89,7 +90,8 @@ class _Instrumentation:
         if not args:  # no callable: the stdlib's own TypeError
             return wrapped(*args, **kwargs)
         fn = _without_threading_wrapper(args[0])
-        if opentelemetry_own(fn):  # not even a lifecycle for the pool: this may run in a child's at-fork hook
+        # The SDK's own work: not even a lifecycle for the pool, this may run in a child's at-fork hook.
+        if type(fn) is MethodType and opentelemetry_own(fn):
             return wrapped(*args, **kwargs)
         life, route, stock = self.route(instance)
         if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
