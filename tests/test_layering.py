@@ -113,6 +113,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._telemetry",
         "tracedfutures._worker_spans",
         "tracedfutures.metrics",
+        "tracedfutures.package",
         "tracedfutures.spans",
     },
     "tracedfutures.interpreter": {"tracedfutures._lifecycle", "tracedfutures.executor"},
@@ -125,6 +126,7 @@ IMPORTS: dict[str, set[str]] = {
     },
     # the top: the instrumentor, the package's public names, the command line
     "tracedfutures.instrumentor": {
+        "tracedfutures._calls",
         "tracedfutures._config",
         "tracedfutures._lifecycle",
         "tracedfutures._state",

@@ -59,13 +59,38 @@ def is_context_run(fn: Any) -> bool:
 
 
 def function_name(fn: Any) -> str:
-    """The qualified name of the code a task runs, with ``functools.partial``, process-pool chunks and
-    ``asyncio.to_thread``'s ``Context.run`` unwrapped."""
+    """The qualified name of the code a task runs, with ``functools.partial``, process-pool chunks (the stdlib's
+    and loky's), ``asyncio.to_thread``'s ``Context.run`` and joblib's batches unwrapped."""
     while isinstance(fn, functools.partial):
-        unwrap_first = fn.func in _CHUNK_RUNNERS or is_context_run(fn)
+        unwrap_first = fn.func in _CHUNK_RUNNERS or is_context_run(fn) or _is_loky_chunk(fn.func)
         fn = fn.args[0] if unwrap_first and fn.args else fn.func
     name = getattr(fn, "__qualname__", None)
-    return clean(name if isinstance(name, str) else type(fn).__qualname__)
+    if isinstance(name, str):
+        return clean(name)
+    calls = joblib_calls(fn)
+    if calls is not None:
+        return function_name(calls[0][0])
+    return clean(type(fn).__qualname__)
+
+
+def _is_loky_chunk(fn: Any) -> bool:
+    """Whether ``fn`` is loky's ``_process_chunk`` (loky's, or joblib's copy): what its ``map`` submits."""
+    return getattr(fn, "__name__", None) == "_process_chunk" and getattr(fn, "__module__", None) in _LOKY_MODULES
+
+
+_LOKY_MODULES = ("loky.process_executor", "joblib.externals.loky.process_executor")
+
+
+def joblib_calls(fn: Any) -> list[tuple[Any, Any, Any]] | None:
+    """The ``(function, args, kwargs)`` calls of a joblib batch (``joblib.parallel.BatchedCalls``, what
+    ``joblib.Parallel`` submits to its loky executor: one task, several calls), else None."""
+    cls = type(fn)
+    if cls.__name__ != "BatchedCalls" or cls.__module__ != "joblib.parallel":
+        return None
+    calls = getattr(fn, "items", None)
+    if isinstance(calls, list) and calls and isinstance(calls[0], tuple) and len(calls[0]) == 3:
+        return calls
+    return None
 
 
 def error_type(cls: type[BaseException]) -> str:

@@ -5,8 +5,11 @@ imports only this and what the recording needs.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+from types import FrameType
+from typing import Any
 
 #: The environment variables that ask a starting program for a recording, and the timeline's cap.
 OUTPUT_VARIABLE = "TRACEDFUTURES_RECORD_OUTPUT"
@@ -26,10 +29,75 @@ def start_recording(sitecustomize: str) -> None:
         from tracedfutures.timeline import DEFAULT_MAX_TASKS, TimelineWriter
 
         provider = TracerProvider()  # shut down at exit (the SDK's atexit hook): the file is finished then
-        provider.add_span_processor(TimelineWriter(output, int(max_tasks or DEFAULT_MAX_TASKS)))
+        writer = TimelineWriter(output, int(max_tasks or DEFAULT_MAX_TASKS))
+        provider.add_span_processor(writer)
         trace.set_tracer_provider(provider)
         ConcurrentFuturesInstrumentor().instrument(tracer_provider=provider)
+        # Registered after the provider's own hook, so run before it: every task has ended by then (the pools'
+        # own exit hooks run before any atexit hook).
+        atexit.register(_say_what_was_not_recorded, writer, _watch_untraced_pools())
     _run_shadowed_sitecustomize(os.path.dirname(os.path.abspath(sitecustomize)))
+
+
+#: Where the documentation says why these pools are out of reach.
+UNTRACED_DOCS = "see 'What record cannot see' in the docs' usage page"
+
+
+def _watch_untraced_pools() -> list[str]:
+    """The names of the ``multiprocessing.pool`` pools the program makes (``multiprocessing.Pool``, ``ThreadPool``,
+    joblib's threading and multiprocessing backends), which are not ``concurrent.futures`` executors and are not
+    traced: noted when one is made, once the module is imported (a program that never imports it pays nothing)."""
+    from wrapt import register_post_import_hook, wrap_function_wrapper
+
+    made: list[str] = []
+
+    def note(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            name = _pool_name(instance)
+        except Exception:  # naming the pool never stops it being made
+            name = "multiprocessing.pool.Pool"
+        if name not in made:
+            made.append(name)
+        return wrapped(*args, **kwargs)
+
+    def watch(module: Any) -> None:
+        wrap_function_wrapper(module, "Pool.__init__", note)
+
+    register_post_import_hook(watch, "multiprocessing.pool")
+    return made
+
+
+def _pool_name(pool: object) -> str:
+    """``module.Class`` of a pool, with the joblib backend that made it, if one did."""
+    cls = type(pool)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(8):  # from Pool.__init__ (and a subclass's) up to whoever made the pool
+        if frame is None:
+            break
+        if str(frame.f_globals.get("__name__", "")).startswith("joblib."):
+            backend = frame.f_locals.get("self")
+            return f"{name} (joblib's {type(backend).__name__})" if backend is not None else f"{name} (joblib)"
+        frame = frame.f_back
+    return name
+
+
+def _say_what_was_not_recorded(writer: Any, untraced: list[str]) -> None:
+    """One line on standard error when the timeline has no task, or the program used pools that are not traced."""
+    pools = ", ".join(untraced)
+    if not writer.executors:
+        reason = (
+            f"the program ran its work in {pools}, which is not a concurrent.futures executor ({UNTRACED_DOCS})"
+            if pools
+            else "the program submitted nothing to a concurrent.futures executor"
+        )
+        print(f"tracedfutures record: no task was recorded: {reason}", file=sys.stderr)
+    elif pools:
+        print(
+            f"tracedfutures record: the program also ran work in {pools}, which is not a concurrent.futures "
+            f"executor: not on the timeline ({UNTRACED_DOCS})",
+            file=sys.stderr,
+        )
 
 
 def _run_shadowed_sitecustomize(ours: str) -> None:

@@ -19,8 +19,9 @@ from concurrent.futures._base import PENDING as _PENDING
 from concurrent.futures._base import RUNNING as _RUNNING
 from functools import partial
 from types import MethodType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
+from opentelemetry import context as otel_context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -34,6 +35,7 @@ from tracedfutures._start_board import StartBoard
 from tracedfutures._state import state
 from tracedfutures._telemetry import opentelemetry_own
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
+from tracedfutures.package import _instruments_optional
 from tracedfutures.spans import _span_hook
 
 __all__ = ["TracedExecutor", "TracedProcessPoolExecutor", "TracedThreadPoolExecutor", "traced"]
@@ -89,9 +91,27 @@ def _executor_kind(executor: Executor) -> Kind:
         if pools is not None and isinstance(executor, pools.InterpreterPoolExecutor):
             return "interpreter"
         return "thread"
-    if isinstance(executor, ProcessPoolExecutor) or type(executor).__module__.split(".")[0] == "loky":
+    if isinstance(executor, ProcessPoolExecutor):
         return "process"
-    return "other"
+    library = _library(executor)
+    return library[0] if library is not None else "other"
+
+
+#: The kind and default name of the other libraries' executors (``package._instruments_optional``), by the module
+#: and name of their class.
+_LIBRARIES: dict[tuple[str, str], tuple[Kind, str]] = {
+    (module, cls): (cast(Kind, kind), name) for module, cls, kind, name, _ in _instruments_optional
+}
+
+
+def _library(executor: Executor) -> tuple[Kind, str] | None:
+    """The kind and default name of an executor of another library (loky's pool, joblib's copy of it, Dask's
+    ``ClientExecutor``, or a subclass of one), else None."""
+    for cls in type(executor).__mro__:
+        found = _LIBRARIES.get((cls.__module__, cls.__qualname__))
+        if found is not None:
+            return found
+    return None
 
 
 def _make_lifecycle(
@@ -103,7 +123,8 @@ def _make_lifecycle(
 ) -> tuple[Lifecycle, _Capacity]:
     """The lifecycle of ``executor``'s tasks, recording with ``options`` (each from the defaults where not given),
     and the capacity its workers add to its series."""
-    label = executor_name(executor, name)
+    library = _library(executor) if name is None else None
+    label = executor_name(executor, library[1] if library is not None else name)
     tracer, backend = _config.tracer_and_backend(options)
     stats = backend.executor(label) if backend is not None else None
     spans = _span_hook(tracer, label, kind, remote, options.record_exception_messages)
@@ -203,20 +224,36 @@ def _starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Ca
 
 
 class _ChainedFuture(TracedFuture):
-    """A ``TracedFuture`` that mirrors another executor's future: cancel goes down, the outcome comes up."""
+    """A ``TracedFuture`` that mirrors another executor's future: cancel goes down, the outcome comes up.
 
-    __slots__ = ("_tf_inner",)
+    Its done-callbacks run in the OpenTelemetry context that was current at submit, wherever the other executor
+    reports the outcome (loky's management thread, Dask's event loop): work that a callback submits in turn
+    (``joblib.Parallel`` dispatches its next batch from there) stays in the submitter's trace.
+    """
+
+    __slots__ = ("_tf_inner", "_tf_submitter")
 
     def __init__(self) -> None:
         super().__init__()
         self._tf_inner: Future[Any] | None = None
+        self._tf_submitter: otel_context.Context | None = None
 
     def follow(self, inner: Future[Any]) -> None:
         self._tf_inner = inner
+        self._tf_submitter = otel_context.get_current()
         inner.add_done_callback(self._relay)
 
     def _relay(self, inner: Future[Any]) -> None:
         self._tf_inner = None  # break the cycle inner -> callback -> self -> inner
+        submitter, self._tf_submitter = self._tf_submitter, None
+        token = otel_context.attach(submitter) if submitter is not None else None
+        try:
+            self._take_outcome(inner)
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    def _take_outcome(self, inner: Future[Any]) -> None:
         if inner.cancelled():
             super().cancel()
             if self._state == _CANCELLED:  # wake wait() and as_completed() as an executor would on dequeue

@@ -1,4 +1,5 @@
-"""``ConcurrentFuturesInstrumentor``: traces every stdlib thread and process pool and every wait / as_completed.
+"""``ConcurrentFuturesInstrumentor``: traces every stdlib thread and process pool, loky's and joblib's process pools,
+Dask's ``Client.get_executor()``, and every wait / as_completed.
 
 Usage::
 
@@ -15,6 +16,12 @@ place, with wrapt; ``uninstrument()`` unwraps them, which puts back the very obj
 or another instrumentation's). The options given to ``instrument()`` (``tracer_provider``, ``meter_provider``,
 ``registry``, ``buckets``, ``record_exception_messages``) stay with the instrumentor; those not given are the defaults
 of ``configure()``, which the instrumentor neither changes nor resets.
+
+The executors of other libraries (``package._instruments_optional``) are wrapped the same way when their module is
+first imported (at once if it already is), if their distribution is installed in a supported version: loky's
+``ProcessPoolExecutor`` (``get_reusable_executor()``, and joblib's copy that ``joblib.Parallel`` runs on) and Dask's
+``ClientExecutor``, whose ``map`` then submits each call as ``concurrent.futures.Executor.map`` does. Their tasks
+are traced as ``traced()`` traces them: a ``concurrent.futures.Future`` chained to the library's.
 """
 
 from __future__ import annotations
@@ -26,15 +33,18 @@ from functools import partial
 from types import MethodType
 from typing import Any
 
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import register_post_import_hook, wrap_function_wrapper
 
 from tracedfutures import _config, waiting
+from tracedfutures._calls import RemoteCall
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, opentelemetry_own, use_telemetry_scopes
 from tracedfutures.executor import (
+    _CHAINED,
     _POOL_ROUTES,
     _STDLIB_PROCESS_SUBMIT,
     _STDLIB_THREAD_SUBMIT,
@@ -43,7 +53,7 @@ from tracedfutures.executor import (
     _Route,
     _submit_task,
 )
-from tracedfutures.package import _instruments
+from tracedfutures.package import _instruments, _instruments_optional
 
 __all__ = ["ConcurrentFuturesInstrumentor"]
 
@@ -51,6 +61,9 @@ __all__ = ["ConcurrentFuturesInstrumentor"]
 _FUNCTIONS = ("wait", "as_completed")
 #: The keyword arguments of ``instrument()`` that are options of tracedfutures (as ``configure()`` takes them).
 _OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages", "meter_provider")
+#: What an instrumented executor keeps (``_tf_route``): the instrumentation that made it, the lifecycle of its
+#: tasks, its route and the stdlib submit of its kind.
+_Routed = tuple["_Instrumentation", Lifecycle, _Route, Callable[..., Any]]
 
 
 class _Instrumentation:
@@ -59,26 +72,49 @@ class _Instrumentation:
     def __init__(self, options: _config.Options) -> None:
         self.options = options
         self.wait, self.as_completed = waiting._recording_with(_config.Resolver(options))
+        #: The other libraries' classes wrapped so far, and the methods wrapped on each.
+        self.wrapped: list[tuple[type, tuple[str, ...]]] = []
 
-    def route(self, executor: Executor) -> tuple[Lifecycle, _Route, Callable[..., Any]]:
-        """A stock pool's lifecycle, route and the stdlib's own submit, made on its first submit and kept on the
-        executor itself (the wrapper runs as the stdlib's submit: a subclass's own submit has already run)."""
-        found: tuple[Lifecycle, _Route, Callable[..., Any]] | None = executor.__dict__.get("_tf_route")
-        if found is None:
+    def route(self, executor: Executor, library: bool) -> tuple[Lifecycle, _Route, Callable[..., Any]]:
+        """An executor's lifecycle, route and the submit the route ends in, made on its first submit under this
+        instrumentation and kept on the executor itself (an executor that outlives an ``uninstrument()``, as loky's
+        reusable one does, records with the options of the ``instrument()`` in force). A stock pool's route is its
+        own submit body (the wrapper runs as the stdlib's submit: a subclass's own submit has already run), ending
+        in the stdlib's submit where there is no copy of that body; another library's (``library``) is the chained
+        route of ``traced()``, ending in the library's submit."""
+        found: _Routed | None = executor.__dict__.get("_tf_route")
+        if found is None or found[0] is not self:
             with state.instrumentor_lock:
                 found = executor.__dict__.get("_tf_route")
-                if found is None:
+                if found is None or found[0] is not self:
                     kind = _executor_kind(executor)
-                    route = _POOL_ROUTES[kind]
+                    route = _CHAINED if library else _POOL_ROUTES[kind]
                     stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
                     life, capacity = _make_lifecycle(executor, None, kind, route.remote, self.options)
-                    found = (life, route, stock)
+                    found = (self, life, route, stock)
+                    previous = executor.__dict__.get("_tf_capacity")
+                    if previous is not None:  # counted by an earlier instrumentation's series: not any more
+                        previous.release()
                     executor.__dict__["_tf_capacity"] = capacity
                     executor.__dict__["_tf_route"] = found
-        return found
+        return found[1:]
 
     def submit_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A stock pool's ``submit``."""
+        return self._submit(wrapped, instance, args, kwargs, False)
+
+    def library_submit_wrapper(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Another library's ``submit`` (``package._instruments_optional``)."""
+        if args and type(args[0]) is RemoteCall:  # already traced: a traced() wrapper submits through it
+            return wrapped(*args, **kwargs)
+        return self._submit(wrapped, instance, args, kwargs, True)
+
+    def _submit(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], library: bool
     ) -> Any:
         if in_telemetry() or not is_instrumentation_enabled():
             # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
@@ -93,10 +129,35 @@ class _Instrumentation:
         # The SDK's own work: not even a lifecycle for the pool, this may run in a child's at-fork hook.
         if type(fn) is MethodType and opentelemetry_own(fn):
             return wrapped(*args, **kwargs)
-        life, route, stock = self.route(instance)
-        if route.enqueue is None:  # the fallback: through the stdlib's own submit, not through another wrapper
+        life, route, stock = self.route(instance, library)
+        if route.enqueue is None and not library:  # the fallback: the stdlib's own submit, not another wrapper
             wrapped = partial(stock, instance)
         return _submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
+
+    def instrument_library(self, module: Any, cls_name: str, requirement: str) -> None:
+        """Wrap the executor class ``cls_name`` of a library's ``module`` that was just imported, if this
+        instrumentation is still the instrumentor's and the library's version is supported."""
+        if ConcurrentFuturesInstrumentor()._tf_instrumentation is not self:  # uninstrumented since (or again)
+            return
+        cls = getattr(module, cls_name, None)
+        if not isinstance(cls, type) or get_dependency_conflicts([requirement]) is not None:
+            return
+        with state.instrumentor_lock:
+            wrap_function_wrapper(cls, "submit", self.library_submit_wrapper)
+            wrap_function_wrapper(cls, "shutdown", _shutdown_wrapper)
+            methods = ["submit", "shutdown"]
+            if cls_name == "ClientExecutor":  # Dask's map goes to the client directly: through submit instead
+                wrap_function_wrapper(cls, "map", _map_through_submit)
+                methods.append("map")
+            self.wrapped.append((cls, tuple(methods)))
+
+    def uninstrument_libraries(self) -> None:
+        """Unwrap every library class that ``instrument_library`` wrapped."""
+        with state.instrumentor_lock:
+            for cls, methods in self.wrapped:
+                for method in methods:
+                    unwrap(cls, method)
+            self.wrapped.clear()
 
     def wait_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -120,6 +181,25 @@ def _shutdown_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[An
         capacity = getattr(executor, "__dict__", {}).get("_tf_capacity")
         if capacity is not None:
             capacity.release()
+
+
+def _map_through_submit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Dask's ``ClientExecutor.map``: each call submitted through its (traced) ``submit``, in order, by
+    ``concurrent.futures.Executor.map``, as ``traced()`` maps. Anything that body does not take as Dask does (a
+    timeout that is a string, an unknown keyword: Dask's ``TypeError``) goes to Dask's own ``map``."""
+    timeout = kwargs.get("timeout")
+    if (
+        instance is None
+        or not args
+        or set(kwargs) - {"timeout", "chunksize"}
+        or not (timeout is None or isinstance(timeout, (int, float)))
+        or in_telemetry()
+        or not is_instrumentation_enabled()
+    ):
+        return wrapped(*args, **kwargs)
+    return Executor.map(instance, *args, timeout=timeout)
 
 
 def _without_threading_wrapper(fn: Any) -> Any:
@@ -160,6 +240,11 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         wrap_function_wrapper(concurrent.futures, "wait", instrumentation.wait_wrapper)
         wrap_function_wrapper(concurrent.futures, "as_completed", instrumentation.as_completed_wrapper)
         use_telemetry_scopes(True)
+        for module, cls, *_, requirement in _instruments_optional:
+            # Called at once when the module is imported already, else when it is: a program that never imports
+            # the library never pays for importing it.
+            hook = partial(instrumentation.instrument_library, cls_name=cls, requirement=requirement)
+            register_post_import_hook(hook, module)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         """Unwrap exactly what ``_instrument`` wrapped; the defaults of ``configure()`` are left as they are."""
@@ -168,6 +253,8 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             unwrap(pool, "shutdown")
         for name in _FUNCTIONS:
             unwrap(concurrent.futures, name)
+        if self._tf_instrumentation is not None:
+            self._tf_instrumentation.uninstrument_libraries()
         use_telemetry_scopes(False)
-        self._tf_instrumentation = None
+        self._tf_instrumentation = None  # the import hooks still registered for the libraries now do nothing
 

@@ -16,7 +16,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from tracedfutures._lifecycle import not_listening
-from tracedfutures._naming import error_type, function_name
+from tracedfutures._naming import error_type, function_name, joblib_calls
 from tracedfutures._running import thread_name as _thread_name
 from tracedfutures._state import state
 from tracedfutures._telemetry import run_telemetry, telemetry_failed
@@ -44,6 +44,8 @@ THREAD_NAME = "thread.name"
 #: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
 #: span itself ends when the outcome came home.
 RUN_DURATION = "executor.task.run_duration"
+#: The calls a joblib batch made (``joblib.Parallel`` submits them as one task, named after their function).
+BATCH_SIZE = "executor.task.batch_size"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -124,14 +126,19 @@ class _SpanHook:
 
     def _naming(self, fn: Any) -> _TaskNaming:
         """The span name and attributes of a task running ``fn`` (kept by qualname for functions and methods;
-        a partial is unwrapped by ``function_name`` each time)."""
+        a partial or a joblib batch is unwrapped by ``function_name`` each time, a batch counted)."""
         qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
         naming = self.named.get(qualname) if type(qualname) is str else None
         if naming is None:
             fname = function_name(fn)
             naming = (f"{self.name} {fname}", {**self.attributes, CODE_FUNCTION: fname})
-            if type(qualname) is str and len(self.named) < _MAX_TASK_NAMES:
-                self.named[qualname] = naming
+            if type(qualname) is str:
+                if len(self.named) < _MAX_TASK_NAMES:
+                    self.named[qualname] = naming
+            else:
+                calls = joblib_calls(fn)
+                if calls is not None:
+                    naming[1][BATCH_SIZE] = len(calls)
         return naming
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:

@@ -18,7 +18,7 @@ What is written, for each task span (times in microseconds from the writer's sta
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
   events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id`` and ``span_id``;
+  (on error), ``thread.id``, ``trace_id`` and ``span_id``, and ``executor.task.batch_size`` for a joblib batch;
 - the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
   its cancellation for a task that never ran);
 - a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
@@ -59,6 +59,7 @@ from tracedfutures._running import executors_now
 from tracedfutures._state import state
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
+    BATCH_SIZE,
     CODE_FUNCTION,
     EXECUTOR_KIND,
     EXECUTOR_NAME,
@@ -162,6 +163,11 @@ class TimelineWriter(SpanProcessor):
         self._event(self._meta("process_name", self._pid, 0, _program_name()))
         with state.timelines_lock:
             state.timelines.add(self)
+
+    @property
+    def executors(self) -> tuple[str, ...]:
+        """The names of the executors whose tasks this writer has seen end, in the order it first saw them."""
+        return tuple(self._executor_info)
 
     # -- the span processor ----------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -290,6 +296,9 @@ class TimelineWriter(SpanProcessor):
         }
         if outcome == "error":
             args["error.type"] = attributes[ERROR_TYPE]
+        batch = attributes.get(BATCH_SIZE)
+        if batch is not None:
+            args[BATCH_SIZE] = batch
         run_ts = _us(running - self._origin)
         self._event(
             f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
