@@ -1,12 +1,14 @@
 """The program the OTLP receiver tests run and export, configured only by OTEL_* environment variables.
 
     python tests/otlp_workload.py --setup helper --parts thread,fork,forkserver,spawn,loky,dask
-    opentelemetry-instrument python tests/otlp_workload.py --setup instrument --parts thread,fork
+    opentelemetry-instrument python tests/otlp_workload.py --setup instrument --parts thread,fork,loky,dask,joblib
 
 One ``workload`` span over, for each part, a task that starts spans where it runs (``traced_work(n)``, n the
 part's index) and one that fails inside a span of its own (``failing_work``). ``--setup helper`` calls
-``tracedfutures.setup_tracing()``; ``--setup instrument`` relies on ``opentelemetry-instrument`` (the SDK's
-auto-configuration and our entry point), with stock pools for threads and processes. Prints the results as one
+``tracedfutures.setup_tracing()`` and wraps each executor with ``traced()``; ``--setup instrument`` relies on
+``opentelemetry-instrument`` (the SDK's auto-configuration and our entry point), with the executors as they come:
+stock pools, loky's reusable executor, Dask's ``Client.get_executor()``, and ``joblib.Parallel`` on its default
+backend (``joblib``, instrument only: one ``Parallel`` call a task, each a batch of one call). Prints the results as one
 JSON line, then ``END <time>`` when the program is done and only the exit (the exporter's flush) is left.
 With ``--pause-after N`` it also prints ``PAUSED`` after N parts (their spans flushed) and waits for a line on
 stdin before going on.
@@ -27,7 +29,7 @@ from workersupport import WorkError, failing_work, traced_work
 
 import tracedfutures
 
-PARTS = ("thread", "fork", "forkserver", "spawn", "loky", "dask")
+PARTS = ("thread", "fork", "forkserver", "spawn", "loky", "dask", "joblib")
 
 
 def run_part(executor: Executor, n: int) -> list[Any]:
@@ -48,7 +50,8 @@ def part(name: str, n: int, setup: str) -> list[Any]:
     if name == "loky":
         import loky
 
-        return run_part(tracedfutures.traced(loky.get_reusable_executor(max_workers=1), "loky"), n)
+        executor: Executor = loky.get_reusable_executor(max_workers=1)
+        return run_part(executor if stock else tracedfutures.traced(executor, "loky"), n)
     if name == "dask":
         from distributed import Client, LocalCluster
 
@@ -56,8 +59,24 @@ def part(name: str, n: int, setup: str) -> list[Any]:
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
-            return run_part(tracedfutures.traced(client.get_executor(), "dask"), n)
+            executor = client.get_executor()
+            return run_part(executor if stock else tracedfutures.traced(executor, "dask"), n)
+    if name == "joblib" and stock:
+        return run_joblib(n)
     raise SystemExit(f"unknown part {name!r}")
+
+
+def run_joblib(n: int) -> list[Any]:
+    """``run_part``'s two tasks, each a ``joblib.Parallel`` call of one call (a batch of one)."""
+    import joblib
+
+    (work,) = joblib.Parallel(n_jobs=2)([joblib.delayed(traced_work)(n)])
+    try:
+        joblib.Parallel(n_jobs=2)([joblib.delayed(failing_work)()])
+        error: BaseException | None = None
+    except WorkError as exc:
+        error = exc
+    return [work[0] > 0, type(error).__name__ if isinstance(error, WorkError) else repr(error)]
 
 
 def main() -> None:

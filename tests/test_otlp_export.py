@@ -23,7 +23,10 @@ import pytest
 HERE = Path(__file__).parent
 RECEIVER = HERE / "otlp_receiver.py"
 WORKLOAD = HERE / "otlp_workload.py"
-ALL_PARTS = ("thread", "fork", "forkserver", "spawn", "loky", "dask")
+#: The workload's parts, in its order (a part's index is the ``n`` its task passes on); the last, joblib, runs only
+#: under opentelemetry-instrument (nothing but the instrumentor traces joblib.Parallel), the others in both set-ups.
+PARTS = ("thread", "fork", "forkserver", "spawn", "loky", "dask", "joblib")
+ALL_PARTS = PARTS[:-1]
 SERVICE = "tracedfutures-otlp-test"
 TIMEOUT = 120
 #: OTEL_EXPORTER_OTLP_TIMEOUT of the runs against a dead collector, and what their exit may take beyond it.
@@ -160,7 +163,7 @@ def paths(spans: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def expected_paths(parts: tuple[str, ...], names: dict[str, str]) -> list[tuple[str, ...]]:
     expected = [("workload",)]
     for part in parts:
-        name, n = names.get(part, part), ALL_PARTS.index(part)
+        name, n = names.get(part, part), PARTS.index(part)
         work, failing = f"{name} traced_work", f"{name} failing_work"
         expected += [
             ("workload", work),
@@ -211,8 +214,9 @@ def test_setup_tracing_exports_one_trace_across_processes(receivers: Any, protoc
 
 def test_opentelemetry_instrument_exports_one_trace_across_processes(receivers: Any) -> None:
     """No code change: opentelemetry-instrument (the SDK's auto-configuration through opentelemetry-distro,
-    whose default protocol is grpc) loads our entry point; the stock pools are traced. Spawned workers are
-    auto-instrumented too (its sitecustomize), so they have a provider of their own and export their spans."""
+    whose default protocol is grpc) loads our entry point; the stock pools and loky's reusable executor are traced.
+    Spawned workers are auto-instrumented too (its sitecustomize), so they have a provider of their own and export
+    their spans."""
     parts = ("thread", "fork", "forkserver", "spawn", "loky")
     receiver = receivers("grpc")
     run = Run("instrument", parts, otel_env(f"http://127.0.0.1:{receiver.port}"))
@@ -220,6 +224,53 @@ def test_opentelemetry_instrument_exports_one_trace_across_processes(receivers: 
     assert results == {part: RESULTS for part in parts}
     names = {"fork": "ProcessPoolExecutor", "forkserver": "ProcessPoolExecutor", "spawn": "ProcessPoolExecutor"}
     check_trace(receiver.wait_for(1 + 5 * len(parts)), parts, names)
+
+
+def test_opentelemetry_instrument_traces_joblib_loky_and_dask(receivers: Any) -> None:
+    """No code change for the executors of loky, joblib (``Parallel`` on its default backend) and Dask
+    (``Client.get_executor()`` of a LocalCluster of worker processes) either: one trace under the program's span,
+    the spans their tasks start in the workers under each task's span, and their metrics over OTLP, exact. Dask's
+    client and workers run stdlib thread pools of their own (``Dask-Offload``, and asyncio's default executor at a
+    worker's close), traced like every stock pool: those tasks, which are not the program's, are named and left
+    out of its span tree here."""
+    parts = ("loky", "dask", "joblib")
+    receiver = receivers("grpc")
+    env = otel_env(f"http://127.0.0.1:{receiver.port}")
+    env["OTEL_METRICS_EXPORTER"] = "otlp"
+    results, _, _ = Run("instrument", parts, env).finish()
+    assert results == {part: RESULTS for part in parts}
+    dask_own = ("Dask-Offload", "asyncio")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the program's spans, whatever Dask's own pools sent besides
+        spans = receiver.wait_for(0, timeout=0)
+        if sum(s["attributes"].get("executor.name") not in dask_own for s in spans) >= 1 + 5 * len(parts):
+            break
+    spans = receiver.wait_for(0)  # and nothing more arrives
+    dasks = [s for s in spans if s["attributes"].get("executor.name") in dask_own]
+    assert {s["name"] for s in dasks} == {
+        "Dask-Offload run_in_executor_with_context.<locals>.<lambda>",  # the client's, in the workload's trace
+        "asyncio Worker.close.<locals>._close",  # the workers' (auto-instrumented too), each a trace of its own
+    }
+    program = [s for s in spans if s not in dasks]
+    check_trace(program, parts, {})
+    kinds = {s["attributes"]["executor.name"]: s["attributes"]["executor.kind"] for s in program if s["name"].endswith("_work")}
+    assert kinds == {"loky": "process", "dask": "other", "joblib": "process"}
+
+    import test_otel_metrics_export  # the receiver's metrics, read as that test reads them
+
+    points = [p for p in test_otel_metrics_export.received(receiver) if p["attributes"].get("executor.name") in parts]
+    submitted = {p["attributes"]["executor.name"]: p["value"] for p in points if p["name"] == "executor.task.submitted"}
+    assert submitted == {"loky": 2, "dask": 2, "joblib": 2}
+    completed = {
+        (p["attributes"]["executor.name"], p["attributes"]["code.function"], p["attributes"].get("error.type", ""))
+        for p in points
+        if p["name"] == "executor.task.completed" and p["value"] == 1
+    }
+    assert completed == {
+        (name, function, error)
+        for name in parts
+        for function, error in (("traced_work", ""), ("failing_work", "workersupport.WorkError"))
+    }
 
 
 @pytest.fixture

@@ -28,13 +28,26 @@ def traced_work(n: int) -> tuple[int, int]:
         span.add_event("step", {"i": 1})
         with tracer.start_as_current_span("inner", kind=trace.SpanKind.CLIENT):
             pass
+    flush()
     return os.getpid(), start
 
 
 def failing_work() -> None:
     """Fail inside a span of its own: the span records the exception, the task fails."""
-    with trace.get_tracer(*SCOPE).start_as_current_span("failing"):
-        raise WorkError("failed on purpose")
+    try:
+        with trace.get_tracer(*SCOPE).start_as_current_span("failing"):
+            raise WorkError("failed on purpose")
+    finally:
+        flush()
+
+
+def flush() -> None:
+    """Export what the worker's own tracer provider holds (one set up there: ``opentelemetry-instrument``), before
+    the outcome goes home: joblib kills its workers when a call fails, and a worker exits with its pool, either way
+    before its batch processor's next export. (Spans that travel home with the outcome are not held there.)"""
+    force_flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force_flush is not None:
+        force_flush(10_000)
 
 
 def many_spans(count: int) -> int:

@@ -84,35 +84,17 @@ def _pool_name(pool: object) -> str:
 
 def _say_what_was_not_recorded(writer: Any, untraced: list[str]) -> None:
     """One line on standard error when the timeline has no task, or the program used pools that are not traced."""
-    pools = ", ".join(untraced)
+    pools = " and ".join(untraced)
     if not writer.executors:
         reason = (
-            f"the program ran its work in {pools}, which is not a concurrent.futures executor ({UNTRACED_DOCS})"
+            f"the program ran its work in {pools}, not in a concurrent.futures executor ({UNTRACED_DOCS})"
             if pools
             else "the program submitted nothing to a concurrent.futures executor"
         )
         print(f"tracedfutures record: no task was recorded: {reason}", file=sys.stderr)
     elif pools:
         print(
-            f"tracedfutures record: the program also ran work in {pools}, which is not a concurrent.futures "
-            f"executor: not on the timeline ({UNTRACED_DOCS})",
+            f"tracedfutures record: the program also ran work in {pools}, not in a concurrent.futures executor: "
+            f"that work is not on the timeline ({UNTRACED_DOCS})",
             file=sys.stderr,
         )
-
-
-def _run_shadowed_sitecustomize(ours: str) -> None:
-    """Import the ``sitecustomize`` that the directory ``ours``, first on the path, hides (as ``site`` would)."""
-    import importlib
-
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ours]
-    mine = sys.modules.pop("sitecustomize", None)
-    try:
-        importlib.import_module("sitecustomize")
-    except ModuleNotFoundError as exc:
-        if exc.name != "sitecustomize":
-            raise
-        if mine is not None:
-            sys.modules["sitecustomize"] = mine
-    finally:
-        sys.path[:] = saved + [p for p in sys.path if p not in saved]
