@@ -253,7 +253,8 @@ def test_opentelemetry_instrument_traces_joblib_loky_and_dask(receivers: Any) ->
     }
     program = [s for s in spans if s not in dasks]
     check_trace(program, parts, {})
-    kinds = {s["attributes"]["executor.name"]: s["attributes"]["executor.kind"] for s in program if s["name"].endswith("_work")}
+    tasks = [s for s in program if s["name"].endswith("_work")]
+    kinds = {s["attributes"]["executor.name"]: s["attributes"]["executor.kind"] for s in tasks}
     assert kinds == {"loky": "process", "dask": "other", "joblib": "process"}
 
     import test_otel_metrics_export  # the receiver's metrics, read as that test reads them

@@ -7,6 +7,7 @@ exit status unchanged."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -150,3 +151,22 @@ def test_a_program_that_submits_nothing_is_told_so(tmp_path: Path) -> None:
         "tracedfutures record: no task was recorded: the program submitted nothing to a concurrent.futures "
         "executor\n"
     ) in done.stderr
+
+
+def test_the_programs_own_sitecustomize_still_runs(tmp_path: Path) -> None:
+    """record's ``sitecustomize`` comes first on the path: it sets the recording up, then runs the one it hides."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nprint(\"the program's sitecustomize ran\", file=sys.stderr)\n")
+    program = tmp_path / "program.py"
+    program.write_text("print('program')\n")
+    trace = tmp_path / "trace.json"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--", sys.executable, str(program)],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "program\n"
+    assert done.stderr.splitlines()[0] == "the program's sitecustomize ran", done.stderr
+    assert "Error in sitecustomize" not in done.stderr

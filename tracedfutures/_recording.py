@@ -98,3 +98,21 @@ def _say_what_was_not_recorded(writer: Any, untraced: list[str]) -> None:
             f"that work is not on the timeline ({UNTRACED_DOCS})",
             file=sys.stderr,
         )
+
+
+def _run_shadowed_sitecustomize(ours: str) -> None:
+    """Import the ``sitecustomize`` that the directory ``ours``, first on the path, hides (as ``site`` would)."""
+    import importlib
+
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ours]
+    mine = sys.modules.pop("sitecustomize", None)
+    try:
+        importlib.import_module("sitecustomize")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sitecustomize":
+            raise
+        if mine is not None:
+            sys.modules["sitecustomize"] = mine
+    finally:
+        sys.path[:] = saved + [p for p in sys.path if p not in saved]
