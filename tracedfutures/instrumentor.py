@@ -75,7 +75,7 @@ class _Instrumentation:
         #: The other libraries' classes wrapped so far, and the methods wrapped on each.
         self.wrapped: list[tuple[type, tuple[str, ...]]] = []
 
-    def route(self, executor: Executor, library: bool) -> tuple[Lifecycle, _Route, Callable[..., Any]]:
+    def route(self, executor: Executor, library: bool) -> _Routed:
         """An executor's lifecycle, route and the submit the route ends in, made on its first submit under this
         instrumentation and kept on the executor itself (an executor that outlives an ``uninstrument()``, as loky's
         reusable one does, records with the options of the ``instrument()`` in force). A stock pool's route is its
@@ -97,7 +97,7 @@ class _Instrumentation:
                         previous.release()
                     executor.__dict__["_tf_capacity"] = capacity
                     executor.__dict__["_tf_route"] = found
-        return found[1:]
+        return found
 
     def submit_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -129,7 +129,7 @@ class _Instrumentation:
         # The SDK's own work: not even a lifecycle for the pool, this may run in a child's at-fork hook.
         if type(fn) is MethodType and opentelemetry_own(fn):
             return wrapped(*args, **kwargs)
-        life, route, stock = self.route(instance, library)
+        _, life, route, stock = self.route(instance, library)
         if route.enqueue is None and not library:  # the fallback: the stdlib's own submit, not another wrapper
             wrapped = partial(stock, instance)
         return _submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
