@@ -72,6 +72,16 @@ def instrumented(telemetry: Telemetry) -> Iterator[ConcurrentFuturesInstrumentor
         assert_original()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reusable_executors_shut_down() -> Iterator[None]:
+    """loky's and joblib's reusable executors live on between their users: shut down after this module's tests."""
+    yield
+    from joblib.externals.loky import get_reusable_executor
+
+    for get in (loky.get_reusable_executor, get_reusable_executor):
+        get(max_workers=1).shutdown(wait=True)
+
+
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     yield from conftest.dask_client(n_workers=1, threads_per_worker=2)

@@ -172,7 +172,8 @@ def test_tasks_lists_the_running_tasks_oldest_first(telemetry: Telemetry, server
             for name in ("io_0", "io_1")
         ],
     }  # fmt: skip
-    ages = [task["age_seconds"] for task in json.loads(get(f"{server}/tasks")[1])["executors"][0]["running"]]
+    (again,) = ours(json.loads(get(f"{server}/tasks")[1]), "io")  # other tests' live executors may come first
+    ages = [task["age_seconds"] for task in again["running"]]
     assert ages == sorted(ages, reverse=True) and ages[0] > ages[1]
 
     gate.open()
