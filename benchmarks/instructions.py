@@ -87,8 +87,9 @@ def _meters() -> tuple[Any, Callable[[], object]]:
 
 def tasks(mode: str, n: int) -> None:
     """Submit ``n`` no-op tasks, run them, read their results: ``bare`` (stdlib), ``metrics`` (no tracer),
-    ``metrics_both`` (no tracer, an OpenTelemetry MeterProvider too), ``unsampled`` / ``sampled`` (SDK provider,
-    such a parent), ``floor`` (stdlib + one bare SDK span per task). The metrics cases end with one scrape (and
+    ``metrics_both`` (no tracer, an OpenTelemetry MeterProvider too), ``instrumented`` (no tracer, the stock pool
+    under the instrumentor), ``unsampled`` / ``sampled`` (SDK provider, such a parent), ``floor`` (stdlib + one
+    bare SDK span per task). The metrics cases end with one scrape (and
     one OpenTelemetry collection): a cost per collection, not per task, so the two sizes' difference drops it."""
     tracer_provider = _exporting_provider() if mode in ("unsampled", "sampled", "floor") else None
     meter_provider, collect = _meters() if mode == "metrics_both" else (None, None)
@@ -101,6 +102,11 @@ def tasks(mode: str, n: int) -> None:
         elif mode == "floor":
             pool = _inline(cf.ThreadPoolExecutor(1))
             executor = run.SpanPerTask(pool, tracer_provider.get_tracer("benchmarks.floor"))
+        elif mode == "instrumented":
+            tracedfutures.ConcurrentFuturesInstrumentor().instrument(
+                tracer_provider=trace.NoOpTracerProvider(), registry=registry
+            )
+            pool = executor = _inline(cf.ThreadPoolExecutor(1))
         else:
             provider = tracer_provider if tracer_provider is not None else trace.NoOpTracerProvider()
             pool = executor = _inline(
@@ -112,7 +118,7 @@ def tasks(mode: str, n: int) -> None:
         _run_queued(pool)
         for future in futures:
             future.result()
-    if mode.startswith("metrics"):
+    if mode in ("metrics", "metrics_both", "instrumented"):
         generate_latest(registry)
     if collect is not None:
         collect()
@@ -145,6 +151,7 @@ CASES: dict[str, tuple[Callable[[str, int], None], str, int, int, str]] = {
     "bare": (tasks, "bare", 2_000, 6_000, "task"),
     "metrics": (tasks, "bare", 2_000, 6_000, "task"),
     "metrics_both": (tasks, "bare", 2_000, 6_000, "task"),
+    "instrumented": (tasks, "bare", 2_000, 6_000, "task"),
     "unsampled": (tasks, "bare", 2_000, 6_000, "task"),
     "sampled": (tasks, "bare", 2_000, 6_000, "task"),
     "floor": (tasks, "bare", 2_000, 6_000, "task"),
@@ -156,6 +163,7 @@ CASES: dict[str, tuple[Callable[[str, int], None], str, int, int, str]] = {
 NOTES = {
     "metrics": "no tracer provider",
     "metrics_both": "no tracer provider, Prometheus and an OpenTelemetry MeterProvider",
+    "instrumented": "no tracer provider, the stock pool under the instrumentor",
     "unsampled": "SDK provider, unsampled parent",
     "sampled": "SDK provider, every span sampled and exported",
     "floor": "stdlib + one bare SDK span per task, submit to done callback",

@@ -10,11 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_record import task_slices, validated
 
@@ -73,84 +73,70 @@ def test_joblib_parallel_is_recorded_batch_by_batch(tmp_path: Path) -> None:
     assert [(r["function"], r["error_type"]) for r in report["errors"]] == [("work", "ValueError")] * 2
 
 
-def run_program(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
-    program = tmp_path / "program.py"
-    program.write_text(textwrap.dedent(code))
-    done, trace = record(tmp_path, sys.executable, str(program))
+MULTIPROCESSING_POOLS = """
+import multiprocessing
+import sys
+from multiprocessing.pool import ThreadPool
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+    with ThreadPool(2) as pool:
+        assert pool.apply_async(abs, (-1,)).get(60) == 1
+    sys.exit(3)
+"""
+JOBLIB_THREADS = """
+import joblib
+
+assert joblib.Parallel(n_jobs=2, backend="threading")(joblib.delayed(abs)(-n) for n in range(10)) == list(range(10))
+"""
+BESIDE_TRACED = """
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.pool import ThreadPool
+
+with ThreadPoolExecutor(1) as executor:
+    assert executor.submit(abs, -2).result() == 2
+with ThreadPool(1) as pool:
+    assert pool.apply(abs, (-3,)) == 3
+"""
+NOTHING = """
+print(sum(range(10)))
+"""
+
+
+@pytest.mark.parametrize(
+    ("program", "status", "line"),
+    [
+        (
+            MULTIPROCESSING_POOLS,
+            3,
+            "no task was recorded: the program ran its work in multiprocessing.pool.Pool and "
+            f"multiprocessing.pool.ThreadPool, not in a concurrent.futures executor {DOCS}",
+        ),
+        (
+            JOBLIB_THREADS,
+            0,
+            "no task was recorded: the program ran its work in multiprocessing.pool.ThreadPool "
+            f"(joblib's ThreadingBackend), not in a concurrent.futures executor {DOCS}",
+        ),
+        (
+            BESIDE_TRACED,
+            0,
+            "the program also ran work in multiprocessing.pool.ThreadPool, not in a concurrent.futures executor: "
+            f"that work is not on the timeline {DOCS}",
+        ),
+        (NOTHING, 0, "no task was recorded: the program submitted nothing to a concurrent.futures executor"),
+    ],
+    ids=["multiprocessing", "joblib-threading", "beside-traced", "nothing"],
+)
+def test_what_record_cannot_see_is_said_in_one_line(tmp_path: Path, program: str, status: int, line: str) -> None:
+    """The line at exit, and the program's own exit status passed through."""
+    path = tmp_path / "program.py"
+    path.write_text(program)
+    done, trace = record(tmp_path, sys.executable, str(path))
     assert trace.exists()
-    return done
-
-
-def test_a_multiprocessing_pool_is_named_and_the_status_passes_through(tmp_path: Path) -> None:
-    done = run_program(
-        tmp_path,
-        """
-        import multiprocessing
-        import sys
-        from multiprocessing.pool import ThreadPool
-
-        if __name__ == "__main__":
-            with multiprocessing.get_context("spawn").Pool(2) as pool:
-                assert pool.map(abs, range(-5, 5)) == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
-            with ThreadPool(2) as pool:
-                assert pool.apply_async(abs, (-1,)).get(60) == 1
-            sys.exit(3)
-        """,
-    )
-    assert done.returncode == 3, done.stderr
-    assert (
-        "tracedfutures record: no task was recorded: the program ran its work in multiprocessing.pool.Pool and "
-        f"multiprocessing.pool.ThreadPool, not in a concurrent.futures executor {DOCS}\n"
-    ) in done.stderr
-
-
-def test_joblibs_threading_backend_is_named(tmp_path: Path) -> None:
-    done = run_program(
-        tmp_path,
-        """
-        import joblib
-
-        assert joblib.Parallel(n_jobs=2, backend="threading")(joblib.delayed(abs)(-n) for n in range(10)) == list(
-            range(10)
-        )
-        """,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (
-        "tracedfutures record: no task was recorded: the program ran its work in multiprocessing.pool.ThreadPool "
-        f"(joblib's ThreadingBackend), not in a concurrent.futures executor {DOCS}\n"
-    ) in done.stderr
-
-
-def test_untraced_pools_beside_traced_tasks_are_named(tmp_path: Path) -> None:
-    done = run_program(
-        tmp_path,
-        """
-        from concurrent.futures import ThreadPoolExecutor
-        from multiprocessing.pool import ThreadPool
-
-        with ThreadPoolExecutor(1) as executor:
-            assert executor.submit(abs, -2).result() == 2
-        with ThreadPool(1) as pool:
-            assert pool.apply(abs, (-3,)) == 3
-        """,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (
-        "tracedfutures record: the program also ran work in multiprocessing.pool.ThreadPool, not in a "
-        f"concurrent.futures executor: that work is not on the timeline {DOCS}\n"
-    ) in done.stderr
-    assert "no task was recorded" not in done.stderr
-
-
-def test_a_program_that_submits_nothing_is_told_so(tmp_path: Path) -> None:
-    done = run_program(tmp_path, "print(sum(range(10)))\n")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "45\n"
-    assert (
-        "tracedfutures record: no task was recorded: the program submitted nothing to a concurrent.futures "
-        "executor\n"
-    ) in done.stderr
+    assert done.returncode == status, done.stderr
+    assert [s for s in done.stderr.splitlines() if "concurrent.futures" in s] == [f"tracedfutures record: {line}"]
 
 
 def test_the_programs_own_sitecustomize_still_runs(tmp_path: Path) -> None:
