@@ -37,10 +37,12 @@ from tracedfutures._metric_definitions import (
     EXECUTOR_METRICS as EXECUTOR_METRICS,
     INVALID as INVALID,
     MAX_ERROR_TYPES as MAX_ERROR_TYPES,
+    MAX_EXECUTORS as MAX_EXECUTORS,
     MAX_FUNCTIONS as MAX_FUNCTIONS,
     MAX_WORKERS as MAX_WORKERS,
     OLDEST_RUNNING as OLDEST_RUNNING,
     OTHER_ERROR_TYPE as OTHER_ERROR_TYPE,
+    OTHER_EXECUTOR as OTHER_EXECUTOR,
     OTHER_FUNCTION as OTHER_FUNCTION,
     OUTCOMES as OUTCOMES,
     QUEUE as QUEUE,
@@ -56,6 +58,7 @@ from tracedfutures._metric_definitions import (
     WAIT_METRICS as WAIT_METRICS,
     Definition as Definition,
     ErrorLabels as ErrorLabels,
+    ExecutorNames as ExecutorNames,
     FunctionLabels as FunctionLabels,
     TaskTrace as TaskTrace,
 )
@@ -77,10 +80,12 @@ __all__ = [
     "EXECUTOR_METRICS",
     "INVALID",
     "MAX_ERROR_TYPES",
+    "MAX_EXECUTORS",
     "MAX_FUNCTIONS",
     "MAX_WORKERS",
     "OLDEST_RUNNING",
     "OTHER_ERROR_TYPE",
+    "OTHER_EXECUTOR",
     "OTHER_FUNCTION",
     "OUTCOMES",
     "QUEUE",
@@ -590,9 +595,11 @@ class MetricsCollector:
         self.buckets = buckets
         self.lock = threading.Lock()
         self.executors: dict[str, ExecutorStats] = {}
+        self.names = ExecutorNames()
         self.waits = WaitStats(buckets)
 
     def executor(self, name: str) -> ExecutorStats:
+        name = self.names(name)
         with self.lock:
             stats = self.executors.get(name)
             if stats is None:
@@ -627,6 +634,7 @@ class MetricsCollector:
             stats.max_workers = workers[name]
             stats.error_label.after_fork()
             stats.function_label.after_fork()
+        self.names.after_fork()
 
 
 # -- the hook -------------------------------------------------------------------------------------------------------
