@@ -1,0 +1,67 @@
+"""A WSGI app and an ASGI (FastAPI) app, each serving a traced thread pool and ``/metrics``.
+
+For the pre-fork servers of docs/metrics.md: gunicorn (sync or gthread workers, with or without ``--preload``)
+and ``uvicorn --workers``. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the server starts::
+
+    rm -rf /tmp/tf-metrics && mkdir /tmp/tf-metrics && export PROMETHEUS_MULTIPROC_DIR=/tmp/tf-metrics
+    gunicorn -w 2 -b 127.0.0.1:8000 examples.prefork.app:wsgi_app
+    gunicorn -w 2 -k gthread --threads 4 --preload -b 127.0.0.1:8000 examples.prefork.app:wsgi_app
+    uvicorn --workers 2 --host 127.0.0.1 --port 8000 examples.prefork.app:asgi_app
+
+``GET /work?seconds=S`` runs one task of ``S`` seconds in the pool (0 by default), ``GET /pid`` names the worker
+that answered, ``GET /metrics`` serves every live worker's metrics (any worker may answer it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from urllib.parse import parse_qs
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from fastapi import FastAPI
+
+import tracedfutures
+from tracedfutures.exposition import make_asgi_app, make_wsgi_app
+
+#: Made at import: with ``--preload`` in the master, and each worker counts it as its own from its first task.
+POOL = tracedfutures.TracedThreadPoolExecutor(int(os.environ.get("POOL_WORKERS", "4")), name="web")
+
+
+def work(seconds: float) -> int:
+    """The task: sleeps ``seconds`` (a slow call), then names the process that ran it."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _seconds(query: str) -> float:
+    return float(parse_qs(query).get("seconds", ["0"])[0])
+
+
+_metrics = make_wsgi_app()
+
+
+def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """``/work``, ``/pid``, and the metrics on every other path."""
+    path = environ.get("PATH_INFO", "")
+    if path not in ("/work", "/pid"):
+        return _metrics(environ, start_response)
+    pid = POOL.submit(work, _seconds(environ.get("QUERY_STRING", ""))).result() if path == "/work" else os.getpid()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(pid).encode()]
+
+
+asgi_app = FastAPI()
+asgi_app.mount("/metrics", make_asgi_app())
+
+
+@asgi_app.get("/work")
+def asgi_work(seconds: float = 0.0) -> int:
+    """FastAPI runs a sync endpoint in its own threads: the task runs in the traced pool."""
+    return POOL.submit(work, seconds).result()
+
+
+@asgi_app.get("/pid")
+def asgi_pid() -> int:
+    return os.getpid()
