@@ -177,6 +177,11 @@ class CappedLabels:
         """In a forked child: a fresh lock (a parent thread may have held it); the labels stay."""
         self._lock = threading.Lock()
 
+    def release(self, label: str) -> None:
+        """Free ``label``'s place under the cap (its series were dropped)."""
+        with self._lock:
+            self._names.discard(label)
+
     def _admit(self, label: str) -> str:
         """``label`` if it is one of the kept names or there is room for it, else the ``other`` label."""
         with self._lock:

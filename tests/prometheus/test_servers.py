@@ -4,6 +4,7 @@ loopback client. No server hook is configured: a worker SIGKILLed mid-task is no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 THREADS = 4  # the pool of the example app (POOL_WORKERS)
 
 SERVERS = {
@@ -61,16 +62,17 @@ def _alive(pid: int) -> bool:
 
 
 class Server:
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, pool_workers: int = THREADS) -> None:
         self.kind = kind
         self.directory = directory
         self.port = _free_port()
         bind = ["--host", "127.0.0.1", "--port", str(self.port)] if kind == "uvicorn" else [
             "-b", f"127.0.0.1:{self.port}"]  # fmt: skip
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "POOL_WORKERS": str(THREADS),
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "POOL_WORKERS": str(pool_workers),
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         self.process = subprocess.Popen([sys.executable, *SERVERS[kind], *bind], cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=True)  # fmt: skip
         self.metrics_path = "/metrics/" if kind == "uvicorn" else "/metrics"
 
     def get(self, path: str, timeout: float = 30) -> str:
@@ -104,12 +106,13 @@ class Server:
         return samples
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """Stop the server and every worker (its process group): gracefully, else at once after 5 s."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        with contextlib.suppress(ProcessLookupError):  # the group is empty
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 @pytest.fixture(params=sorted(SERVERS))
