@@ -626,8 +626,9 @@ class MetricsCollector:
 
     Executor names are capped (``ExecutorNames``), and a name whose executors are all gone is dropped once
     scrapes have exposed its final counts for ``DROP_AFTER_SECONDS`` (``ExecutorStats.collect_into``): its series
-    end, its slot under the cap is free. Its counts are kept while anything still refers to them (a future not read yet, a finalizer): a late
-    event brings the name back with them at the next scrape, as does a new executor of that name."""
+    end, its slot under the cap is free. Its counts are kept while anything still refers to them (a future not
+    read yet, a finalizer): a late event brings the name back with them at the next scrape, as does a new
+    executor of that name."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
