@@ -28,6 +28,18 @@ PRELUDE = textwrap.dedent(
 
     def files():
         return sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+
+    def fork_children(count, child):  # count processes that each run child(index), then exit: their pids
+        pids = []
+        for index in range(count):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child(index)
+                finally:
+                    os._exit(0)
+            pids.append(pid)
+        return pids
     """
 )
 #: What the directory holds once every process that counted has died and a scrape folded their files.
@@ -53,7 +65,10 @@ def test_forked_processes_aggregate_exactly(tmp_path: Path) -> None:
     result = run_script(
         tmp_path,
         """
-        def child(index, release):
+        release_r, release_w = os.pipe()
+        done_r, done_w = os.pipe()
+
+        def child(index):
             with tracedfutures.TracedThreadPoolExecutor(4, name="web") as pool:
                 ok = [pool.submit(pow, 2, n) for n in range(10)]
                 bad = [pool.submit(int, "x") for _ in range(2)]
@@ -64,20 +79,10 @@ def test_forked_processes_aggregate_exactly(tmp_path: Path) -> None:
                         ok[0].set_result(1)  # refused: the future is finished
                     except cf.InvalidStateError:
                         pass
-                done.write(b"x"); done.flush()
-                os.read(release, 1)  # stay alive (executor open) until the parent has scraped
-            os._exit(0)
+                os.write(done_w, b"x")
+                os.read(release_r, 1)  # stay alive (executor open) until the parent has scraped
 
-        release_r, release_w = os.pipe()
-        done_r, done_w = os.pipe()
-        pids = []
-        for index in range(3):
-            pid = os.fork()
-            if pid == 0:
-                os.close(release_w)
-                done = os.fdopen(done_w, "wb")
-                child(index, release_r)
-            pids.append(pid)
+        pids = fork_children(3, child)
         os.close(done_w)
         for _ in range(3):
             assert os.read(done_r, 1) == b"x"
@@ -137,24 +142,22 @@ def test_hung_task_and_a_worker_killed_without_a_hook(tmp_path: Path) -> None:
         """
         started_r, started_w = os.pipe()
         block_r, block_w = os.pipe()
-        pids = []
-        for index in range(2):
-            pid = os.fork()
-            if pid == 0:
-                pool = tracedfutures.TracedThreadPoolExecutor(2, name="web")
-                if index == 0:
-                    submitted = time.time()
-                    def hang():
-                        os.write(started_w, json.dumps([submitted, time.time()]).encode())
-                        os.read(block_r, 1)
-                    pool.submit(hang)
-                else:
-                    pool.submit(pow, 2, 2).result()
-                    os.write(started_w, json.dumps([0, 0]).encode())
-                time.sleep(120)
-                os._exit(0)
-            pids.append(pid)
-        marks = sorted(json.loads(os.read(started_w and started_r, 100)) for _ in range(2))
+
+        def child(index):
+            pool = tracedfutures.TracedThreadPoolExecutor(2, name="web")
+            if index == 0:
+                submitted = time.time()
+                def hang():
+                    os.write(started_w, json.dumps([submitted, time.time()]).encode())
+                    os.read(block_r, 1)
+                pool.submit(hang)
+            else:
+                pool.submit(pow, 2, 2).result()
+                os.write(started_w, json.dumps([0, 0]).encode())
+            time.sleep(120)
+
+        pids = fork_children(2, child)
+        marks = sorted(json.loads(os.read(started_r, 100)) for _ in range(2))
         submitted, began = marks[1]
         time.sleep(1.5)  # the task hangs
         before = time.time()
@@ -195,15 +198,13 @@ def test_a_pool_made_before_the_fork_counts_in_each_process_that_uses_it(tmp_pat
         pool = tracedfutures.TracedThreadPoolExecutor(4, name="web")
         done_r, done_w = os.pipe()
         release_r, release_w = os.pipe()
-        pids = []
-        for index in range(2):
-            pid = os.fork()
-            if pid == 0:
-                pool.submit(pow, 2, index).result()
-                os.write(done_w, b"x")
-                os.read(release_r, 1)
-                os._exit(0)
-            pids.append(pid)
+
+        def child(index):
+            pool.submit(pow, 2, index).result()
+            os.write(done_w, b"x")
+            os.read(release_r, 1)
+
+        pids = fork_children(2, child)
         for _ in range(2):
             os.read(done_r, 1)
         live = scrape()
@@ -224,18 +225,15 @@ def test_workers_come_and_go_the_directory_follows_the_live_ones(tmp_path: Path)
     result = run_script(
         tmp_path,
         """
+        def child(index):
+            with tracedfutures.TracedThreadPoolExecutor(2, name="web") as pool:
+                futures = [pool.submit(pow, 2, n) for n in range(4)] + [pool.submit(int, "x")]
+                tracedfutures.wait(futures)
+                futures[-1].exception()
+
         rounds = []
         for round_ in range(25):
-            pids = []
-            for _ in range(4):
-                pid = os.fork()
-                if pid == 0:
-                    with tracedfutures.TracedThreadPoolExecutor(2, name="web") as pool:
-                        futures = [pool.submit(pow, 2, n) for n in range(4)] + [pool.submit(int, "x")]
-                        tracedfutures.wait(futures)
-                        futures[-1].exception()
-                    os._exit(0)
-                pids.append(pid)
+            pids = fork_children(4, child)
             middle = scrape() if round_ % 10 == 5 else None  # some while they run
             for pid in pids:
                 os.waitpid(pid, 0)
