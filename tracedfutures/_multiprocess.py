@@ -97,7 +97,7 @@ def _process_start(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped, before or while reading
         raise ProcessLookupError(pid) from None
     except OSError:  # no /proc (macOS): the pid alone says whether it lives
         with contextlib.suppress(PermissionError):  # another user's process: it lives
