@@ -148,16 +148,17 @@ def test_hung_task_and_a_worker_killed_without_a_hook(tmp_path: Path) -> None:
             if index == 0:
                 submitted = time.time()
                 def hang():
-                    os.write(started_w, json.dumps([submitted, time.time()]).encode())
+                    os.write(started_w, json.dumps([submitted, time.time()]).encode() + b"\\n")
                     os.read(block_r, 1)
                 pool.submit(hang)
             else:
                 pool.submit(pow, 2, 2).result()
-                os.write(started_w, json.dumps([0, 0]).encode())
+                os.write(started_w, b"[0, 0]\\n")
             time.sleep(120)
 
         pids = fork_children(2, child)
-        marks = sorted(json.loads(os.read(started_r, 100)) for _ in range(2))
+        started = os.fdopen(started_r)  # one line from each child (two writes may arrive in one read)
+        marks = sorted(json.loads(started.readline()) for _ in range(2))
         submitted, began = marks[1]
         time.sleep(1.5)  # the task hangs
         before = time.time()
@@ -258,3 +259,32 @@ def test_workers_come_and_go_the_directory_follows_the_live_ones(tmp_path: Path)
             value = _sample(samples, f"executor_workers_{counter}_seconds_total", executor="web")
             assert value is not None and value >= last[counter]
             last[counter] = value
+
+
+def test_executor_names_are_capped_per_process(tmp_path: Path) -> None:
+    """MAX_EXECUTORS names per process, then ``other``, with one warning, in this mode too."""
+    result = run_script(
+        tmp_path,
+        """
+        import logging
+        from tracedfutures.metrics import MAX_EXECUTORS
+        warnings = []
+        handler = logging.Handler()
+        handler.emit = lambda record: warnings.append(record.getMessage())
+        logging.getLogger("tracedfutures").addHandler(handler)
+        for n in range(MAX_EXECUTORS + 6):
+            with tracedfutures.TracedThreadPoolExecutor(1, name=f"job-{n}") as pool:
+                pool.submit(pow, 2, n).result()
+        submitted = {key: value for key, value in scrape().items() if key.startswith("executor_tasks_submitted")}
+        print(json.dumps({"submitted": submitted, "warnings": warnings, "cap": MAX_EXECUTORS}))
+        """,
+    )
+    cap = result["cap"]
+    expected = {f"job-{n}": 1 for n in range(cap)} | {"other": 6}
+    assert result["submitted"] == {
+        "executor_tasks_submitted_total" + json.dumps({"executor": name}): count for name, count in expected.items()
+    }
+    assert result["warnings"] == [
+        f"more than {cap} executor names: executor 'job-{cap}' and later new names are counted as 'other' (name "
+        "pools by role, not by job)"
+    ]
