@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 
 #: The live state each process keeps per executor name in its own file, and what the collector derives from it.
 LIVE_GAUGES = {"queued": QUEUED, "running": RUNNING_GAUGE, "workers": MAX_WORKERS}
+#: The definitions recorded through prometheus_client's counters and histograms; the rest is derived at scrape.
+_RECORDED = frozenset(d for d in (*EXECUTOR_METRICS, *WAIT_METRICS) if d.type != "gauge" and not d.scrape_time)
 #: The file kinds of prometheus_client whose values add up across processes: a dead process's are folded.
 _ADDITIVE = ("counter", "histogram", "summary")
 _PROCESS_FILE = re.compile(r"(?:(counter|histogram|summary|gauge_[a-z]+)_|tracedfutures_live_)(\d+)\.(db|tf)")
@@ -90,19 +92,23 @@ def _metric(definition: Definition, buckets: tuple[float, ...]) -> Any:
     return Counter(definition.name, definition.documentation, definition.labels, registry=None)
 
 
+#: Whether this system has Linux's ``/proc`` (the processes' states and start times).
+_PROC = os.path.isdir("/proc/self")
+
+
 def _process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from ``/proc``), None where that cannot be read:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), None where there is no ``/proc``:
     with its pid, it names a process even after the pid is reused. Raises ``ProcessLookupError`` for a process
-    that does not exist or has exited (a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):  # reaped, before or while reading
-        raise ProcessLookupError(pid) from None
-    except OSError:  # no /proc (macOS): the pid alone says whether it lives
+    that does not exist or has exited (a zombie; without ``/proc`` only once its parent reaped it)."""
+    if not _PROC:
         with contextlib.suppress(PermissionError):  # another user's process: it lives
             os.kill(pid, 0)
         return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:  # gone, or reaped while being read (ESRCH)
+        raise ProcessLookupError(pid) from None
     if fields[0] in (b"Z", b"X"):
         raise ProcessLookupError(pid)
     return int(fields[19])
@@ -292,7 +298,7 @@ class MultiprocessMetrics:
         self._series: dict[str, MultiprocessSeries] = {}
         self._lock = threading.Lock()
 
-    def after_fork(self, child: bool = True) -> None:
+    def after_fork(self, child: bool) -> None:
         """After a fork (``_state`` calls it in both processes): in the child, fresh locks (a parent thread may
         have held them at fork) and its own live file; in both, the pools made so far count again from the
         process's next task (``MultiprocessSeries.after_fork``)."""
@@ -312,9 +318,6 @@ class MultiprocessMetrics:
                 series = self._series[name] = MultiprocessSeries(self.metrics, name, self.live)
             return series
 
-
-#: The definitions recorded through prometheus_client's counters and histograms; the rest is derived at scrape.
-_RECORDED = frozenset(d for d in (*EXECUTOR_METRICS, *WAIT_METRICS) if d.type != "gauge" and not d.scrape_time)
 
 
 def _alive(pid: int, recorded_start: float) -> bool:

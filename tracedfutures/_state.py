@@ -109,7 +109,7 @@ class ProcessState:
             if backend is not None:
                 backend.after_fork()
         if self.multiprocess is not None:
-            self.multiprocess.after_fork()
+            self.multiprocess.after_fork(child=True)
         for export in list(self.meter_exports.values()):
             export.after_fork()
 
