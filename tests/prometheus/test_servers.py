@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,9 @@ SERVERS = {
                                  "examples.prefork.app:wsgi_app"],
     "uvicorn": ["-m", "uvicorn", "--workers", "2", "--log-level", "warning", "examples.prefork.app:asgi_app"],
 }  # fmt: skip
+PID_FILE = re.compile(r"_(\d+)\.(?:db|tf)$")  # a process's file: counter_<pid>.db, tracedfutures_live_<pid>.tf
+#: Workers that each serve 3 requests (scrapes included) and are replaced: hundreds of processes over a run.
+RECYCLED = ["-m", "gunicorn", "-w", "2", "--max-requests", "3", "--preload", "examples.prefork.app:wsgi_app"]
 
 
 def _free_port() -> int:
@@ -70,7 +74,8 @@ class Server:
             "-b", f"127.0.0.1:{self.port}"]  # fmt: skip
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "POOL_WORKERS": str(pool_workers),
                "PYTHONPATH": str(ROOT)}  # fmt: skip
-        self.process = subprocess.Popen([sys.executable, *SERVERS[kind], *bind], cwd=ROOT, env=env,
+        command = RECYCLED if kind == "gunicorn-recycled" else SERVERS[kind]
+        self.process = subprocess.Popen([sys.executable, *command, *bind], cwd=ROOT, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=True)  # fmt: skip
         self.metrics_path = "/metrics/" if kind == "uvicorn" else "/metrics"
@@ -195,3 +200,34 @@ def test_server_workers(server: Server) -> None:
         time.sleep(0.05)
     assert server.scrape()["executor_max_workers", ""] == 2 * THREADS
     client.shutdown()
+
+
+def test_recycled_workers_leave_no_files_and_no_counts_behind(tmp_path: Path) -> None:
+    """gunicorn --max-requests 3 --preload: a new worker every few requests. After every scrape the directory holds the
+    files of the workers alive then, and the archives; every counter is exact and never lower than before."""
+    server = Server("gunicorn-recycled", tmp_path)
+    try:
+        server.wait_ready()
+        pids: set[int] = set()
+        last = {"busy": 0.0, "available": 0.0}
+        for requests in range(1, 101):
+            pids.add(int(server.get("/work")))
+            if requests % 4:
+                continue
+            samples = server.scrape()
+            assert samples["executor_tasks_submitted_total", ""] == requests
+            assert samples["executor_tasks_ended_total", "outcome=success"] == requests
+            for counter in last:
+                value = samples[f"executor_workers_{counter}_seconds_total", ""]
+                assert value >= last[counter]
+                last[counter] = value
+            in_files = {int(found[1]) for name in os.listdir(tmp_path) if (found := PID_FILE.search(name))}
+            # The master's (it made the pool, which counts in the workers only), two workers, and at most two
+            # replaced since the scrape; not the dozens of workers that came before.
+            assert len(in_files - {server.process.pid}) <= 4
+            assert samples["executor_max_workers", ""] <= 2 * THREADS
+        assert len(pids) >= 30  # workers started over the run
+        assert sorted(name for name in os.listdir(tmp_path) if "archive" in name) == [
+            "counter_archive.db", "histogram_archive.db", "tracedfutures_archive.tf"]  # fmt: skip
+    finally:
+        server.stop()
