@@ -21,7 +21,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from tracedfutures import _config
-from tracedfutures._multiprocess import MultiprocessCollector
 from tracedfutures._running import running_now
 from tracedfutures.metrics import MULTIPROCESS
 
@@ -60,6 +59,9 @@ def multiprocess_registry(path: str | None = None) -> CollectorRegistry:
     apps here do). It counts live processes only, with no server hook, keeps the directory as small as the live
     processes' files, and derives the running tasks, capacity and oldest task's age at scrape time (see
     ``tracedfutures._multiprocess.MultiprocessCollector``)."""
+    # Imported here: the multiprocess backend (its file lock is POSIX's) loads only where that mode is used.
+    from tracedfutures._multiprocess import MultiprocessCollector
+
     registry = CollectorRegistry()
     registry.register(MultiprocessCollector(path))
     return registry
