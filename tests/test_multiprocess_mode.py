@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -46,14 +47,18 @@ PRELUDE = textwrap.dedent(
 ARCHIVES = ["counter_archive.db", "histogram_archive.db", "tracedfutures.lock", "tracedfutures_archive.tf"]
 
 
-def run_script(tmp_path: Path, body: str) -> Any:
+def run_script(tmp_path: Path, body: str, warning: str = "") -> Any:
+    """What the script printed (JSON); on stderr, nothing, or one line that starts with ``warning``."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     script = PRELUDE + textwrap.dedent(body)
     run = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert run.stderr == ""
+    if warning:
+        assert run.stderr.startswith(warning) and run.stderr.count("\n") == 1, run.stderr
+    else:
+        assert run.stderr == ""
     return json.loads(run.stdout)
 
 
@@ -288,3 +293,28 @@ def test_executor_names_are_capped_per_process(tmp_path: Path) -> None:
         f"more than {cap} executor names: executor 'job-{cap}' and later new names are counted as 'other' (name "
         "pools by role, not by job)"
     ]
+
+
+def test_files_of_a_dead_process_cut_short_or_empty_are_removed(tmp_path: Path) -> None:
+    """A process killed while it added a key leaves a file whose header says more than it holds, one that died
+    right after opening its file leaves no values: the scrape exposes the rest, once warns, and removes both."""
+    dead = []
+    for _ in range(2):
+        child = subprocess.Popen(["true"])
+        child.wait()
+        dead.append(child.pid)
+    (tmp_path / f"tracedfutures_live_{dead[0]}.tf").write_bytes(struct.pack("i", 10_000) + bytes(60))
+    (tmp_path / f"tracedfutures_live_{dead[1]}.tf").write_bytes(struct.pack("i", 8) + bytes(60))
+    result = run_script(
+        tmp_path,
+        """
+        with tracedfutures.TracedThreadPoolExecutor(2, name="web") as pool:
+            pool.submit(pow, 2, 2).result()
+            first = scrape()
+        print(json.dumps({"first": first, "files": files()}))
+        """,
+        warning="tracedfutures: MultiprocessCollector failed, its telemetry is incomplete: ",
+    )
+    assert _sample(result["first"], "executor_tasks_submitted_total", executor="web") == 1
+    assert _sample(result["first"], "executor_max_workers", executor="web") == 2
+    assert not [name for name in result["files"] if str(dead[0]) in name or str(dead[1]) in name]

@@ -24,6 +24,7 @@ import fcntl
 import glob
 import os
 import re
+import struct
 import threading
 import time
 import weakref
@@ -335,6 +336,16 @@ def _read(path: str) -> list[tuple[str, float, float]]:
     return [(key, value, timestamp) for key, value, timestamp, _ in _read_file(path)]
 
 
+def _read_whole(path: str) -> list[tuple[str, float, float]]:
+    """``_read``, or nothing for a file that a process killed while it added a key left cut short: one such
+    file must not fail every scrape (what it held is lost, the rest is exposed)."""
+    try:
+        return _read(path)
+    except (RuntimeError, struct.error, UnicodeDecodeError) as exc:
+        telemetry_failed("MultiprocessCollector", exc)
+        return []
+
+
 def _add_into(target_path: str, values: Iterable[tuple[str, float, float]]) -> None:
     """Add each (key, value, timestamp) to the value of that key in the mmap file at ``target_path``."""
     target = MmapedDict(target_path)
@@ -393,18 +404,16 @@ class MultiprocessCollector:
         live = []
         for pid, paths in files.items():
             kinds = dict(paths)
-            values = {}
-            if "live" in kinds:
-                values = {key: value for key, value, _ in _read(kinds["live"])}
+            values = {key: value for key, value, _ in _read_whole(kinds["live"])} if "live" in kinds else {}
             if _alive(pid, values.pop(_START_KEY, 0.0)):
                 live.append(values)
                 continue
             for kind, path in paths:
                 if kind in _ADDITIVE:
-                    _add_into(os.path.join(directory, f"{kind}_archive.db"), _read(path))
+                    _add_into(os.path.join(directory, f"{kind}_archive.db"), _read_whole(path))
                     os.remove(path)
             _mark_dead(pid, directory)
-            if values:
+            if "live" in kinds:
                 _add_into(os.path.join(directory, _ARCHIVE_FILE), self._accrued(values, now))
                 os.remove(kinds["live"])
         return live
