@@ -9,14 +9,17 @@ and ``uvicorn --workers``. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty director
     uvicorn --workers 2 --host 127.0.0.1 --port 8000 examples.prefork.app:asgi_app
 
 ``GET /work?seconds=S`` runs one task of ``S`` seconds in the pool (0 by default), ``GET /pid`` names the worker
-that answered, ``GET /metrics`` serves every live worker's metrics (any worker may answer it).
+that answered, ``GET /misuse`` does what the misuse alerts are for (sets the result of a finished future, drops a
+failed one unread), ``GET /metrics`` serves every live worker's metrics (any worker may answer it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import InvalidStateError
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -35,6 +38,18 @@ def work(seconds: float) -> int:
     return os.getpid()
 
 
+def misuse() -> int:
+    """A refused transition and a failure nobody reads, counted rather than hidden; names the process."""
+    done = POOL.submit(work, 0)
+    done.result()
+    with contextlib.suppress(InvalidStateError):
+        done.set_result(0)
+    failed = POOL.submit(int, "x")
+    tracedfutures.wait([failed])
+    del failed  # collected unread: executor_exceptions_unretrieved_total{error_type="ValueError"}
+    return os.getpid()
+
+
 def _seconds(query: str) -> float:
     return float(parse_qs(query).get("seconds", ["0"])[0])
 
@@ -45,9 +60,12 @@ _metrics = make_wsgi_app()
 def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """``/work``, ``/pid``, and the metrics on every other path."""
     path = environ.get("PATH_INFO", "")
-    if path not in ("/work", "/pid"):
+    if path == "/work":
+        pid = POOL.submit(work, _seconds(environ.get("QUERY_STRING", ""))).result()
+    elif path in ("/pid", "/misuse"):
+        pid = misuse() if path == "/misuse" else os.getpid()
+    else:
         return _metrics(environ, start_response)
-    pid = POOL.submit(work, _seconds(environ.get("QUERY_STRING", ""))).result() if path == "/work" else os.getpid()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(pid).encode()]
 
@@ -65,3 +83,8 @@ def asgi_work(seconds: float = 0.0) -> int:
 @asgi_app.get("/pid")
 def asgi_pid() -> int:
     return os.getpid()
+
+
+@asgi_app.get("/misuse")
+def asgi_misuse() -> int:
+    return misuse()
