@@ -8,7 +8,8 @@ and ``uvicorn --workers``. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty director
     gunicorn -w 2 -k gthread --threads 4 --preload -b 127.0.0.1:8000 examples.prefork.app:wsgi_app
     uvicorn --workers 2 --host 127.0.0.1 --port 8000 examples.prefork.app:asgi_app
 
-``GET /work?seconds=S`` runs one task of ``S`` seconds in the pool (0 by default), ``GET /pid`` names the worker
+``GET /work?seconds=S`` runs one task of ``S`` seconds in the pool (0 by default) and answers when it ended (with
+``&background=1``: at once, the task outliving the request as fire-and-forget work does), ``GET /pid`` names the worker
 that answered, ``GET /misuse`` does what the misuse alerts are for (sets the result of a finished future, drops a
 failed one unread), ``GET /metrics`` serves every live worker's metrics (any worker may answer it).
 """
@@ -50,8 +51,10 @@ def misuse() -> int:
     return os.getpid()
 
 
-def _seconds(query: str) -> float:
-    return float(parse_qs(query).get("seconds", ["0"])[0])
+def run_work(seconds: float, background: bool) -> int:
+    """Submit one task; the process that ran it, or (``background``) the one that submitted it, at once."""
+    future = POOL.submit(work, seconds)
+    return os.getpid() if background else future.result()
 
 
 _metrics = make_wsgi_app()
@@ -61,7 +64,8 @@ def wsgi_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterabl
     """``/work``, ``/pid``, and the metrics on every other path."""
     path = environ.get("PATH_INFO", "")
     if path == "/work":
-        pid = POOL.submit(work, _seconds(environ.get("QUERY_STRING", ""))).result()
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        pid = run_work(float(query.get("seconds", ["0"])[0]), query.get("background") == ["1"])
     elif path in ("/pid", "/misuse"):
         pid = misuse() if path == "/misuse" else os.getpid()
     else:
@@ -75,9 +79,9 @@ asgi_app.mount("/metrics", make_asgi_app())
 
 
 @asgi_app.get("/work")
-def asgi_work(seconds: float = 0.0) -> int:
+def asgi_work(seconds: float = 0.0, background: bool = False) -> int:
     """FastAPI runs a sync endpoint in its own threads: the task runs in the traced pool."""
-    return POOL.submit(work, seconds).result()
+    return run_work(seconds, background)
 
 
 @asgi_app.get("/pid")
