@@ -46,6 +46,12 @@ first count: they count it on Prometheus 3 started with `--enable-feature=create
 (as `examples/compose.yaml` runs it), and miss what happened before such a series' first scrape on 2.x.
 Utilization and saturation divide busy by available worker-seconds, so pools that lived only part of a window
 (a `with` block, many short-lived pools) count for the time they lived.
+
+Pre-fork servers (gunicorn, `uvicorn --workers`: prometheus_client's
+[multiprocess mode](metrics.md#pre-fork-servers)): every panel and alert works, the running tasks, capacity and
+oldest running task summed over the live workers (a worker killed without a word stops counting at the next
+scrape). What differs: the latency panels show no exemplars, and the breakdowns by exception class and by
+function miss a series' first count on Prometheus 3 too (that mode exposes no created timestamps), as on 2.x.
 """
 
 

@@ -65,6 +65,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._multiprocess": {
         "tracedfutures._lifecycle",
         "tracedfutures._metric_definitions",
+        "tracedfutures._state",
         "tracedfutures._telemetry",
     },
     "tracedfutures.metrics": {
@@ -92,7 +93,9 @@ IMPORTS: dict[str, set[str]] = {
     },
     "tracedfutures.config": {"tracedfutures._config"},
     "tracedfutures.tracing": set(),
-    "tracedfutures.exposition": {"tracedfutures._config", "tracedfutures._running", "tracedfutures.metrics"},
+    "tracedfutures.exposition": {
+        "tracedfutures._config", "tracedfutures._multiprocess", "tracedfutures._running", "tracedfutures.metrics",
+    },
     "tracedfutures.timeline": {
         "tracedfutures._running",
         "tracedfutures._state",

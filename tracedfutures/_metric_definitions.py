@@ -5,6 +5,7 @@ module for them. ``tracedfutures.metrics`` exposes every name defined here.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +23,9 @@ OTHER_ERROR_TYPE = "other"
 #: Distinct ``function`` values per executor before further functions are counted as ``other``.
 MAX_FUNCTIONS = 10
 OTHER_FUNCTION = "other"
+#: Distinct executor names per process (per registry) before further executors are counted as ``other``.
+MAX_EXECUTORS = 64
+OTHER_EXECUTOR = "other"
 #: Every ``outcome`` a task can end with; each executor exposes its totals (``ENDED``) for all three from the start.
 OUTCOMES = ("success", "error", "cancelled")
 REFUSABLE_METHODS = ("set_result", "set_exception", "set_running_or_notify_cancel")
@@ -37,10 +41,8 @@ class Definition:
     type: Literal["counter", "gauge", "histogram"]
     documentation: str
     labels: tuple[str, ...]
-    #: How prometheus_client's multiprocess mode combines the processes' values of a gauge.
-    multiprocess_mode: str = ""
-    #: Computed from live state at scrape time (capacity integrated up to now, the running tasks' ages): the
-    #: multiprocess backend, which writes values as events happen, cannot record it.
+    #: Computed from live state at scrape time (capacity integrated up to now, the running tasks' ages), in both
+    #: backends: the multiprocess one derives it from each process's live file rather than record it.
     scrape_time: bool = False
 
     def family(self) -> Any:
@@ -81,17 +83,15 @@ QUEUED = Definition(
     "gauge",
     "Tasks submitted and not running yet (for process pools: those in the pool's call queue too).",
     ("executor",),
-    "livesum",
 )
 RUNNING_GAUGE = Definition(
     "executor_tasks_running",
     "gauge",
     "Tasks running now (for process pools: started in a worker process, as the pool's start board says).",
     ("executor",),
-    "livesum",
 )
 MAX_WORKERS = Definition(
-    "executor_max_workers", "gauge", "Workers the live executors of this name may use.", ("executor",), "livesum"
+    "executor_max_workers", "gauge", "Workers the live executors of this name may use.", ("executor",)
 )
 BUSY = Definition(
     "executor_workers_busy_seconds",
@@ -177,6 +177,11 @@ class CappedLabels:
         """In a forked child: a fresh lock (a parent thread may have held it); the labels stay."""
         self._lock = threading.Lock()
 
+    def release(self, label: str) -> None:
+        """Free ``label``'s place under the cap (its series were dropped)."""
+        with self._lock:
+            self._names.discard(label)
+
     def _admit(self, label: str) -> str:
         """``label`` if it is one of the kept names or there is room for it, else the ``other`` label."""
         with self._lock:
@@ -235,3 +240,25 @@ class FunctionLabels(CappedLabels):
             return label
         except Exception:
             return self._other
+
+
+class ExecutorNames(CappedLabels):
+    """The capped ``executor`` label of a backend: the first ``MAX_EXECUTORS`` names, then ``other``, with a
+    warning the first time a name is counted as ``other`` (a program that names a pool per job, say). Asked once
+    per executor made, never per task."""
+
+    __slots__ = ("_warned",)
+
+    def __init__(self) -> None:
+        super().__init__(MAX_EXECUTORS, OTHER_EXECUTOR)
+        self._warned = False
+
+    def __call__(self, name: str) -> str:
+        label = self._admit(name)
+        if label != name and not self._warned:
+            self._warned = True
+            logging.getLogger("tracedfutures").warning(
+                "more than %d executor names: executor %r and later new names are counted as %r (name pools by "
+                "role, not by job)", MAX_EXECUTORS, name, OTHER_EXECUTOR,
+            )  # fmt: skip
+        return label

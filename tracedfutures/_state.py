@@ -78,7 +78,10 @@ class ProcessState:
             self.forking = None
 
     def after_fork_in_parent(self) -> None:
+        """The multiprocess backend's pools count again from this process's next task (see ``_multiprocess``)."""
         self.forking = None
+        if self.multiprocess is not None:
+            self.multiprocess.after_fork(child=False)
 
     def after_fork_in_child(self) -> None:
         """In a forked child, in this order: fresh locks, then the child's own identity and tables."""
@@ -106,7 +109,7 @@ class ProcessState:
             if backend is not None:
                 backend.after_fork()
         if self.multiprocess is not None:
-            self.multiprocess.after_fork()
+            self.multiprocess.after_fork(child=True)
         for export in list(self.meter_exports.values()):
             export.after_fork()
 

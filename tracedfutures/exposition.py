@@ -19,13 +19,14 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from tracedfutures import _config
 from tracedfutures._running import running_now
 from tracedfutures.metrics import MULTIPROCESS
 
-__all__ = ["TASKS_PATH", "ASGIApplication", "make_asgi_app", "make_wsgi_app", "start_http_server"]
+__all__ = [
+    "TASKS_PATH", "ASGIApplication", "make_asgi_app", "make_wsgi_app", "multiprocess_registry", "start_http_server",
+]
 
 #: The path of the running-tasks document.
 TASKS_PATH = "/tasks"
@@ -46,12 +47,24 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     if registry is not None:
         _config.check_options(None, registry)
         return registry
-    if MULTIPROCESS:  # every process's files, as prometheus_client's multiprocess mode documents
-        aggregated = CollectorRegistry()
-        MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
-        return aggregated
+    if MULTIPROCESS:
+        return multiprocess_registry()
     configured = _config.defaults().registry
     return configured if configured is not None else prometheus_client.REGISTRY
+
+
+def multiprocess_registry(path: str | None = None) -> CollectorRegistry:
+    """A registry that serves every process's metrics in prometheus_client's multiprocess mode, from ``path``
+    (default ``PROMETHEUS_MULTIPROC_DIR``): use it instead of prometheus_client's ``MultiProcessCollector`` (the
+    apps here do). It counts live processes only, with no server hook, keeps the directory as small as the live
+    processes' files, and derives the running tasks, capacity and oldest task's age at scrape time (see
+    ``tracedfutures._multiprocess.MultiprocessCollector``)."""
+    # Imported here: the multiprocess backend (its file lock is POSIX's) loads only where that mode is used.
+    from tracedfutures._multiprocess import MultiprocessCollector
+
+    registry = CollectorRegistry()
+    registry.register(MultiprocessCollector(path))
+    return registry
 
 
 class _QuietHandler(WSGIRequestHandler):

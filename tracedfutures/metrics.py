@@ -37,10 +37,12 @@ from tracedfutures._metric_definitions import (
     EXECUTOR_METRICS as EXECUTOR_METRICS,
     INVALID as INVALID,
     MAX_ERROR_TYPES as MAX_ERROR_TYPES,
+    MAX_EXECUTORS as MAX_EXECUTORS,
     MAX_FUNCTIONS as MAX_FUNCTIONS,
     MAX_WORKERS as MAX_WORKERS,
     OLDEST_RUNNING as OLDEST_RUNNING,
     OTHER_ERROR_TYPE as OTHER_ERROR_TYPE,
+    OTHER_EXECUTOR as OTHER_EXECUTOR,
     OTHER_FUNCTION as OTHER_FUNCTION,
     OUTCOMES as OUTCOMES,
     QUEUE as QUEUE,
@@ -56,6 +58,7 @@ from tracedfutures._metric_definitions import (
     WAIT_METRICS as WAIT_METRICS,
     Definition as Definition,
     ErrorLabels as ErrorLabels,
+    ExecutorNames as ExecutorNames,
     FunctionLabels as FunctionLabels,
     TaskTrace as TaskTrace,
 )
@@ -73,14 +76,17 @@ __all__ = [
     "BUSY",
     "COMPLETED",
     "DEFAULT_BUCKETS",
+    "DROP_AFTER_SECONDS",
     "ENDED",
     "EXECUTOR_METRICS",
     "INVALID",
     "MAX_ERROR_TYPES",
+    "MAX_EXECUTORS",
     "MAX_FUNCTIONS",
     "MAX_WORKERS",
     "OLDEST_RUNNING",
     "OTHER_ERROR_TYPE",
+    "OTHER_EXECUTOR",
     "OTHER_FUNCTION",
     "OUTCOMES",
     "QUEUE",
@@ -105,6 +111,10 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
+
+#: Seconds the series of an executor name whose executors are all gone keep being exposed, unchanged, before they
+#: are dropped (see ``MetricsCollector``): ten minutes, so that every scraper has seen their last counts.
+DROP_AFTER_SECONDS = 600.0
 
 #: Whether prometheus_client's multiprocess mode is on, decided once at import as prometheus_client does.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -166,6 +176,8 @@ class RunningTable(Protocol):
     def kind(self) -> str: ...
     @property
     def tasks(self) -> dict[Any, int]: ...
+    def alive(self) -> bool:
+        """Whether the executor lives and is not shut down."""
 
 
 class WorkerBoard(Protocol):
@@ -379,6 +391,9 @@ class ExecutorStats:
         # Busy and available worker-nanoseconds as last exposed (see ``_exposed_busy_ns``).
         self.busy_exposed = 0
         self.capacity_exposed = 0
+        #: What the last scrape exposed (``_fingerprint``), and since when scrapes have exposed it (monotonic s).
+        self.seen: tuple[int, ...] = ()
+        self.seen_since = 0.0
 
     def _first_counts(self) -> _TaskCounts:
         """This thread's counts, made on its first task (when ended threads' counts are folded in); later tasks
@@ -503,7 +518,22 @@ class ExecutorStats:
                 total.add(counts)
         return total
 
-    def collect_into(self, families: dict[Definition, Any]) -> None:
+    def _fingerprint(self, total: _TaskCounts) -> tuple[int, ...]:
+        """What changes with every event counted here: the last scrape saw them all if it is unchanged since."""
+        with self.lock:
+            rare = (sum(self.invalid.values()), sum(self.unretrieved_count.values()), self.max_workers)
+        return (total.submitted, total.started, total.unstarted, total.ended_after_start,
+                sum(total.completed.values()), sum(total.result_lag.counts), *rare)  # fmt: skip
+
+    def changed(self) -> bool:
+        """Whether anything was counted here since the last scrape (a dropped name's late event: see
+        ``MetricsCollector``)."""
+        return self._fingerprint(self.totals()) != self.seen
+
+    def collect_into(self, families: dict[Definition, Any]) -> bool:
+        """Add this name's series to ``families``; True when they may be dropped now: every executor of the name
+        is gone (collected or shut down), nothing runs or waits, and scrapes have exposed these same counts for
+        ``DROP_AFTER_SECONDS`` (every scraper, a second Prometheus of a pair too, has seen them)."""
         name, created = self.name, self.created
         total = self.totals()
         families[SUBMITTED].add_metric([name], total.submitted, created)
@@ -543,6 +573,14 @@ class ExecutorStats:
                 families[INVALID].add_metric([name, method], count, created)
             for etype, count in self.unretrieved_count.items():
                 families[UNRETRIEVED].add_metric([name, etype], count, self.unretrieved_created[etype])
+            workers, tables = self.max_workers, list(self.running)
+        fingerprint, now = self._fingerprint(total), time.monotonic()
+        if fingerprint != self.seen:
+            self.seen, self.seen_since = fingerprint, now
+            return False
+        idle = not starts and total.submitted == total.ended_after_start + total.unstarted
+        gone = idle and not workers and not any(table.alive() for table in tables)
+        return gone and now - self.seen_since >= DROP_AFTER_SECONDS
 
 
 class WaitStats:
@@ -584,19 +622,29 @@ class WaitStats:
 
 
 class MetricsCollector:
-    """The one collector per registry that exposes every executor's and every wait's metrics at scrape time."""
+    """The one collector per registry that exposes every executor's and every wait's metrics at scrape time.
+
+    Executor names are capped (``ExecutorNames``), and a name whose executors are all gone is dropped once
+    scrapes have exposed its final counts for ``DROP_AFTER_SECONDS`` (``ExecutorStats.collect_into``): its series
+    end, its slot under the cap is free. Its counts are kept while anything still refers to them (a future not
+    read yet, a finalizer): a late event brings the name back with them at the next scrape, as does a new
+    executor of that name."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
         self.lock = threading.Lock()
         self.executors: dict[str, ExecutorStats] = {}
+        self.dropped: weakref.WeakValueDictionary[str, ExecutorStats] = weakref.WeakValueDictionary()
+        self.names = ExecutorNames()
         self.waits = WaitStats(buckets)
 
     def executor(self, name: str) -> ExecutorStats:
+        name = self.names(name)
         with self.lock:
             stats = self.executors.get(name)
             if stats is None:
-                stats = self.executors[name] = ExecutorStats(name, self.buckets)
+                stats = self.dropped.pop(name, None) or ExecutorStats(name, self.buckets)
+                self.executors[name] = stats
             return stats
 
     def describe(self) -> list[Metric]:
@@ -604,16 +652,27 @@ class MetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         with self.lock:
+            back = [stats for name, stats in self.dropped.items() if name not in self.executors]
+        back = [stats for stats in back if stats.changed()]  # counted after it was dropped: exposed again
+        with self.lock:
+            for stats in back:
+                if stats.name not in self.executors and self.dropped.pop(stats.name, None) is stats:
+                    self.executors[stats.name] = stats
             executors: Sequence[ExecutorStats] = list(self.executors.values())
         families = {d: d.family() for d in (*EXECUTOR_METRICS, *WAIT_METRICS)}
-        for stats in executors:
-            stats.collect_into(families)
+        gone = [stats for stats in executors if stats.collect_into(families)]
         self.waits.collect_into(families)
+        with self.lock:
+            for stats in gone:
+                if self.executors.get(stats.name) is stats:
+                    del self.executors[stats.name]
+                    self.dropped[stats.name] = stats
+                    self.names.release(stats.name)
         return iter(families.values())
 
     def reset(self) -> None:
         self.lock = threading.Lock()
-        for stats in self.executors.values():
+        for stats in [*self.executors.values(), *self.dropped.values()]:
             stats.reset()
         self.waits.reset()
 
@@ -623,10 +682,11 @@ class MetricsCollector:
         that shutting one down in the child brings the gauge back to 0, not below."""
         workers = {name: stats.max_workers for name, stats in self.executors.items()}
         self.reset()
-        for name, stats in self.executors.items():
-            stats.max_workers = workers[name]
+        for stats in [*self.executors.values(), *self.dropped.values()]:
+            stats.max_workers = workers.get(stats.name, 0)
             stats.error_label.after_fork()
             stats.function_label.after_fork()
+        self.names.after_fork()
 
 
 # -- the hook -------------------------------------------------------------------------------------------------------

@@ -293,7 +293,7 @@ class Prometheus:
     """A Prometheus server of our own (major ``version``) on a free loopback port, scraping ``target`` every
     second. Prometheus 3 ingests created timestamps (a series' first count is seen); 2.42 has no such feature."""
 
-    def __init__(self, workdir: Path, target: str, version: str, rules: Path) -> None:
+    def __init__(self, workdir: Path, target: str, version: str, rules: Path, metrics_path: str = "/metrics") -> None:
         self.version = version
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -303,7 +303,9 @@ class Prometheus:
         settings = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [
+                {"job_name": JOB, "metrics_path": metrics_path, "static_configs": [{"targets": [target]}]}
+            ],
         }
         config_file = workdir / "prometheus.yml"
         config_file.write_text(json.dumps(settings), encoding="utf-8")  # JSON is YAML
