@@ -36,6 +36,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._stdlib": {"tracedfutures._shutdown_deadlock", "tracedfutures._state"},
     "tracedfutures._naming": {"tracedfutures._stdlib"},
     "tracedfutures._wire": set(),
+    "tracedfutures._worker_cpu": set(),
     "tracedfutures._telemetry": {"tracedfutures._state"},
     "tracedfutures.version": set(),
     "tracedfutures.package": set(),
@@ -73,6 +74,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures._multiprocess",
+        "tracedfutures._worker_cpu",
     },
     "tracedfutures._otel_names": {"tracedfutures._metric_definitions"},
     "tracedfutures._otel_metrics": {
@@ -184,6 +186,7 @@ LAYERS: tuple[set[str], ...] = (
         "tracedfutures._stdlib",
         "tracedfutures._naming",
         "tracedfutures._wire",
+        "tracedfutures._worker_cpu",
         "tracedfutures._telemetry",
         "tracedfutures.version",
         "tracedfutures.package",

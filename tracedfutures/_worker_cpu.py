@@ -1,0 +1,148 @@
+"""The CPU seconds of an executor name's workers, read when someone reads (a scrape, a collection, ``top``, the
+timeline writer), never per task.
+
+A thread or interpreter pool's workers are threads of this process: each one's CPU clock
+(``time.pthread_getcpuclockid`` once, while the thread is alive, then ``time.clock_gettime_ns`` at every read; a
+clock of a thread that has ended raises instead of reading another thread's). An interpreter pool's worker runs its
+subinterpreter on that same thread, so its clock holds both. A process pool's workers are processes: what the OS
+charged each one, user plus system time, from ``/proc/PID/stat`` (Linux; elsewhere such a pool has no series).
+
+A worker that ends between two reads: a worker thread hands its final CPU over as it ends (``ThreadExit``, kept in
+its thread-local counts, made once per thread); a worker process cannot (it is reaped by ``multiprocessing`` as it
+ends), so what it used since the last read is not counted: the counter is a lower bound by at most that. Every
+worker's last read is kept, so the total never goes down. Vendor-free: nothing here imports a telemetry vendor.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+#: Clock ticks a second, the unit of ``/proc/PID/stat``'s times (None where the system does not say).
+_TICKS: int | None
+try:
+    _TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):
+    _TICKS = None
+_THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid") and hasattr(time, "clock_gettime_ns")
+_PROCESS_TIMES = _TICKS is not None and os.path.exists("/proc/self/stat")
+#: Ended threads whose final CPU is kept until the next read: a bound for a program that never reads.
+_MAX_EXITED = 4096
+
+
+def process_cpu_ns(pid: int) -> tuple[int, int] | None:
+    """The CPU time (user plus system, in ns) the OS charged process ``pid``, and its start time (clock ticks
+    after boot, which tells a reused pid apart); None when it cannot be read (it has been reaped, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # the name, in parentheses, may hold spaces: fields 3 on
+    ticks = _TICKS or 100
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // ticks, int(fields[19])
+
+
+class ThreadExit:
+    """Kept in a thread's own thread-local counts: when the thread ends, its thread-local data is cleared on that
+    thread, and this hands the thread's final CPU time to ``WorkerCpu``. Does nothing when cleared from another
+    thread (a reset of the counts, a fork)."""
+
+    __slots__ = ("cpu", "ident")
+
+    def __init__(self, cpu: WorkerCpu) -> None:
+        self.cpu = cpu
+        self.ident = threading.get_ident()
+
+    def __del__(self) -> None:
+        try:
+            if threading.get_ident() == self.ident:
+                self.cpu.thread_ended(self.ident, time.thread_time_ns())
+        except Exception:  # a thread's end must never fail for its telemetry
+            pass
+
+
+class WorkerCpu:
+    """The CPU nanoseconds of the workers of every executor of one name: the workers' last reads added up, and
+    those of the workers gone (``retired_ns``). Thread-safe; every read takes ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: Each worker thread seen: its CPU clock (None once it handed over its final CPU) and its last read (ns).
+        self.threads: dict[threading.Thread, tuple[int | None, int]] = {}
+        #: Each worker process seen, by (pid, start time): its last read (ns).
+        self.processes: dict[tuple[int, int], int] = {}
+        #: The final CPU time of threads that ended since the last read, by thread id (``ThreadExit``).
+        self.exited: dict[int, int] = {}
+        self.retired_ns = 0
+
+    def thread_ended(self, ident: int, cpu_ns: int) -> None:
+        with self.lock:
+            if len(self.exited) < _MAX_EXITED:
+                self.exited[ident] = cpu_ns
+
+    def read(self, executors: Iterable[tuple[str, Any]]) -> int | None:
+        """The CPU nanoseconds of the workers of ``executors`` ((kind, executor) pairs, the live executors of this
+        name) and of every worker seen before, now; None when none of them has workers whose CPU can be read."""
+        threads: set[threading.Thread] = set()
+        pids: set[int] = set()
+        readable = False
+        for kind, executor in executors:
+            if kind in ("thread", "interpreter") and _THREAD_CLOCKS:
+                readable = True
+                threads.update(getattr(executor, "_threads", None) or ())
+            elif kind == "process" and _PROCESS_TIMES:
+                readable = True
+                pids.update(getattr(executor, "_processes", None) or ())
+        with self.lock:
+            if not readable and not self.threads and not self.processes and not self.retired_ns:
+                return None
+            self._read_threads(threads)
+            self._read_processes(pids)
+            return self.retired_ns + sum(last for clock, last in self.threads.values()) + sum(self.processes.values())
+
+    def _read_threads(self, threads: set[threading.Thread]) -> None:
+        """Bring the threads' reads up to now (under ``lock``): a thread that ended hands over its final CPU, one
+        that ended without (not seen before its end) keeps its last read; those no executor holds any more and that
+        have ended are folded into ``retired_ns``."""
+        exited, self.exited = self.exited, {}
+        for thread in threads | self.threads.keys():
+            known = self.threads.get(thread)
+            final = exited.get(thread.ident) if thread.ident is not None else None
+            if final is not None and (known is not None or thread in threads):
+                self.threads[thread] = (None, max(final, known[1] if known else 0))
+            elif thread.is_alive() and thread in threads:
+                clock = known[0] if known else _thread_clock(thread)
+                if clock is not None:
+                    try:
+                        now = time.clock_gettime_ns(clock)
+                    except OSError:  # it ended since: its last read stands
+                        now = 0
+                    self.threads[thread] = (clock, max(now, known[1] if known else 0))
+            if thread in self.threads and not thread.is_alive() and thread not in threads:
+                self.retired_ns += self.threads.pop(thread)[1]
+
+    def _read_processes(self, pids: set[int]) -> None:
+        """Bring the processes' reads up to now (under ``lock``); a process that is gone keeps its last read, folded
+        into ``retired_ns``."""
+        seen = set()
+        for pid in pids:
+            found = process_cpu_ns(pid)
+            if found is not None:
+                cpu_ns, started = found
+                key = (pid, started)
+                seen.add(key)
+                self.processes[key] = max(cpu_ns, self.processes.get(key, 0))
+        for key in self.processes.keys() - seen:
+            self.retired_ns += self.processes.pop(key)
+
+
+def _thread_clock(thread: threading.Thread) -> int | None:
+    """The CPU clock of a live thread (None if it cannot be had): asked once, while the thread runs."""
+    try:
+        return time.pthread_getcpuclockid(thread.ident) if thread.ident is not None else None
+    except (OSError, OverflowError):
+        return None
