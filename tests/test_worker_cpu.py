@@ -120,3 +120,28 @@ def test_no_series_for_an_executor_whose_workers_cannot_be_read() -> None:
         assert executor.submit(int, "3").result(60) == 3
     assert registry.get_sample_value(CPU, {"executor": "custom"}) is None
     assert registry.get_sample_value(BUSY, {"executor": "custom"}) is not None
+
+
+def test_the_opentelemetry_twin() -> None:
+    """``executor.worker.cpu.time`` (unit ``s``, a monotonic sum) through an SDK MeterProvider's reader: the same
+    value as the Prometheus series, read at collection time."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider([reader])
+    registry = CollectorRegistry()
+    try:
+        pool = tracedfutures.TracedThreadPoolExecutor(2, name="twin", registry=registry, meter_provider=provider)
+        charged = cpusupport.cpu_phase(pool, cpusupport.spin, [LOOPS] * 2, cpusupport.own_cpu)
+        data = reader.get_metrics_data()
+        assert data is not None
+        [metric] = [m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+                    if m.name == "executor.worker.cpu.time"]  # fmt: skip
+        assert metric.unit == "s" and metric.data.is_monotonic
+        [point] = metric.data.data_points
+        assert dict(point.attributes) == {"executor.name": "twin", "executor.kind": "thread"}
+        assert point.value == _value(registry, CPU, "twin")
+        _near(point.value, charged)
+    finally:
+        provider.shutdown()
