@@ -29,6 +29,7 @@ from clisupport import tracedfutures
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "report_workload.py"
+CPU_WORKLOAD = ROOT / "tests" / "cpu_workload.py"
 #: Where the screenshots are kept (printed by each test that writes one); TF_ARTIFACTS overrides it.
 ARTIFACTS = Path(os.environ.get("TF_ARTIFACTS") or Path(tempfile.gettempdir()) / "tracedfutures-test-artifacts")
 #: Seconds a 100,000-task page may take from navigation to drawn.
@@ -178,6 +179,45 @@ def test_the_report_of_a_recorded_run(
     page.settle()
     assert page.errors == []
     page.screenshot(keep(tmp_path / "report.png", capsys))
+
+
+@needs_chromium
+def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytest.CaptureFixture[str]) -> None:
+    """tests/cpu_workload.py, recorded: a GIL-bound thread pool, a process pool and a pool of sleeping threads,
+    each told apart by its sentence; the timeline holds each executor's ``cpu`` counter, and the chart draws it."""
+    trace, report = tmp_path / "trace.json", tmp_path / "report.html"
+    done = tracedfutures("record", "-o", trace, "--", sys.executable, CPU_WORKLOAD, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cpu = {}
+    for event in events(trace):
+        if event["ph"] == "C" and event["name"] == "cpu":
+            cpu.setdefault(event["id"], []).append(event["args"][event["id"]])
+    assert set(cpu) == {"resize", "ProcessPoolExecutor", "io"}
+    assert all(values == sorted(values) for values in cpu.values())  # CPU seconds so far: never down
+    done = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page.open(report)
+    assert page.errors == []
+    sentences = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#cpu-verdicts li')]"
+        ".map((li) => [li.dataset.executor, li.textContent]))"
+    )
+    assert set(sentences) == {"resize", "ProcessPoolExecutor", "io"}, sentences
+    assert re.fullmatch(
+        r"resize: 4 workers busy on (0\.[6-9]|1\.[0-2]) CPUs?: CPU-bound under the GIL, a process or interpreter pool "
+        r"would run them in parallel", sentences["resize"]
+    ), sentences
+    assert re.fullmatch(
+        r"ProcessPoolExecutor: 2 workers busy on [1-2]\.\d CPUs?: the tasks compute, each busy worker on a CPU of its "
+        r"own", sentences["ProcessPoolExecutor"]
+    ), sentences
+    assert re.fullmatch(r"io: 4 workers busy on 0\.0 CPUs: the tasks mostly wait", sentences["io"]), sentences
+    legend = "[...document.querySelectorAll('#cpu-chart .u-legend .u-label')].map((e) => e.textContent)"
+    assert set(page.evaluate(legend)) == {"s"} | {f"{name} {what}" for name in sentences
+                                               for what in ("CPUs used", "busy workers")}  # fmt: skip
+    page.settle()
+    assert page.errors == []
+    page.screenshot(keep(tmp_path / "report-cpu.png", capsys))
 
 
 def test_a_file_that_is_not_a_timeline_is_one_line(tmp_path: Path) -> None:

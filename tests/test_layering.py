@@ -99,6 +99,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._running",
         "tracedfutures._state",
         "tracedfutures._telemetry",
+        "tracedfutures._worker_cpu",
         "tracedfutures.spans",
         "tracedfutures.version",
     },

@@ -25,7 +25,10 @@ What is written, for each task span (times in microseconds from the writer's sta
   the start of the task's slice;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
-  name), exact at every change.
+  name), exact at every change;
+- a counter ``cpu`` per executor: the CPU seconds its workers used so far (``_worker_cpu``), read as tasks end,
+  at most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last
+  read, so what it used after that is missing).
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
 ``BUFFER_BYTES``), and the counters' changes are sorted in chunks spilled to a temporary file and merged when the
@@ -55,8 +58,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from tracedfutures._running import executors_now
+from tracedfutures._running import executors_now, pools_by_name
 from tracedfutures._state import state
+from tracedfutures._worker_cpu import WorkerCpu
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
     CODE_FUNCTION,
@@ -78,6 +82,8 @@ DEFAULT_MAX_TASKS = 200_000
 BUFFER_BYTES = 1 << 20
 #: Counter changes kept in memory before a sorted chunk of them goes to the temporary file.
 CHUNK = 1 << 16
+#: The executors' workers' CPU is read as tasks end, at most this often (ns).
+CPU_EVERY_NS = 50_000_000
 
 _CALLS = {WAIT_SPAN: "wait", AS_COMPLETED_SPAN: "as_completed"}
 #: Where the span started: the starting thread's id and name, and when ``on_start`` ran (ns).
@@ -156,6 +162,8 @@ class TimelineWriter(SpanProcessor):
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
+        self._cpu_read = 0  # when it was last read (ns)
         self.drawn = 0
         self.left_out = 0
         self._closed = False
@@ -210,6 +218,7 @@ class TimelineWriter(SpanProcessor):
                 return
             self._closed = True
             try:
+                self._read_cpu(time.time_ns())
                 self._write_counters()
                 other = {
                     "writer": f"tracedfutures {__version__}",
@@ -241,6 +250,8 @@ class TimelineWriter(SpanProcessor):
             finished = running + round(float(run_for) * 1e9) if isinstance(run_for, float) else ended
             self._counters.add(running, index, -1, 1)
             self._counters.add(finished, index, 0, -1)
+        if ended - self._cpu_read >= CPU_EVERY_NS:
+            self._read_cpu(ended)
         if not self._draw():
             return
         context = span.context
@@ -299,6 +310,21 @@ class TimelineWriter(SpanProcessor):
             f'{{"ph":"f","bp":"e","cat":"submit","name":"submit","id":"{span_id}","pid":{worker_pid},'
             f'"tid":{tid},"ts":{run_ts}}}'
         )
+
+    def _read_cpu(self, now: int) -> None:
+        """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
+        self._cpu_read = now
+        pools = pools_by_name()
+        ts = _us(now - self._origin)
+        for name in self._executors:
+            cpu = self._cpu.get(name)
+            if cpu is None:
+                cpu = self._cpu[name] = WorkerCpu()
+            cpu_ns = cpu.read(pools.get(name, ()))
+            if cpu_ns is not None:
+                key = json.dumps(name)
+                seconds = f"{cpu_ns // 1_000_000_000}.{cpu_ns % 1_000_000_000:09d}"  # exactly, as ``_us`` does
+                self._event(f'{{"ph":"C","name":"cpu","id":{key},"pid":{self._pid},"ts":{ts},"args":{{{key}:{seconds}}}}}')
 
     def _draw(self) -> bool:
         """Whether one more slice is drawn (at most ``max_tasks``); one past the cap is counted in ``left_out``."""
@@ -409,6 +435,7 @@ class TimelineWriter(SpanProcessor):
         self._buffer, self._buffered = [], 0
         self._started = {}
         self._counters = _Counters()
+        self._cpu = {}
         self._lock = threading.Lock()
 
 

@@ -10,9 +10,11 @@ describes it:
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
   tasks cancelled before they ran;
-- ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name);
+- ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name), and
+  ``cpu``, the CPU seconds the executor's workers used so far, read from time to time;
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
-- ``otherData``: each executor's ``max_workers`` and the count of what the writer ``left_out`` past its cap.
+- ``otherData``: each executor's ``kind`` and ``max_workers``, and the count of what the writer ``left_out`` past
+  its cap.
 
 The writer's module is not imported: it needs the OpenTelemetry SDK, which reading a file does not. A file that
 is not JSON, or not a trace, raises ``TimelineError`` with a sentence that says why.
@@ -33,7 +35,7 @@ CANCELLED = "cancelled"
 BLOCKED = "blocked"
 #: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices.
 TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
-COUNTERS = ("queued", "running")
+COUNTERS = ("queued", "running", "cpu")
 US = 1e-6
 
 
@@ -73,9 +75,11 @@ class Timeline:
 
     tasks: list[Task] = field(default_factory=list)
     blocked: list[Blocked] = field(default_factory=list)
-    #: (executor, "queued" or "running") -> [(seconds, value)], by time.
+    #: (executor, "queued", "running" or "cpu") -> [(seconds, value)], by time.
     counters: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     max_workers: dict[str, int] = field(default_factory=dict)
+    #: Each executor's kind (``thread``, ``process``, ``interpreter``, ``other``) where the file says it.
+    kinds: dict[str, str] = field(default_factory=dict)
     #: Tasks cancelled before they ran, per executor.
     cancelled: dict[str, int] = field(default_factory=dict)
     #: Each lane's (pid, tid).
@@ -247,3 +251,5 @@ class _Reader:
         for executor, info in (other.get("executors") or {}).items():
             if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
                 timeline.max_workers[str(executor)] = info["max_workers"]
+            if isinstance(info, dict) and isinstance(info.get("kind"), str):
+                timeline.kinds[str(executor)] = info["kind"]
