@@ -203,13 +203,15 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
         ".map((li) => [li.dataset.executor, li.textContent]))"
     )
     assert set(sentences) == {"resize", "ProcessPoolExecutor", "io"}, sentences
+    # On a loaded machine (the suite shares its cores) the processes may get less than a CPU each: the sentence
+    # then says that they waited for one.
     assert re.fullmatch(
-        r"resize: 4 workers busy on (0\.[6-9]|1\.[0-2]) CPUs?: CPU-bound under the GIL, a process or interpreter pool "
+        r"resize: 4 workers busy on [01]\.\d CPUs?: CPU-bound under the GIL, a process or interpreter pool "
         r"would run them in parallel", sentences["resize"]
     ), sentences
     assert re.fullmatch(
-        r"ProcessPoolExecutor: 2 workers busy on [1-2]\.\d CPUs?: the tasks compute, each busy worker on a CPU of its "
-        r"own", sentences["ProcessPoolExecutor"]
+        r"ProcessPoolExecutor: 2 workers busy on \d\.\d CPUs?: the tasks compute, (each busy worker on a CPU of its "
+        r"own|but waited for a CPU \d+% of the time: the machine's cores were busy)", sentences["ProcessPoolExecutor"]
     ), sentences
     assert re.fullmatch(r"io: 4 workers busy on 0\.0 CPUs: the tasks mostly wait", sentences["io"]), sentences
     legend = "[...document.querySelectorAll('#cpu-chart .u-legend .u-label')].map((e) => e.textContent)"

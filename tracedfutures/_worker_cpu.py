@@ -7,6 +7,8 @@ clock of a thread that has ended raises instead of reading another thread's). An
 subinterpreter on that same thread, so its clock holds both. A process pool's workers are processes: what the OS
 charged each one, user plus system time, from ``/proc/PID/stat`` (Linux; elsewhere such a pool has no series).
 
+For ``tracedfutures report``, each worker's time runnable but waiting for a CPU is read too (``waits``).
+
 A worker that ends between two reads: a worker thread hands its final CPU over as it ends (``ThreadExit``, kept in
 its thread-local counts, made once per thread); a worker process cannot (it is reaped by ``multiprocessing`` as it
 ends), so what it used since the last read is not counted: the counter is a lower bound by at most that. Every
@@ -15,6 +17,7 @@ worker's last read is kept, so the total never goes down. Vendor-free: nothing h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -65,19 +68,35 @@ class ThreadExit:
             pass
 
 
+class _Worker:
+    """What was last read of one worker: its CPU clock (a thread's; None once it handed over its final CPU), its
+    CPU time and its time runnable but waiting for a CPU (ns)."""
+
+    __slots__ = ("clock", "cpu", "wait")
+
+    def __init__(self, clock: int | None) -> None:
+        self.clock = clock
+        self.cpu = self.wait = 0
+
+
 class WorkerCpu:
     """The CPU nanoseconds of the workers of every executor of one name: the workers' last reads added up, and
-    those of the workers gone (``retired_ns``). Thread-safe; every read takes ``lock``."""
+    those of the workers gone (``retired_ns``). Thread-safe; every read takes ``lock``.
 
-    def __init__(self) -> None:
+    With ``waits`` (what ``tracedfutures report`` needs, not the metrics), each read also adds up the time the
+    workers were runnable but waiting for a CPU (Linux's ``/proc/.../schedstat``) into ``waited_ns``: what tells a
+    machine short of cores from tasks that wait on I/O."""
+
+    def __init__(self, waits: bool = False) -> None:
         self.lock = threading.Lock()
-        #: Each worker thread seen: its CPU clock (None once it handed over its final CPU) and its last read (ns).
-        self.threads: dict[threading.Thread, tuple[int | None, int]] = {}
-        #: Each worker process seen, by (pid, start time): its last read (ns).
-        self.processes: dict[tuple[int, int], int] = {}
+        self.waits = waits
+        #: Each worker thread seen, and each worker process seen by (pid, start time).
+        self.threads: dict[threading.Thread, _Worker] = {}
+        self.processes: dict[tuple[int, int], _Worker] = {}
         #: The final CPU time of threads that ended since the last read, by thread id (``ThreadExit``).
         self.exited: dict[int, int] = {}
-        self.retired_ns = 0
+        self.retired_ns = self.retired_wait_ns = 0
+        self.waited_ns = 0
 
     def thread_ended(self, ident: int, cpu_ns: int) -> None:
         with self.lock:
@@ -102,7 +121,13 @@ class WorkerCpu:
                 return None
             self._read_threads(threads)
             self._read_processes(pids)
-            return self.retired_ns + sum(last for clock, last in self.threads.values()) + sum(self.processes.values())
+            workers = [*self.threads.values(), *self.processes.values()]
+            self.waited_ns = self.retired_wait_ns + sum(worker.wait for worker in workers)
+            return self.retired_ns + sum(worker.cpu for worker in workers)
+
+    def _retire(self, worker: _Worker) -> None:
+        self.retired_ns += worker.cpu
+        self.retired_wait_ns += worker.wait
 
     def _read_threads(self, threads: set[threading.Thread]) -> None:
         """Bring the threads' reads up to now (under ``lock``): a thread that ended hands over its final CPU, one
@@ -110,20 +135,21 @@ class WorkerCpu:
         have ended are folded into ``retired_ns``."""
         exited, self.exited = self.exited, {}
         for thread in threads | self.threads.keys():
-            known = self.threads.get(thread)
+            worker = self.threads.get(thread)
             final = exited.get(thread.ident) if thread.ident is not None else None
-            if final is not None and (known is not None or thread in threads):
-                self.threads[thread] = (None, max(final, known[1] if known else 0))
+            if final is not None and (worker is not None or thread in threads):
+                worker = self.threads.setdefault(thread, _Worker(None))
+                worker.clock, worker.cpu = None, max(final, worker.cpu)
             elif thread.is_alive() and thread in threads:
-                clock = known[0] if known else _thread_clock(thread)
+                clock = worker.clock if worker is not None else _thread_clock(thread)
                 if clock is not None:
-                    try:
-                        now = time.clock_gettime_ns(clock)
-                    except OSError:  # it ended since: its last read stands
-                        now = 0
-                    self.threads[thread] = (clock, max(now, known[1] if known else 0))
+                    worker = self.threads.setdefault(thread, _Worker(clock))
+                    with contextlib.suppress(OSError):  # it ended since: its last read stands
+                        worker.cpu = max(time.clock_gettime_ns(clock), worker.cpu)
+                    if self.waits:
+                        worker.wait = max(_runnable_wait_ns(f"/proc/self/task/{thread.native_id}"), worker.wait)
             if thread in self.threads and not thread.is_alive() and thread not in threads:
-                self.retired_ns += self.threads.pop(thread)[1]
+                self._retire(self.threads.pop(thread))
 
     def _read_processes(self, pids: set[int]) -> None:
         """Bring the processes' reads up to now (under ``lock``); a process that is gone keeps its last read, folded
@@ -135,9 +161,22 @@ class WorkerCpu:
                 cpu_ns, started = found
                 key = (pid, started)
                 seen.add(key)
-                self.processes[key] = max(cpu_ns, self.processes.get(key, 0))
+                worker = self.processes.setdefault(key, _Worker(None))
+                worker.cpu = max(cpu_ns, worker.cpu)
+                if self.waits:
+                    worker.wait = max(_runnable_wait_ns(f"/proc/{pid}"), worker.wait)
         for key in self.processes.keys() - seen:
-            self.retired_ns += self.processes.pop(key)
+            self._retire(self.processes.pop(key))
+
+
+def _runnable_wait_ns(task: str) -> int:
+    """The time the thread or process of the ``/proc`` directory ``task`` spent runnable, waiting for a CPU (the
+    second field of its ``schedstat``); 0 where the kernel does not say."""
+    try:
+        with open(f"{task}/schedstat", "rb") as file:
+            return int(file.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _thread_clock(thread: threading.Thread) -> int | None:

@@ -26,9 +26,10 @@ What is written, for each task span (times in microseconds from the writer's sta
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
   name), exact at every change;
-- a counter ``cpu`` per executor: the CPU seconds its workers used so far (``_worker_cpu``), read as tasks end,
-  at most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last
-  read, so what it used after that is missing).
+- counters ``cpu`` and ``cpu_wait`` per executor: the CPU seconds its workers used so far, and the seconds they
+  were runnable but waiting for a CPU (``_worker_cpu``; 0 where the kernel does not say), read as tasks end, at
+  most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last read,
+  so what it used after that is missing).
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
 ``BUFFER_BYTES``), and the counters' changes are sorted in chunks spilled to a temporary file and merged when the
@@ -319,12 +320,16 @@ class TimelineWriter(SpanProcessor):
         for name in self._executors:
             cpu = self._cpu.get(name)
             if cpu is None:
-                cpu = self._cpu[name] = WorkerCpu()
+                cpu = self._cpu[name] = WorkerCpu(waits=True)
             cpu_ns = cpu.read(pools.get(name, ()))
             if cpu_ns is not None:
                 key = json.dumps(name)
-                seconds = f"{cpu_ns // 1_000_000_000}.{cpu_ns % 1_000_000_000:09d}"  # exactly, as ``_us`` does
-                self._event(f'{{"ph":"C","name":"cpu","id":{key},"pid":{self._pid},"ts":{ts},"args":{{{key}:{seconds}}}}}')
+                for counter, ns in (("cpu", cpu_ns), ("cpu_wait", cpu.waited_ns)):
+                    seconds = f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"  # exactly, as ``_us`` writes times
+                    self._event(
+                        f'{{"ph":"C","name":"{counter}","id":{key},"pid":{self._pid},"ts":{ts},'
+                        f'"args":{{{key}:{seconds}}}}}'
+                    )
 
     def _draw(self) -> bool:
         """Whether one more slice is drawn (at most ``max_tasks``); one past the cap is counted in ``left_out``."""

@@ -213,10 +213,12 @@ def _cpu(timeline: Timeline, executors: list[str], wall: float) -> dict[str, Any
         series.append({"executor": executor, "values": values})
         active = _union(sorted((t.start, t.start + t.run) for t in tasks))
         if active > 0:
+            waits = timeline.counters.get((executor, "cpu_wait"), [])
             busy, cpus = sum(t.run for t in tasks) / active, points[-1][1] / active
-            sentence = cpu_sentence(executor, timeline.kinds.get(executor, ""), busy, cpus)
+            waited = waits[-1][1] / active if waits else 0.0
+            sentence = cpu_sentence(executor, timeline.kinds.get(executor, ""), busy, cpus, waited)
             verdicts.append({"executor": executor, "busy_workers": round(busy, 3), "cpus": round(cpus, 3),
-                             "sentence": sentence})  # fmt: skip
+                             "waiting_for_cpu": round(waited, 3), "sentence": sentence})  # fmt: skip
     return {"series": series, "verdicts": verdicts}
 
 
@@ -230,27 +232,30 @@ def _union(intervals: Sequence[tuple[float, float]]) -> float:
     return total
 
 
-def _several(value: float, one: str) -> str:
-    shown = f"{value:.0f}" if value >= 0.95 else f"{value:.1f}"
-    if one == "CPU":
-        shown = f"{value:.1f}"
+def _several(value: float, one: str, tenths: bool) -> str:
+    """``value`` of ``one``, in tenths (else whole from 1 up), in the plural but for 1."""
+    shown = f"{value:.1f}" if tenths or value < 0.95 else f"{value:.0f}"
     return f"{shown} {one}" if shown in ("1", "1.0") else f"{shown} {one}s"
 
 
-def cpu_sentence(executor: str, kind: str, busy: float, cpus: float) -> str:
-    """What ``busy`` workers on average busy, on ``cpus`` CPUs, while any of them was busy, say: that the tasks
-    compute, wait, or are serialized by the GIL (a thread pool of several busy workers on about one CPU)."""
-    share = cpus / busy if busy > 0 else 0.0
-    if kind == "thread" and busy >= 1.5 and cpus >= 0.6 and share < 0.7:
+def cpu_sentence(executor: str, kind: str, busy: float, cpus: float, waiting: float) -> str:
+    """What ``busy`` workers on average busy, on ``cpus`` CPUs and runnable but waiting for one on ``waiting``
+    more, while any of them was busy, say: that the tasks compute (each on a CPU, or short of cores), wait (I/O,
+    locks, other services), or are serialized by the GIL (a thread pool of several busy workers of which about one
+    at a time runs or waits for a CPU)."""
+    runnable = (cpus + waiting) / busy if busy > 0 else 0.0
+    if kind == "thread" and busy >= 1.5 and cpus + waiting >= 0.6 and runnable < 0.7:
         meaning = "CPU-bound under the GIL, a process or interpreter pool would run them in parallel"
-    elif share < 0.3:
+    elif runnable < 0.3:
         meaning = "the tasks mostly wait"
-    elif share >= 0.7:
+    elif runnable < 0.7:
+        meaning = "the tasks compute part of the time and wait the rest"
+    elif cpus / busy >= 0.7:
         meaning = "the tasks compute, each busy worker on a CPU of its own"
     else:
-        meaning = "the tasks compute part of the time and wait the rest"
-    workers = _several(busy, "worker")
-    return f"{executor}: {workers} busy on {_several(cpus, 'CPU')}: {meaning}"
+        share = waiting / (cpus + waiting)
+        meaning = f"the tasks compute, but waited for a CPU {share:.0%} of the time: the machine's cores were busy"
+    return f"{executor}: {_several(busy, 'worker', False)} busy on {_several(cpus, 'CPU', True)}: {meaning}"
 
 
 # -- distributions ---------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ describes it:
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
   tasks cancelled before they ran;
 - ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name), and
-  ``cpu``, the CPU seconds the executor's workers used so far, read from time to time;
+  ``cpu`` and ``cpu_wait``, the CPU seconds the executor's workers used so far and the seconds they waited for a
+  CPU, read from time to time;
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
 - ``otherData``: each executor's ``kind`` and ``max_workers``, and the count of what the writer ``left_out`` past
   its cap.
@@ -35,7 +36,7 @@ CANCELLED = "cancelled"
 BLOCKED = "blocked"
 #: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices.
 TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
-COUNTERS = ("queued", "running", "cpu")
+COUNTERS = ("queued", "running", "cpu", "cpu_wait")
 US = 1e-6
 
 
@@ -75,7 +76,7 @@ class Timeline:
 
     tasks: list[Task] = field(default_factory=list)
     blocked: list[Blocked] = field(default_factory=list)
-    #: (executor, "queued", "running" or "cpu") -> [(seconds, value)], by time.
+    #: (executor, "queued", "running", "cpu" or "cpu_wait") -> [(seconds, value)], by time.
     counters: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     max_workers: dict[str, int] = field(default_factory=dict)
     #: Each executor's kind (``thread``, ``process``, ``interpreter``, ``other``) where the file says it.
