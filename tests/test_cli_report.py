@@ -204,9 +204,9 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
     )
     assert set(sentences) == {"resize", "ProcessPoolExecutor", "io"}, sentences
     # On a loaded machine (the suite shares its cores) the processes may get less than a CPU each: the sentence
-    # then says that they waited for one.
+    # then says that they waited for one; and the 4 threads may start apart, 3 of them busy on average.
     assert re.fullmatch(
-        r"resize: 4 workers busy on [01]\.\d CPUs?: CPU-bound under the GIL, a process or interpreter pool "
+        r"resize: [34] workers busy on [01]\.\d CPUs?: CPU-bound under the GIL, a process or interpreter pool "
         r"would run them in parallel", sentences["resize"]
     ), sentences
     assert re.fullmatch(
@@ -370,10 +370,10 @@ def test_counters_and_merged_slices_keep_their_totals(thousand: Path, monkeypatc
 
 @needs_chromium
 def test_a_run_killed_before_its_timeline_was_finished(recorded: Path, tmp_path: Path, page: Page) -> None:
-    # A kill leaves the writer's events up to its last flush, maybe cut in the middle of one, and no counters
-    # (they are written at the end).
+    # A kill leaves the writer's events up to its last flush, maybe cut in the middle of one, and no queued /
+    # running counters (they are written at the end).
     whole = recorded.read_text(encoding="utf-8")
-    cut = whole[: whole.index('"ph":"C"')]
+    cut = whole[: whole.index('"ph":"C","name":"queued"')]
     cut = cut[: cut.rindex('"cat":"task"') + 30]  # in the middle of the last task slice
     unfinished = tmp_path / "killed.json"
     unfinished.write_text(cut, encoding="utf-8")

@@ -193,10 +193,18 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
     last: dict[tuple[str, str], float] = {}
     for event in sorted((e for e in events if e["ph"] == "C"), key=lambda e: e["ts"]):
         ((executor, value),) = event["args"].items()
-        assert event["id"] == executor and 0 <= value <= submitted
+        assert event["id"] == executor and 0 <= value
+        if event["name"] in ("cpu", "cpu_wait"):  # seconds so far: never down
+            assert value >= last.get((executor, event["name"]), 0), event
+        else:
+            assert value <= submitted
         last[executor, event["name"]] = value
     executors = {pool["name"] for pool in truth["executors"]}
-    assert last == {(name, counter): 0 for name in executors for counter in ("queued", "running")}
+    assert {key: value for key, value in last.items() if key[1] in ("queued", "running")} == {
+        (name, counter): 0 for name in executors for counter in ("queued", "running")
+    }
+    # The workers' CPU: every executor here is a thread, interpreter or process pool, whose workers' CPU is read.
+    assert {key for key in last if key[1] == "cpu"} == {(name, "cpu") for name in executors}
     assert document["otherData"]["left_out"] == 0
     assert document["otherData"]["executors"]["threads"] == {"kind": "thread", "max_workers": 3}
 

@@ -301,6 +301,7 @@
     const running = Object.fromEntries(
       data.counters.series.filter((s) => s.kind === "running").map((s) => [s.executor, s.values]));
     const shown = data.cpu.series.filter((s) => running[s.executor]);
+    if (!shown.length) { el.textContent = "The timeline has no running counters to draw them against."; return; }
     const line = (label, executor, dash) => ({
       label, stroke: executorColor(executor), dash, width: 1.5, points: { show: false },
       paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "–" : v.toFixed(2)),
