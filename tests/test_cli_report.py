@@ -194,6 +194,12 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
             cpu.setdefault(event["id"], []).append(event["args"][event["id"]])
     assert set(cpu) == {"resize", "ProcessPoolExecutor", "io"}
     assert all(values == sorted(values) for values in cpu.values())  # CPU seconds so far: never down
+    # Each thread pool task's own CPU time on its slice (its worker thread's clock); a process pool's: none.
+    slices = [e for e in events(trace) if e["ph"] == "X" and e.get("cat") == "task"]
+    timed = {e["args"]["executor"]: e["args"].get("cpu_time") for e in slices}
+    assert all(0 < e["args"]["cpu_time"] <= e["dur"] * 1e-6 + 0.01 for e in slices if e["args"]["executor"] == "resize")
+    assert all(e["args"]["cpu_time"] < 0.01 for e in slices if e["args"]["executor"] == "io")
+    assert timed["ProcessPoolExecutor"] is None
     done = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     page.open(report)
@@ -214,6 +220,13 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
         r"own|but waited for a CPU \d+% of the time: the machine's cores were busy)", sentences["ProcessPoolExecutor"]
     ), sentences
     assert re.fullmatch(r"io: 4 workers busy on 0\.0 CPUs: the tasks mostly wait", sentences["io"]), sentences
+    # Per function: the CPU share of the time the tasks ran. A GIL-bound task of 4 runs about a quarter of the
+    # time it is busy (more when the threads start apart); a sleeping one next to never.
+    functions = {row["executor"]: row for row in table(page, "function-table")}
+    share = {name: row["CPU share"] for name, row in functions.items()}
+    assert share["ProcessPoolExecutor"] == "\u2013"  # not timed: an en dash
+    assert 10 <= float(share["resize"].removesuffix(" %")) <= 45, share
+    assert float(share["io"].removesuffix(" %")) <= 2, share
     legend = "[...document.querySelectorAll('#cpu-chart .u-legend .u-label')].map((e) => e.textContent)"
     assert set(page.evaluate(legend)) == {"s"} | {f"{name} {what}" for name in sentences
                                                for what in ("CPUs used", "busy workers")}  # fmt: skip

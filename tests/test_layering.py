@@ -52,6 +52,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._state",
         "tracedfutures._wire",
         "tracedfutures._worker_spans",
+        "tracedfutures.spans",
     },
     "tracedfutures.spans": {
         "tracedfutures._lifecycle",
@@ -148,7 +149,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures.version",
         "tracedfutures.waiting",
     },
-    "tracedfutures._recording": {"tracedfutures.instrumentor", "tracedfutures.timeline"},
+    "tracedfutures._recording": {"tracedfutures._state", "tracedfutures.instrumentor", "tracedfutures.timeline"},
     "tracedfutures._cli.dashboards": set(),
     "tracedfutures._cli.record": {"tracedfutures._recording"},
     "tracedfutures._cli.timeline_reader": set(),

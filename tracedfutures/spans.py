@@ -44,6 +44,9 @@ THREAD_NAME = "thread.name"
 #: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
 #: span itself ends when the outcome came home.
 RUN_DURATION = "executor.task.run_duration"
+#: CPU seconds a thread pool's task used in its worker thread (its thread's CPU clock across the call): only under
+#: ``tracedfutures record``, which draws every task anyway (``_calls.TimedLocalCall``).
+TASK_CPU_TIME = "executor.task.cpu_time"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"

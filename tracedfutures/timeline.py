@@ -18,7 +18,8 @@ What is written, for each task span (times in microseconds from the writer's sta
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
   events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id`` and ``span_id``;
+  (on error), ``thread.id``, ``trace_id``, ``span_id`` and, for a thread pool's task under ``tracedfutures
+  record``, ``cpu_time``: the CPU seconds it used in its worker thread;
 - the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
   its cancellation for a task that never ran);
 - a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
@@ -71,6 +72,7 @@ from tracedfutures.spans import (
     RUN_DURATION,
     RUNNING_EVENT,
     TASK_CANCELLED,
+    TASK_CPU_TIME,
     THREAD_ID,
     THREAD_NAME,
     WAIT_SPAN,
@@ -302,6 +304,9 @@ class TimelineWriter(SpanProcessor):
         }
         if outcome == "error":
             args["error.type"] = attributes[ERROR_TYPE]
+        cpu_time = attributes.get(TASK_CPU_TIME)
+        if isinstance(cpu_time, float):
+            args["cpu_time"] = cpu_time
         run_ts = _us(running - self._origin)
         self._event(
             f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'

@@ -320,19 +320,27 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 def _function_rows(timeline: Timeline) -> list[dict[str, Any]]:
-    """One row per (executor, function): count, errors, queue-wait and run-time quantiles, busiest first."""
+    """One row per (executor, function): count, errors, busy and CPU seconds, the CPU share of the time its tasks
+    ran, queue-wait and run-time quantiles, busiest first."""
     grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for t in timeline.tasks:
         grouped[(t.executor, t.function)].append(t)
     rows = []
     for (executor, function), tasks in grouped.items():
+        busy = sum(t.run for t in tasks)
+        timed = [t for t in tasks if t.cpu is not None]
+        ran = sum(t.run for t in timed)
         rows.append(
             {
                 "executor": executor,
                 "function": function,
                 "tasks": len(tasks),
                 "errors": sum(t.outcome == ERROR for t in tasks),
-                "busy": round(sum(t.run for t in tasks), DIGITS),
+                "busy": round(busy, DIGITS),
+                # The CPU its tasks used over the time they ran (those whose CPU the file holds): near 1 they
+                # compute, near 0 they wait.
+                "cpu": round(sum(t.cpu or 0.0 for t in timed), DIGITS) if timed else None,
+                "cpu_share": round(sum(t.cpu or 0.0 for t in timed) / ran, 4) if timed and ran > 0 else None,
                 "queue": _stats([t.queue for t in tasks if t.queue is not None]),
                 "run": _stats([t.run for t in tasks]),
             }

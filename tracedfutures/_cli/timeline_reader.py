@@ -5,7 +5,8 @@ What is read (timestamps and durations in microseconds in the file, seconds here
 describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
-  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id`` and ``span_id``;
+  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id``, ``span_id`` and, for a
+  thread pool's task, ``cpu_time`` (the CPU seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
@@ -58,6 +59,8 @@ class Task:
     error_type: str
     trace_id: str
     span_id: str
+    #: CPU seconds the task used in its worker thread, where the file says (a thread pool's, recorded).
+    cpu: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +236,7 @@ class _Reader:
                 error_type=str(args.get("error.type", "")),
                 trace_id=str(args.get("trace_id", "")),
                 span_id=span_id,
+                cpu=float(args["cpu_time"]) if "cpu_time" in args else None,
             )
         )
 

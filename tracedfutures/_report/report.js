@@ -363,6 +363,8 @@
       ["tasks", (r) => count(r.tasks), "num"],
       ["errors", (r) => count(r.errors), "num"],
       ["busy", (r) => duration(r.busy), "num"],
+      ["CPU", (r) => duration(r.cpu), "num"],
+      ["CPU share", (r) => (r.cpu_share == null ? "–" : percent(r.cpu_share)), "num"],
       ["queue p50", (r) => duration(r.queue.p50), "num"],
       ["queue p95", (r) => duration(r.queue.p95), "num"],
       ["run p50", (r) => duration(r.run.p50), "num"],
