@@ -7,21 +7,10 @@ of the same loops, 4 tasks (a CPU each); ``io``: 4 threads that sleep (next to n
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
+
+from cpusupport import nap, spin
 
 LOOPS = 6_000_000  # about 0.3 s of one CPU per task on 3.11
-
-
-def spin(loops: int) -> int:
-    total = 0
-    for i in range(loops):
-        total += i
-    return total
-
-
-def nap(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
 
 
 def main() -> None:
