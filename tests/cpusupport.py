@@ -46,24 +46,45 @@ def children_cpu() -> float:
     return times.children_user + times.children_system
 
 
-def one_thread_gets() -> float:
-    """The share of a CPU that one CPU-bound thread gets on this machine now (1.0 on an idle one): the pools' CPU
-    shares are compared with it, since the test suite shares the machine's cores with its other stage."""
-    wall, cpu = time.perf_counter(), time.thread_time()
-    while time.perf_counter() - wall < 0.3:
-        spin(10_000)
-    return (time.thread_time() - cpu) / (time.perf_counter() - wall)
+def on_cpu_share(pool: Executor) -> float:
+    """Of the time ``pool``'s workers were runnable, the share they were on a CPU (Linux's ``schedstat``: time on a
+    CPU, time waiting on a run queue), now: 1.0 on an idle machine, less when its cores are busy (the suite runs
+    two stages at once on 2 cores). What the pools' CPU shares are taken against."""
+    processes = getattr(pool, "_processes", None)
+    if processes is not None:
+        tasks = [f"/proc/{pid}" for pid in processes]
+    else:
+        tasks = [f"/proc/self/task/{thread.native_id}" for thread in getattr(pool, "_threads", ())]
+    ran = waited = 0
+    for task in tasks:
+        with open(f"{task}/schedstat", encoding="ascii") as file:
+            on_cpu, on_queue, _ = file.read().split()
+        ran, waited = ran + int(on_cpu), waited + int(on_queue)
+    return ran / (ran + waited)
 
 
 def cpu_phase(
     pool: Executor, task: Callable[[Any], Any], args: list[Any], charged: Callable[[], float],
     before_shutdown: Callable[[], object] = lambda: None,
-) -> float:  # fmt: skip
+) -> tuple[float, float]:  # fmt: skip
     """Run ``task`` over ``args`` in ``pool``, call ``before_shutdown`` once they all ended, shut the pool down;
-    the CPU seconds ``charged`` says the OS charged meanwhile."""
+    the CPU seconds ``charged`` says the OS charged meanwhile, and the workers' ``on_cpu_share`` at the end."""
     before = charged()
     with pool:
         for future in [pool.submit(task, arg) for arg in args]:
             future.result(120)
+        on_cpu = on_cpu_share(pool)
         before_shutdown()
-    return charged() - before
+    return charged() - before, on_cpu
+
+
+def assert_gil_bound(share: float, got: float) -> None:
+    """The CPU share of busy time of a pool of 4 busy threads under the GIL: one CPU at most (1/4 of its busy
+    time), of which its runnable thread was on a CPU ``got`` of the time (``on_cpu_share``)."""
+    assert got / 8 <= share <= 0.3, (share, got)
+
+
+def assert_parallel(share: float, got: float) -> None:
+    """The CPU share of busy time of a pool whose busy workers each run on a CPU of their own (processes,
+    interpreters): near the share ``got`` of their runnable time they were on one."""
+    assert share >= 0.6 * got, (share, got)
