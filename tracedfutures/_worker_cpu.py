@@ -54,16 +54,19 @@ class ThreadExit:
     thread, and this hands the thread's final CPU time to ``WorkerCpu``. Does nothing when cleared from another
     thread (a reset of the counts, a fork)."""
 
-    __slots__ = ("cpu", "ident")
+    __slots__ = ("cpu", "ident", "thread")
 
     def __init__(self, cpu: WorkerCpu) -> None:
         self.cpu = cpu
+        # The thread itself, not only its id, which a thread started later may reuse: as it ends, the thread is no
+        # longer listed (``threading.current_thread()`` would make a dummy one).
+        self.thread = threading.current_thread()
         self.ident = threading.get_ident()
 
     def __del__(self) -> None:
         try:
             if threading.get_ident() == self.ident:
-                self.cpu.thread_ended(self.ident, time.thread_time_ns())
+                self.cpu.thread_ended(self.thread, time.thread_time_ns())
         except Exception:  # a thread's end must never fail for its telemetry
             pass
 
@@ -93,15 +96,15 @@ class WorkerCpu:
         #: Each worker thread seen, and each worker process seen by (pid, start time).
         self.threads: dict[threading.Thread, _Worker] = {}
         self.processes: dict[tuple[int, int], _Worker] = {}
-        #: The final CPU time of threads that ended since the last read, by thread id (``ThreadExit``).
-        self.exited: dict[int, int] = {}
+        #: The final CPU time of threads that ended since the last read (``ThreadExit``).
+        self.exited: dict[threading.Thread, int] = {}
         self.retired_ns = self.retired_wait_ns = 0
         self.waited_ns = 0
 
-    def thread_ended(self, ident: int, cpu_ns: int) -> None:
+    def thread_ended(self, thread: threading.Thread, cpu_ns: int) -> None:
         with self.lock:
             if len(self.exited) < _MAX_EXITED:
-                self.exited[ident] = cpu_ns
+                self.exited[thread] = cpu_ns
 
     def read(self, executors: Iterable[tuple[str, Any]]) -> int | None:
         """The CPU nanoseconds of the workers of ``executors`` ((kind, executor) pairs, the live executors of this
@@ -136,7 +139,7 @@ class WorkerCpu:
         exited, self.exited = self.exited, {}
         for thread in threads | self.threads.keys():
             worker = self.threads.get(thread)
-            final = exited.get(thread.ident) if thread.ident is not None else None
+            final = exited.get(thread)
             if final is not None and (worker is not None or thread in threads):
                 worker = self.threads.setdefault(thread, _Worker(None))
                 worker.clock, worker.cpu = None, max(final, worker.cpu)
