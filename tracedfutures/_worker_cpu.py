@@ -24,29 +24,28 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-#: Clock ticks a second, the unit of ``/proc/PID/stat``'s times (None where the system does not say).
-_TICKS: int | None
+#: Clock ticks a second, the unit of ``/proc/PID/stat``'s times (0 where the system does not say).
 try:
     _TICKS = os.sysconf("SC_CLK_TCK")
 except (AttributeError, ValueError, OSError):
-    _TICKS = None
+    _TICKS = 0
 _THREAD_CLOCKS = hasattr(time, "pthread_getcpuclockid") and hasattr(time, "clock_gettime_ns")
-_PROCESS_TIMES = _TICKS is not None and os.path.exists("/proc/self/stat")
+_PROCESS_TIMES = _TICKS > 0 and os.path.exists("/proc/self/stat")
 #: Ended threads whose final CPU is kept until the next read: a bound for a program that never reads.
 _MAX_EXITED = 4096
 
 
 def process_cpu_ns(pid: int) -> tuple[int, int] | None:
     """The CPU time (user plus system, in ns) the OS charged process ``pid``, and its start time (clock ticks
-    after boot, which tells a reused pid apart); None when it cannot be read (it has been reaped, or no ``/proc``)."""
+    after boot, which tells a reused pid apart); None when it cannot be read (it has been reaped). Only where
+    ``_PROCESS_TIMES``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()  # the name, in parentheses, may hold spaces: fields 3 on
-    ticks = _TICKS or 100
-    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // ticks, int(fields[19])
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // _TICKS, int(fields[19])
 
 
 class ThreadExit:
