@@ -188,7 +188,7 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
             re.search(r"(\S+) \(pid \d+\)", line).group(1)
             for line in running  # type: ignore[union-attr]
         }
-        assert re.search(r"running now: [34], oldest first", screen)  # and the busy pool's task, if running
+        assert re.search(r"running now: [45], oldest first", screen)  # the spinning one, and the busy pool's if running
         # The program ends: top says so and keeps its last screen.
         program.stop()
         gone = pane.wait_for(r"cannot reach")
