@@ -194,7 +194,7 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
             cpu.setdefault(event["id"], []).append(event["args"][event["id"]])
     assert set(cpu) == {"resize", "ProcessPoolExecutor", "io"}
     assert all(values == sorted(values) for values in cpu.values())  # CPU seconds so far: never down
-    # Each thread pool task's own CPU time on its slice (its worker thread's clock); a process pool's: none.
+    # Each thread pool task's own CPU time on its slice (its worker thread's CPU clock); a process pool's: none.
     slices = [e for e in events(trace) if e["ph"] == "X" and e.get("cat") == "task"]
     timed = {e["args"]["executor"]: e["args"].get("cpu_time") for e in slices}
     assert all(0 < e["args"]["cpu_time"] <= e["dur"] * 1e-6 + 0.01 for e in slices if e["args"]["executor"] == "resize")

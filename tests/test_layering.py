@@ -52,7 +52,6 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._state",
         "tracedfutures._wire",
         "tracedfutures._worker_spans",
-        "tracedfutures.spans",
     },
     "tracedfutures.spans": {
         "tracedfutures._lifecycle",

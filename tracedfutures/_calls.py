@@ -20,7 +20,6 @@ from tracedfutures import _start_board
 from tracedfutures._running import ran_on_here
 from tracedfutures._state import state
 from tracedfutures._wire import REMOTE_ATTR, Envelope
-from tracedfutures.spans import TASK_CPU_TIME
 
 _clock = time.time_ns
 
@@ -52,26 +51,6 @@ class LocalCall:
         try:
             return fn(*args, **kwargs)
         finally:
-            otel_context.detach(token)
-
-
-class TimedLocalCall(LocalCall):
-    """A ``LocalCall`` that also puts the CPU time the call used, by its worker thread's CPU clock, on the task span
-    (``TASK_CPU_TIME``) before the span ends. Only ``tracedfutures record`` asks for it (``state.task_cpu``): two
-    clock reads and an attribute a task, where every task is drawn anyway."""
-
-    __slots__ = ()
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        fn, context = self.fn, self.ctx
-        self.ctx = None  # type: ignore[assignment]
-        token = otel_context.attach(context)
-        del self, context
-        start = time.thread_time_ns()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            trace.get_current_span().set_attribute(TASK_CPU_TIME, (time.thread_time_ns() - start) / 1e9)
             otel_context.detach(token)
 
 

@@ -26,7 +26,7 @@ def start_recording(sitecustomize: str) -> None:
         from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
         from tracedfutures.timeline import DEFAULT_MAX_TASKS, TimelineWriter
 
-        state.task_cpu = True  # each thread pool task's own CPU time on its slice
+        state.task_cpu = True  # each thread or interpreter pool task's own CPU time on its slice
         provider = TracerProvider()  # shut down at exit (the SDK's atexit hook): the file is finished then
         provider.add_span_processor(TimelineWriter(output, int(max_tasks or DEFAULT_MAX_TASKS)))
         trace.set_tracer_provider(provider)

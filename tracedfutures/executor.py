@@ -26,7 +26,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracedfutures import _config, _stdlib
-from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, TimedLocalCall, call_remote
+from tracedfutures._calls import NOT_RUN, LocalCall, RemoteCall, StartingCall, call_remote
 from tracedfutures._lifecycle import Kind, Lifecycle, LifecycleHook, TracedFuture
 from tracedfutures._naming import executor_name, is_context_run, validate_name
 from tracedfutures._running import RunningTasks
@@ -34,7 +34,7 @@ from tracedfutures._start_board import StartBoard
 from tracedfutures._state import state
 from tracedfutures._telemetry import opentelemetry_own
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
-from tracedfutures.spans import _span_hook
+from tracedfutures.spans import _span_hook, _task_cpu_hook
 
 __all__ = ["TracedExecutor", "TracedProcessPoolExecutor", "TracedThreadPoolExecutor", "traced"]
 
@@ -110,6 +110,9 @@ def _make_lifecycle(
     running = RunningTasks(executor, label, kind)
     hooks: list[LifecycleHook] = [running]
     if spans is not None:
+        timed = _task_cpu_hook(kind)
+        if timed is not None:  # before the span side, which ends the span
+            hooks.append(timed)
         hooks.append(spans)
     board = None
     if stats is not None:
@@ -180,17 +183,15 @@ def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> 
     return call_remote, (fn, _wire_context(future), origin, "", *args), kwargs
 
 
-def _thread_call(
-    future: TracedFuture, fn: Any, args: Any, kwargs: Any, local_call: type[LocalCall] = LocalCall
-) -> _Call:
+def _thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """What a thread pool runs: ``fn``, in the context set by the span side (``future._tf_caller``) when one must
     travel: the caller's, with the task span current (or an unsampled parent, so that spans the task starts stay
-    unsampled children); run by ``local_call``."""
+    unsampled children)."""
     context = future._tf_caller
     if context is None:
         return fn, args, kwargs
     future._tf_caller = None  # the call holds it now
-    call = local_call(fn, context)
+    call = LocalCall(fn, context)
     if isinstance(fn, partial) and is_context_run(fn):
         # asyncio.to_thread runs the function in a copy of the caller's context: the task span goes inside it.
         call.fn = fn.args[0]
@@ -198,22 +199,10 @@ def _thread_call(
     return call, args, kwargs
 
 
-def _starting_call(
-    future: TracedFuture, fn: Any, args: Any, kwargs: Any, local_call: type[LocalCall] = LocalCall
-) -> _Call:
+def _starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
     """A ``_thread_call`` that starts the task's own future first (a thread pool's public-API fallback)."""
-    call, args, kwargs = _thread_call(future, fn, args, kwargs, local_call)
+    call, args, kwargs = _thread_call(future, fn, args, kwargs)
     return StartingCall(future, call), args, kwargs
-
-
-def _timed_thread_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
-    """A ``_thread_call`` whose task puts its CPU time on its span (``tracedfutures record``)."""
-    return _thread_call(future, fn, args, kwargs, TimedLocalCall)
-
-
-def _timed_starting_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
-    """A ``_starting_call`` whose task puts its CPU time on its span (``tracedfutures record``)."""
-    return _starting_call(future, fn, args, kwargs, TimedLocalCall)
 
 
 class _ChainedFuture(TracedFuture):
@@ -317,21 +306,6 @@ _POOL_ROUTES: dict[Kind, _Route] = {
 }
 
 
-#: The call of each thread pool route that also times each task's CPU (``tracedfutures record``).
-_TIMED_CALLS: dict[Callable[..., _Call], Callable[[TracedFuture, Any, Any, Any], _Call]] = {
-    _thread_call: _timed_thread_call,
-    _starting_call: _timed_starting_call,
-}
-
-
-def _route_for(kind: Kind) -> _Route:
-    """The route of a stdlib pool of ``kind``: under ``tracedfutures record`` (``state.task_cpu``) a thread
-    pool's tasks also put their own CPU time on their spans, chosen here once per executor, not per task."""
-    route = _POOL_ROUTES[kind]
-    timed = _TIMED_CALLS.get(route.make_call) if state.task_cpu else None
-    return route if timed is None else route._replace(make_call=timed)
-
-
 def _submit_task(
     route: _Route, executor: Executor, submit: Callable[..., Future[Any]] | None, life: Lifecycle,
     fn: Callable[..., T], args: Any, kwargs: Any,
@@ -399,7 +373,7 @@ class TracedExecutor(Executor):
         options = _config.checked_options(tracer_provider, registry, meter_provider=meter_provider)
         kind = _executor_kind(executor)
         stock = _stock_submit(executor)
-        self._route = _CHAINED if stock is None else _route_for(kind)
+        self._route = _CHAINED if stock is None else _POOL_ROUTES[kind]
         self._submit_to = executor.submit if stock is None else partial(stock, executor)
         self._process_map = kind == "process" and stock is not None
         self._executor = executor
@@ -502,7 +476,7 @@ class _TracedPool(Executor):
         registry: CollectorRegistry | None,
         meter_provider: MeterProvider | None,
     ) -> None:
-        self._tf_route = _route_for(self._tf_kind)
+        self._tf_route = _POOL_ROUTES[self._tf_kind]
         remote = self._tf_route.remote
         options = _config.Options(tracer_provider, registry, meter_provider=meter_provider)  # checked by ``_check``
         self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)

@@ -35,12 +35,12 @@ from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
 from tracedfutures._telemetry import in_telemetry, opentelemetry_own, use_telemetry_scopes
 from tracedfutures.executor import (
+    _POOL_ROUTES,
     _STDLIB_PROCESS_SUBMIT,
     _STDLIB_THREAD_SUBMIT,
     _executor_kind,
     _make_lifecycle,
     _Route,
-    _route_for,
     _submit_task,
 )
 from tracedfutures.package import _instruments
@@ -69,7 +69,7 @@ class _Instrumentation:
                 found = executor.__dict__.get("_tf_route")
                 if found is None:
                     kind = _executor_kind(executor)
-                    route = _route_for(kind)
+                    route = _POOL_ROUTES[kind]
                     stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
                     life, capacity = _make_lifecycle(executor, None, kind, route.remote, self.options)
                     found = (life, route, stock)

@@ -18,8 +18,8 @@ What is written, for each task span (times in microseconds from the writer's sta
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
   events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id``, ``span_id`` and, for a thread pool's task under ``tracedfutures
-  record``, ``cpu_time``: the CPU seconds it used in its worker thread;
+  (on error), ``thread.id``, ``trace_id``, ``span_id`` and, for a thread or interpreter pool's task under
+  ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its worker thread;
 - the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
   its cancellation for a task that never ran);
 - a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to

@@ -6,7 +6,7 @@ describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
   with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id``, ``span_id`` and, for a
-  thread pool's task, ``cpu_time`` (the CPU seconds it used);
+  thread or interpreter pool's task, ``cpu_time`` (the CPU seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
@@ -59,7 +59,7 @@ class Task:
     error_type: str
     trace_id: str
     span_id: str
-    #: CPU seconds the task used in its worker thread, where the file says (a thread pool's, recorded).
+    #: CPU seconds the task used in its worker thread, where the file says (a thread or interpreter pool's).
     cpu: float | None = None
 
 
