@@ -612,6 +612,24 @@ def executors_dashboard() -> dashboard_models.Dashboard:
         8,
     )
 
+    p.panel(
+        graph(
+            "CPUs used against busy workers",
+            "Per executor, the CPUs its workers used (rate of executor_workers_cpu_seconds_total) beside how many "
+            "of them were busy (rate of executor_workers_busy_seconds_total). CPUs used near the busy workers: "
+            "the tasks compute. A thread pool whose busy workers far exceed the CPUs it gets (about one CPU "
+            "for many busy threads) is bound by the GIL, or by the machine's cores: a process or interpreter pool "
+            "would run pure-Python tasks in parallel. CPUs used near 0 while workers are busy: the tasks wait, on "
+            "I/O, locks or other services, and more workers would help. Process pools: Linux only.",
+            [
+                target(f"sum by (executor) ({rate(config.CPU, all_)})", "{{executor}} CPUs used", "A"),
+                target(f"sum by (executor) ({rate(config.BUSY, all_)})", "{{executor}} busy workers", "B"),
+            ],
+            "short",
+        ),
+        24,
+    )
+
     p.row("Functions")
     p.panel(
         top_panel(

@@ -29,6 +29,7 @@ from clisupport import tracedfutures
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "tests" / "report_workload.py"
+CPU_WORKLOAD = ROOT / "tests" / "cpu_workload.py"
 #: Where the screenshots are kept (printed by each test that writes one); TF_ARTIFACTS overrides it.
 ARTIFACTS = Path(os.environ.get("TF_ARTIFACTS") or Path(tempfile.gettempdir()) / "tracedfutures-test-artifacts")
 #: Seconds a 100,000-task page may take from navigation to drawn.
@@ -180,6 +181,60 @@ def test_the_report_of_a_recorded_run(
     page.screenshot(keep(tmp_path / "report.png", capsys))
 
 
+@needs_chromium
+def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytest.CaptureFixture[str]) -> None:
+    """tests/cpu_workload.py, recorded: a GIL-bound thread pool, a process pool and a pool of sleeping threads,
+    each told apart by its sentence; the timeline holds each executor's ``cpu`` counter, and the chart draws it."""
+    trace, report = tmp_path / "trace.json", tmp_path / "report.html"
+    done = tracedfutures("record", "-o", trace, "--", sys.executable, CPU_WORKLOAD, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cpu = {}
+    for event in events(trace):
+        if event["ph"] == "C" and event["name"] == "cpu":
+            cpu.setdefault(event["id"], []).append(event["args"][event["id"]])
+    assert set(cpu) == {"resize", "ProcessPoolExecutor", "io"}
+    assert all(values == sorted(values) for values in cpu.values())  # CPU seconds so far: never down
+    # Each thread pool task's own CPU time on its slice (its worker thread's CPU clock); a process pool's: none.
+    slices = [e for e in events(trace) if e["ph"] == "X" and e.get("cat") == "task"]
+    timed = {e["args"]["executor"]: e["args"].get("cpu_time") for e in slices}
+    assert all(0 < e["args"]["cpu_time"] <= e["dur"] * 1e-6 + 0.01 for e in slices if e["args"]["executor"] == "resize")
+    assert all(e["args"]["cpu_time"] < 0.01 for e in slices if e["args"]["executor"] == "io")
+    assert timed["ProcessPoolExecutor"] is None
+    done = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page.open(report)
+    assert page.errors == []
+    sentences = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#cpu-verdicts li')]"
+        ".map((li) => [li.dataset.executor, li.textContent]))"
+    )
+    assert set(sentences) == {"resize", "ProcessPoolExecutor", "io"}, sentences
+    # On a loaded machine (the suite shares its cores) the processes may get less than a CPU each: the sentence
+    # then says that they waited for one; and the 4 threads may start apart, 3 of them busy on average.
+    assert re.fullmatch(
+        r"resize: [34] workers busy on [01]\.\d CPUs?: CPU-bound under the GIL, a process or interpreter pool "
+        r"would run them in parallel", sentences["resize"]
+    ), sentences
+    assert re.fullmatch(
+        r"ProcessPoolExecutor: 2 workers busy on \d\.\d CPUs?: the tasks compute, (each busy worker on a CPU of its "
+        r"own|but waited for a CPU \d+% of the time: the machine's cores were busy)", sentences["ProcessPoolExecutor"]
+    ), sentences
+    assert re.fullmatch(r"io: 4 workers busy on 0\.0 CPUs: the tasks mostly wait", sentences["io"]), sentences
+    # Per function: the CPU share of the time the tasks ran. A GIL-bound task of 4 runs about a quarter of the
+    # time it is busy (more when the threads start apart); a sleeping one next to never.
+    functions = {row["executor"]: row for row in table(page, "function-table")}
+    share = {name: row["CPU share"] for name, row in functions.items()}
+    assert share["ProcessPoolExecutor"] == "\u2013"  # not timed: an en dash
+    assert 10 <= float(share["resize"].removesuffix(" %")) <= 45, share
+    assert float(share["io"].removesuffix(" %")) <= 2, share
+    legend = "[...document.querySelectorAll('#cpu-chart .u-legend .u-label')].map((e) => e.textContent)"
+    assert set(page.evaluate(legend)) == {"s"} | {f"{name} {what}" for name in sentences
+                                               for what in ("CPUs used", "busy workers")}  # fmt: skip
+    page.settle()
+    assert page.errors == []
+    page.screenshot(keep(tmp_path / "report-cpu.png", capsys))
+
+
 def test_a_file_that_is_not_a_timeline_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "notes.json").write_text("{not json", encoding="utf-8")
     done = tracedfutures("report", "notes.json", "-o", "out.html", cwd=tmp_path)
@@ -328,10 +383,10 @@ def test_counters_and_merged_slices_keep_their_totals(thousand: Path, monkeypatc
 
 @needs_chromium
 def test_a_run_killed_before_its_timeline_was_finished(recorded: Path, tmp_path: Path, page: Page) -> None:
-    # A kill leaves the writer's events up to its last flush, maybe cut in the middle of one, and no counters
-    # (they are written at the end).
+    # A kill leaves the writer's events up to its last flush, maybe cut in the middle of one, and no queued /
+    # running counters (they are written at the end).
     whole = recorded.read_text(encoding="utf-8")
-    cut = whole[: whole.index('"ph":"C"')]
+    cut = whole[: whole.index('"ph":"C","name":"queued"')]
     cut = cut[: cut.rindex('"cat":"task"') + 30]  # in the middle of the last task slice
     unfinished = tmp_path / "killed.json"
     unfinished.write_text(cut, encoding="utf-8")

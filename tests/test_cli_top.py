@@ -59,6 +59,16 @@ def feed():
         i += 1
 
 threading.Thread(target=feed, daemon=True).start()
+
+def spin():  # pure Python about half the time: about half a CPU, where the machine has it
+    while not stop.is_set():
+        total = 0
+        for i in range(200_000):
+            total += i
+        time.sleep(0.01)
+
+spinning = tracedfutures.TracedThreadPoolExecutor(1, name="spinning")
+spinning.submit(spin)
 print(server.server_port, flush=True)
 sys.stdin.read()
 stop.set()
@@ -161,6 +171,9 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
         assert held["max workers"] == f"{gauges['executor_max_workers']['held']:.0f}" == "3"
         assert held["busy"] == "100 %"
         assert held["tasks/s"] == "0.0"  # none of the held tasks ended
+        # CPUs used: the held workers wait (0.00 of a CPU), the spinning one uses some (at most one: one thread).
+        assert held["CPUs"] == "0.00"
+        assert 0.05 <= float(dict(zip(header, rows["spinning"]))["CPUs"]) <= 1.1
         assert busy["max workers"] == f"{gauges['executor_max_workers']['busy']:.0f}" == "2"
         assert float(busy["tasks/s"].replace(",", "")) > 10
         assert busy["errors"].endswith(" %") and 3 <= float(busy["errors"].split()[0]) <= 20  # a tenth raise
@@ -175,7 +188,7 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
             re.search(r"(\S+) \(pid \d+\)", line).group(1)
             for line in running  # type: ignore[union-attr]
         }
-        assert re.search(r"running now: [34], oldest first", screen)  # and the busy pool's task, if running
+        assert re.search(r"running now: [45], oldest first", screen)  # the spinning one, and the busy pool's if running
         # The program ends: top says so and keeps its last screen.
         program.stop()
         gone = pane.wait_for(r"cannot reach")
@@ -238,6 +251,9 @@ def test_an_interval_from_two_real_scrapes() -> None:
         v for labels, v in before.values("executor_task_run_seconds_sum")
     )
     assert row.utilization == pytest.approx(ran / (4 * shown.seconds), rel=0.15)
+    # The workers' CPU seconds over the interval: the tasks sleep, so next to none of a CPU.
+    cpu = [sum(v for labels, v in look.values("executor_workers_cpu_seconds_total")) for look in (before, now)]
+    assert row.cpus == pytest.approx((cpu[1] - cpu[0]) / shown.seconds) and row.cpus < 0.2
     # 20 runs of 30 ms (more on a loaded machine): the default buckets put them in (0.025, 0.05] or above.
     assert row.run_p50 is not None and 0.025 < row.run_p50 <= 0.25
     assert row.run_p95 is not None and row.run_p50 <= row.run_p95
@@ -246,6 +262,7 @@ def test_an_interval_from_two_real_scrapes() -> None:
     assert shown.running == []  # all ended
     first = top_interval.interval(None, before)
     assert first.seconds is None and first.executors[0].throughput is None and first.executors[0].utilization is None
+    assert first.executors[0].cpus is None
 
 
 def test_bucket_quantile_interpolates_as_prometheus_does() -> None:

@@ -106,6 +106,14 @@ AVAILABLE = Definition(
     ("executor",),
     scrape_time=True,
 )
+CPU = Definition(
+    "executor_workers_cpu_seconds",
+    "counter",
+    "CPU seconds the executors' workers used (worker threads' CPU clocks, worker processes' user plus system time), "
+    "read at scrape time.",
+    ("executor",),
+    scrape_time=True,
+)
 OLDEST_RUNNING = Definition(
     "executor_oldest_running_task_age_seconds",
     "gauge",
@@ -150,7 +158,7 @@ AS_COMPLETED_NEXT = Definition(
     (),
 )
 EXECUTOR_METRICS = (
-    SUBMITTED, ENDED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING_GAUGE, MAX_WORKERS, BUSY, AVAILABLE, OLDEST_RUNNING,
+    SUBMITTED, ENDED, COMPLETED, QUEUE, RUN, QUEUED, RUNNING_GAUGE, MAX_WORKERS, BUSY, AVAILABLE, CPU, OLDEST_RUNNING,
     INVALID, RESULT_LAG, UNRETRIEVED,
 )  # fmt: skip
 WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)

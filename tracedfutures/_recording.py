@@ -25,9 +25,11 @@ def start_recording(sitecustomize: str) -> None:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
 
+        from tracedfutures._state import state
         from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
         from tracedfutures.timeline import DEFAULT_MAX_TASKS, TimelineWriter
 
+        state.task_cpu = True  # each thread or interpreter pool task's own CPU time on its slice
         provider = TracerProvider()  # shut down at exit (the SDK's atexit hook): the file is finished then
         writer = TimelineWriter(output, int(max_tasks or DEFAULT_MAX_TASKS))
         provider.add_span_processor(writer)

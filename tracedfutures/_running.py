@@ -218,6 +218,17 @@ def executors_now() -> dict[str, tuple[str, int | None]]:
     return {name: (tables[0].kind, _capacity(tables)) for name, tables in _tables_by_name().items()}
 
 
+def pools_by_name() -> dict[str, list[tuple[str, Any]]]:
+    """The kind and the object of every live executor, by name: whose workers' CPU ``_worker_cpu`` reads."""
+    found: dict[str, list[tuple[str, Any]]] = {}
+    for name, tables in _tables_by_name().items():
+        for table in tables:
+            executor = table.executor() if table.executor is not None else None
+            if executor is not None:
+                found.setdefault(name, []).append((table.kind, executor))
+    return found
+
+
 def running_now() -> TasksDocument:
     """The ``/tasks`` document: every live executor by name (sorted), its capacity and its running tasks, the
     oldest first. It holds function names and timestamps, never a task's arguments, result or exception."""

@@ -66,6 +66,9 @@ class ProcessState:
         # timeline: every timeline writer, told of a fork (the child must not write the parent's file).
         self.timelines_lock = threading.Lock()
         self.timelines: weakref.WeakSet[Any] = weakref.WeakSet()
+        # tracedfutures record: thread and interpreter pools made from now on time each task's own CPU
+        # (``spans._TaskCpuHook``).
+        self.task_cpu = False
 
     def before_fork(self) -> None:
         """Keep the global tracer provider the child inherits; only once ``_calls``, which asks for it, is there

@@ -36,7 +36,7 @@ from tracedfutures._state import state
 from tracedfutures._telemetry import opentelemetry_own
 from tracedfutures.metrics import ExecutorRecorder, MetricsHook
 from tracedfutures.package import _instruments_optional
-from tracedfutures.spans import _span_hook
+from tracedfutures.spans import _span_hook, _task_cpu_hook
 
 __all__ = ["TracedExecutor", "TracedProcessPoolExecutor", "TracedThreadPoolExecutor", "traced"]
 
@@ -131,6 +131,9 @@ def _make_lifecycle(
     running = RunningTasks(executor, label, kind)
     hooks: list[LifecycleHook] = [running]
     if spans is not None:
+        timed = _task_cpu_hook(kind)
+        if timed is not None:  # before the span side, which ends the span
+            hooks.append(timed)
         hooks.append(spans)
     board = None
     if stats is not None:

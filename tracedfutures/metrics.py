@@ -33,6 +33,7 @@ from tracedfutures._metric_definitions import (
     AVAILABLE as AVAILABLE,
     BUSY as BUSY,
     COMPLETED as COMPLETED,
+    CPU as CPU,
     ENDED as ENDED,
     EXECUTOR_METRICS as EXECUTOR_METRICS,
     INVALID as INVALID,
@@ -65,6 +66,7 @@ from tracedfutures._metric_definitions import (
 # isort: on
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
+from tracedfutures._worker_cpu import ThreadExit, WorkerCpu
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
@@ -75,6 +77,7 @@ __all__ = [
     "AVAILABLE",
     "BUSY",
     "COMPLETED",
+    "CPU",
     "DEFAULT_BUCKETS",
     "DROP_AFTER_SECONDS",
     "ENDED",
@@ -178,6 +181,9 @@ class RunningTable(Protocol):
     def tasks(self) -> dict[Any, int]: ...
     def alive(self) -> bool:
         """Whether the executor lives and is not shut down."""
+    @property
+    def executor(self) -> weakref.ref[Any] | None:
+        """The executor, weakly (None where it cannot be weakly referenced): its workers' CPU is read from it."""
 
 
 class WorkerBoard(Protocol):
@@ -224,11 +230,14 @@ class _ThreadCounts(threading.local):
     every thread that touches it): the per-task path reads ``self._local.counts`` with no call and no check."""
 
     counts: _TaskCounts
+    exit: ThreadExit
 
     def __init__(self, stats: weakref.ref[ExecutorStats]) -> None:
         owner = stats()
         assert owner is not None  # the stats hold this object: they live while any thread reads it
         self.counts = owner._first_counts()
+        # A worker thread's final CPU time, handed over as the thread ends (its thread-local data is cleared then).
+        self.exit = ThreadExit(owner.cpu)
 
 
 class _Histogram:
@@ -377,6 +386,7 @@ class ExecutorStats:
         # Re-entrant: the unretrieved-exception finalizer may run from garbage collection in a thread that
         # already holds it.
         self.lock = threading.RLock()
+        self.cpu = WorkerCpu()  # before ``_local``: each thread's counts hand their thread's end to it
         self._threads: list[_TaskCounts] = []
         self.retired = _TaskCounts(self.buckets, None)
         self._local = _ThreadCounts(weakref.ref(self))  # after the tables: it makes this thread's counts now
@@ -476,6 +486,13 @@ class ExecutorStats:
         with self.lock:
             self.boards.add(board)
 
+    def _pools(self) -> list[tuple[str, Any]]:
+        """The kind and the object of each live executor of this name, whose workers' CPU is read."""
+        with self.lock:
+            tables = list(self.running)
+        refs = [(table.kind, table.executor) for table in tables]
+        return [(kind, executor) for kind, ref in refs if ref is not None and (executor := ref()) is not None]
+
     def _running_now(self) -> tuple[list[int], int]:
         """The real start (unix ns) of every task running now in the executors of this name, and how many of the
         tasks they count as started are in fact waiting in a process pool's call queue. A process pool's table
@@ -564,6 +581,9 @@ class ExecutorStats:
         _histogram_with_created(families[RESULT_LAG], [name], total.result_lag, created)
         busy_ns += sum(now_ns - start for start in starts if start < now_ns)
         families[OLDEST_RUNNING].add_metric([name], max(now_ns - min(starts), 0) / 1e9 if starts else 0.0)
+        cpu_ns = self.cpu.read(self._pools())
+        if cpu_ns is not None:
+            families[CPU].add_metric([name], cpu_ns / 1e9, created)
         with self.lock:
             self.capacity_ns = self._capacity_ns(time.time_ns())
             families[BUSY].add_metric([name], self._exposed_busy_ns(busy_ns) / 1e9, created)

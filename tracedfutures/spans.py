@@ -7,6 +7,7 @@ attributes (an exception's message appears only in its ``exception`` event).
 from __future__ import annotations
 
 import functools
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,9 @@ THREAD_NAME = "thread.name"
 RUN_DURATION = "executor.task.run_duration"
 #: The calls a joblib batch made (``joblib.Parallel`` submits them as one task, named after their function).
 BATCH_SIZE = "executor.task.batch_size"
+#: CPU seconds a thread or interpreter pool's task used in its worker thread (its thread's CPU clock from its start
+#: to its end): only under ``tracedfutures record``, which draws every task anyway (``_TaskCpuHook``).
+TASK_CPU_TIME = "executor.task.cpu_time"
 
 WAIT_SPAN = "futures.wait"
 AS_COMPLETED_SPAN = "futures.as_completed"
@@ -210,6 +214,45 @@ class _SpanHook:
     @not_listening
     def on_retrieved(self, future: TracedFuture) -> None:
         """Reading a result happens after the task span ended; metrics time it."""
+
+
+def _task_cpu_hook(kind: Kind) -> _TaskCpuHook | None:
+    """Under ``tracedfutures record`` (``state.task_cpu``), for a thread or interpreter pool, the hook that puts
+    each task's own CPU time on its span; None elsewhere (a process pool starts its tasks in its manager thread)."""
+    return _TaskCpuHook() if state.task_cpu and kind in ("thread", "interpreter") else None
+
+
+class _TaskCpuHook:
+    """The CPU time each task used, by its worker thread's CPU clock from its start to its end, put on its task span
+    (``TASK_CPU_TIME``) before the span side ends it: a thread or interpreter pool starts and ends a task on the
+    worker thread that runs it (an interpreter pool runs the callable in between in its interpreter, on that same
+    thread). Two clock reads and a dict entry a task: only under ``tracedfutures record``, which draws every task."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started: dict[TracedFuture, int] = {}  # the tasks running now: their thread's CPU time at the start
+
+    @not_listening
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        """The CPU is counted from the start."""
+
+    def on_start(self, future: TracedFuture) -> None:
+        self.started[future] = time.thread_time_ns()
+
+    def on_finish(self, future: TracedFuture) -> None:
+        start = self.started.pop(future, None)
+        span = future._tf_span
+        if start is not None and span is not None:
+            run_telemetry("SpanHook", span.set_attribute, TASK_CPU_TIME, (time.thread_time_ns() - start) / 1e9)
+
+    @not_listening
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """A refused transition changes no task's CPU."""
+
+    @not_listening
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Reading a result happens after the task ended."""
 
 
 def _record_exception(span: Span, exc: BaseException, timestamp: int, messages: bool | None = None) -> None:

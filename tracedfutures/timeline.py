@@ -18,14 +18,20 @@ What is written, for each task span (times in microseconds from the writer's sta
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
   events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id`` and ``span_id``, and ``executor.task.batch_size`` for a joblib batch;
+  (on error), ``thread.id``, ``trace_id``, ``span_id``, ``executor.task.batch_size`` for a joblib batch and, for a
+  thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
+  worker thread;
 - the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
   its cancellation for a task that never ran);
 - a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
   the start of the task's slice;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
-  name), exact at every change.
+  name), exact at every change;
+- counters ``cpu`` and ``cpu_wait`` per executor: the CPU seconds its workers used so far, and the seconds they
+  were runnable but waiting for a CPU (``_worker_cpu``; 0 where the kernel does not say), read as tasks end, at
+  most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last read,
+  so what it used after that is missing).
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
 ``BUFFER_BYTES``), and the counters' changes are sorted in chunks spilled to a temporary file and merged when the
@@ -55,8 +61,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from tracedfutures._running import executors_now
+from tracedfutures._running import executors_now, pools_by_name
 from tracedfutures._state import state
+from tracedfutures._worker_cpu import WorkerCpu
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
     BATCH_SIZE,
@@ -67,6 +74,7 @@ from tracedfutures.spans import (
     RUN_DURATION,
     RUNNING_EVENT,
     TASK_CANCELLED,
+    TASK_CPU_TIME,
     THREAD_ID,
     THREAD_NAME,
     WAIT_SPAN,
@@ -79,6 +87,8 @@ DEFAULT_MAX_TASKS = 200_000
 BUFFER_BYTES = 1 << 20
 #: Counter changes kept in memory before a sorted chunk of them goes to the temporary file.
 CHUNK = 1 << 16
+#: The executors' workers' CPU is read as tasks end, at most this often (ns).
+CPU_EVERY_NS = 50_000_000
 
 _CALLS = {WAIT_SPAN: "wait", AS_COMPLETED_SPAN: "as_completed"}
 #: Where the span started: the starting thread's id and name, and when ``on_start`` ran (ns).
@@ -157,6 +167,8 @@ class TimelineWriter(SpanProcessor):
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
+        self._cpu_read = 0  # when it was last read (ns)
         self.drawn = 0
         self.left_out = 0
         self._closed = False
@@ -216,6 +228,7 @@ class TimelineWriter(SpanProcessor):
                 return
             self._closed = True
             try:
+                self._read_cpu(time.time_ns())
                 self._write_counters()
                 other = {
                     "writer": f"tracedfutures {__version__}",
@@ -247,6 +260,8 @@ class TimelineWriter(SpanProcessor):
             finished = running + round(float(run_for) * 1e9) if isinstance(run_for, float) else ended
             self._counters.add(running, index, -1, 1)
             self._counters.add(finished, index, 0, -1)
+        if ended - self._cpu_read >= CPU_EVERY_NS:
+            self._read_cpu(ended)
         if not self._draw():
             return
         context = span.context
@@ -299,6 +314,9 @@ class TimelineWriter(SpanProcessor):
         batch = attributes.get(BATCH_SIZE)
         if batch is not None:
             args[BATCH_SIZE] = batch
+        cpu_time = attributes.get(TASK_CPU_TIME)
+        if isinstance(cpu_time, float):
+            args["cpu_time"] = cpu_time
         run_ts = _us(running - self._origin)
         self._event(
             f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
@@ -308,6 +326,25 @@ class TimelineWriter(SpanProcessor):
             f'{{"ph":"f","bp":"e","cat":"submit","name":"submit","id":"{span_id}","pid":{worker_pid},'
             f'"tid":{tid},"ts":{run_ts}}}'
         )
+
+    def _read_cpu(self, now: int) -> None:
+        """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
+        self._cpu_read = now
+        pools = pools_by_name()
+        ts = _us(now - self._origin)
+        for name in self._executors:
+            cpu = self._cpu.get(name)
+            if cpu is None:
+                cpu = self._cpu[name] = WorkerCpu(waits=True)
+            cpu_ns = cpu.read(pools.get(name, ()))
+            if cpu_ns is not None:
+                key = json.dumps(name)
+                for counter, ns in (("cpu", cpu_ns), ("cpu_wait", cpu.waited_ns)):
+                    seconds = f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"  # exactly, as ``_us`` writes times
+                    self._event(
+                        f'{{"ph":"C","name":"{counter}","id":{key},"pid":{self._pid},"ts":{ts},'
+                        f'"args":{{{key}:{seconds}}}}}'
+                    )
 
     def _draw(self) -> bool:
         """Whether one more slice is drawn (at most ``max_tasks``); one past the cap is counted in ``left_out``."""
@@ -418,6 +455,7 @@ class TimelineWriter(SpanProcessor):
         self._buffer, self._buffered = [], 0
         self._started = {}
         self._counters = _Counters()
+        self._cpu = {}
         self._lock = threading.Lock()
 
 

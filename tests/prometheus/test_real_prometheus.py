@@ -47,8 +47,11 @@ import tracedfutures
 from tracedfutures import _naming
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import cpusupport  # noqa: E402
 
 from dashboards import alerts, check, config  # noqa: E402
 
@@ -58,6 +61,9 @@ WORKERS = 2
 #: Seconds a task runs before the stuck-task rule the servers load fires (config.STUCK_TASK_SECONDS is minutes).
 STUCK_AFTER = 4.0
 DEADLINE = 30.0  # seconds to wait for any one thing a server does
+#: Loops of each task of the CPU phases: about 0.2 s of a CPU on 3.11, so that even on a loaded machine no task runs
+#: for STUCK_AFTER seconds (the stuck-task alert would fire for it).
+CPU_LOOPS = 4_000_000
 #: What the template variables become: this job, every executor, short windows ($__range: the run, per scenario).
 VARIABLES = {**check.SUBSTITUTIONS, "$job": JOB, "$executor": ".*"}
 #: Prometheus 3 from Debian sid: TF_PROMETHEUS3, else where tests/tools/sid.sh's root has it.
@@ -107,6 +113,9 @@ class Expected:
     unretrieved: dict[str, int] = field(default_factory=dict)
     moments: dict[str, float] = field(default_factory=dict)  # when each phase began, unix seconds
     first_batch_busy: float = 0.0  # busy worker-seconds of the first short-lived pool
+    #: Each CPU phase's pool: (start, end) unix seconds, the CPU seconds the OS charged, and the share of their
+    #: runnable time its workers were on a CPU (``cpusupport.on_cpu_share``).
+    cpu: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
     def ended(self, function: str, outcome: str, error_type: str = "", count: int = 1) -> None:
         key = (function, outcome, error_type)
@@ -220,6 +229,31 @@ class Program:
                 time.sleep(0.4)  # idle workers: capacity that was not used
             assert [f.result() for f in slow_futures] == [1.0] * 3
         e.moments["pools_done"] = time.time()
+
+    def cpu_phases(self, settle: Callable[[], object]) -> None:
+        """Three pools in turn, as many tasks as workers (none queues): 4 threads of pure-Python loops, 2
+        processes of the same loops, 4 threads that sleep. Each pool is scraped idle first (its counter is seen at
+        0) and again after its last task, before its shutdown (a worker process's CPU is read while it lives)."""
+        fork = multiprocessing.get_context("fork")
+        phases: list[tuple[str, cf.Executor, Callable[[Any], Any], Any, Callable[[], float]]] = [
+            ("cpu_threads", tracedfutures.TracedThreadPoolExecutor(4, name="cpu_threads", registry=self.registry),
+             cpusupport.spin, CPU_LOOPS, cpusupport.own_cpu),
+            ("cpu_procs", tracedfutures.TracedProcessPoolExecutor(
+                2, mp_context=fork, name="cpu_procs", registry=self.registry),
+             cpusupport.spin, CPU_LOOPS, cpusupport.children_cpu),
+            ("sleepers", tracedfutures.TracedThreadPoolExecutor(4, name="sleepers", registry=self.registry),
+             cpusupport.nap, 1.5, cpusupport.own_cpu),
+        ]  # fmt: skip
+        for name, pool, task, arg, charged_by in phases:
+            if isinstance(pool, cf.ProcessPoolExecutor):
+                # Its workers forked now, not at the first submit: no task queues behind a slow fork (the
+                # queue-wait alert would go pending for it).
+                pool._start_executor_manager_thread()  # type: ignore[attr-defined]
+            settle()
+            start = time.time()
+            workers = pool._max_workers  # type: ignore[attr-defined]
+            charged, got = cpusupport.cpu_phase(pool, task, [arg] * workers, charged_by, settle)
+            self.expected.cpu[name] = (start, time.time(), charged, got)
 
     def stuck(self) -> cf.Future[Any]:
         """A task that hangs (until the test ends)."""
@@ -472,6 +506,7 @@ def scenario() -> Iterator[Scenario]:
             prom.wait_scrapes(3)
         program.misuse()
         program.short_lived_and_processes()
+        program.cpu_phases(lambda: [prom.wait_scrapes(2) for prom in servers.values()])
         hung = program.stuck()
         stuck_firing = 'ALERTS{alertname="TracedFuturesTaskStuck", alertstate="firing"}'
         _each(servers, lambda prom: prom.vector(stuck_firing), "the stuck-task alert to fire")
@@ -682,7 +717,7 @@ def test_saturation_is_never_above_one(scenario: Scenario, version: str) -> None
     answer = prom.post("/api/v1/query_range", query=expr, start=now - 60, end=now, step=1)
     assert answer.get("status") == "success", answer
     seen = {s["metric"]["executor"]: [float(v) for _, v in s["values"]] for s in answer["data"]["result"]}
-    assert set(seen) == {EXECUTOR, "batch", "procs"}
+    assert set(seen) == {EXECUTOR, "batch", "procs", "cpu_threads", "cpu_procs", "sleepers"}
     for executor, values in seen.items():
         assert all(0 <= v <= 1 + 1e-9 for v in values), (executor, values)
     # The short-lived pool: shut down, no max_workers now, but its worker-seconds are there to divide by.
@@ -708,6 +743,37 @@ def test_saturation_is_never_above_one(scenario: Scenario, version: str) -> None
     # Running means running in one of the 2 processes (the third task waited in the call queue, as queued).
     running = prom.value(f'max_over_time(executor_tasks_running{{{j},executor="procs"}}[{scenario.range}])')
     assert 1 <= running <= 2
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cpus_used_against_busy_workers(scenario: Scenario, version: str) -> None:
+    """The panel's two queries over each CPU phase: CPU seconds within 25% of what the OS charged, and the share
+    of busy time that tells the pools apart (bounds as in tests/test_worker_cpu.py: at most one CPU for a
+    GIL-bound pool of 4; near the share of their runnable time the processes were on a CPU; next to none for
+    sleepers)."""
+    prom = scenario.servers[version]
+    for name, (start, end, charged, got) in scenario.expected.cpu.items():
+        window = int(end - start) + 3  # the whole phase, from its idle scrapes to its last one
+        at = end + 1
+
+        def per_second(ref: str, name: str = name, window: int = window, at: float = at) -> float:
+            expr = scenario.substitute(panel_expr("CPUs used against busy workers", ref).replace(
+                "$__rate_interval", f"{window}s"))  # fmt: skip
+            answer = prom.post("/api/v1/query", query=expr, time=at)
+            assert answer.get("status") == "success", answer
+            found = {s["metric"]["executor"]: float(s["value"][1]) for s in answer["data"]["result"]}
+            return found[name]
+
+        cpus, busy = per_second("A"), per_second("B")
+        share = cpus / busy
+        if name == "sleepers":
+            assert cpus * window <= charged + 0.05 and share <= 0.05, (name, cpus, busy, charged)
+            continue
+        assert abs(cpus * window - charged) <= 0.25 * charged, (name, cpus * window, charged)
+        if name == "cpu_threads":
+            cpusupport.assert_gil_bound(share, got)
+        else:
+            cpusupport.assert_parallel(share, got)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

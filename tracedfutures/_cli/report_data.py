@@ -11,6 +11,7 @@ Times are in seconds from the start of the trace.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,7 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "timeline": _timeline(timeline, wall),
         "counters": _counters(timeline, executors, wall),
         "utilization": _utilization(timeline, executors, wall),
+        "cpu": _cpu(timeline, executors, wall),
         "histograms": _histograms(timeline, executors, functions),
         "functions": _function_rows(timeline),
         "slowest": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: -t.run)[:TOP]],
@@ -166,7 +168,7 @@ def _counters(timeline: Timeline, executors: list[str], wall: float) -> dict[str
     width = wall / TIME_BINS if wall > 0 else 1.0
     series = []
     for executor in executors:
-        for kind in ("queued", "running"):
+        for kind in ("queued", "running"):  # the cpu counter is drawn as a rate (``_cpu``)
             points = timeline.counters.get((executor, kind), [])
             if points:
                 series.append({"executor": executor, "kind": kind, "values": _resample(points, timeline.origin, wall)})
@@ -191,6 +193,69 @@ def _utilization(timeline: Timeline, executors: list[str], wall: float) -> list[
             }
         )
     return rows
+
+
+# -- CPU used against busy workers -------------------------------------------------------------------------------------
+def _cpu(timeline: Timeline, executors: list[str], wall: float) -> dict[str, Any]:
+    """Per executor whose workers' CPU the timeline holds: the CPUs they used over time (the rate of its ``cpu``
+    counter, resampled as the counters are) and one sentence that says what the run's numbers mean."""
+    series, verdicts = [], []
+    for executor in executors:
+        points = timeline.counters.get((executor, "cpu"), [])
+        tasks = [t for t in timeline.tasks if t.executor == executor]
+        if not points or not tasks:
+            continue
+        first = min(t.start for t in tasks)
+        if first < points[0][0]:  # the first read holds what the workers used from the first task on
+            points = [(first, 0.0), *points]
+        rates = [(t0, max(c1 - c0, 0.0) / (t1 - t0)) for (t0, c0), (t1, c1) in itertools.pairwise(points) if t1 > t0]
+        values = _resample([*rates, (points[-1][0], 0.0)], timeline.origin, wall)
+        series.append({"executor": executor, "values": values})
+        active = _union(sorted((t.start, t.start + t.run) for t in tasks))
+        if active > 0:
+            waits = timeline.counters.get((executor, "cpu_wait"), [])
+            busy, cpus = sum(t.run for t in tasks) / active, points[-1][1] / active
+            waited = waits[-1][1] / active if waits else 0.0
+            sentence = cpu_sentence(executor, timeline.kinds.get(executor, ""), busy, cpus, waited)
+            verdicts.append({"executor": executor, "busy_workers": round(busy, 3), "cpus": round(cpus, 3),
+                             "waiting_for_cpu": round(waited, 3), "sentence": sentence})  # fmt: skip
+    return {"series": series, "verdicts": verdicts}
+
+
+def _union(intervals: Sequence[tuple[float, float]]) -> float:
+    """Seconds covered by the sorted ``intervals``: when at least one task ran."""
+    total, reach = 0.0, -math.inf
+    for start, stop in intervals:
+        if stop > reach:
+            total += stop - max(start, reach)
+            reach = stop
+    return total
+
+
+def _several(value: float, one: str, tenths: bool) -> str:
+    """``value`` of ``one``, in tenths (else whole from 1 up), in the plural but for 1."""
+    shown = f"{value:.1f}" if tenths or value < 0.95 else f"{value:.0f}"
+    return f"{shown} {one}" if shown in ("1", "1.0") else f"{shown} {one}s"
+
+
+def cpu_sentence(executor: str, kind: str, busy: float, cpus: float, waiting: float) -> str:
+    """What ``busy`` workers on average busy, on ``cpus`` CPUs and runnable but waiting for one on ``waiting``
+    more, while any of them was busy, say: that the tasks compute (each on a CPU, or short of cores), wait (I/O,
+    locks, other services), or are serialized by the GIL (a thread pool of several busy workers of which about one
+    at a time runs or waits for a CPU)."""
+    runnable = (cpus + waiting) / busy if busy > 0 else 0.0
+    if kind == "thread" and busy >= 1.5 and cpus + waiting >= 0.6 and runnable < 0.7:
+        meaning = "CPU-bound under the GIL, a process or interpreter pool would run them in parallel"
+    elif runnable < 0.3:
+        meaning = "the tasks mostly wait"
+    elif runnable < 0.7:
+        meaning = "the tasks compute part of the time and wait the rest"
+    elif cpus / busy >= 0.7:
+        meaning = "the tasks compute, each busy worker on a CPU of its own"
+    else:
+        share = waiting / (cpus + waiting)
+        meaning = f"the tasks compute, but waited for a CPU {share:.0%} of the time: the machine's cores were busy"
+    return f"{executor}: {_several(busy, 'worker', False)} busy on {_several(cpus, 'CPU', True)}: {meaning}"
 
 
 # -- distributions ---------------------------------------------------------------------------------------------------
@@ -255,19 +320,27 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 
 
 def _function_rows(timeline: Timeline) -> list[dict[str, Any]]:
-    """One row per (executor, function): count, errors, queue-wait and run-time quantiles, busiest first."""
+    """One row per (executor, function): count, errors, busy and CPU seconds, the CPU share of the time its tasks
+    ran, queue-wait and run-time quantiles, busiest first."""
     grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for t in timeline.tasks:
         grouped[(t.executor, t.function)].append(t)
     rows = []
     for (executor, function), tasks in grouped.items():
+        busy = sum(t.run for t in tasks)
+        timed = [t for t in tasks if t.cpu is not None]
+        ran = sum(t.run for t in timed)
         rows.append(
             {
                 "executor": executor,
                 "function": function,
                 "tasks": len(tasks),
                 "errors": sum(t.outcome == ERROR for t in tasks),
-                "busy": round(sum(t.run for t in tasks), DIGITS),
+                "busy": round(busy, DIGITS),
+                # The CPU its tasks used over the time they ran (those whose CPU the file holds): near 1 they
+                # compute, near 0 they wait.
+                "cpu": round(sum(t.cpu or 0.0 for t in timed), DIGITS) if timed else None,
+                "cpu_share": round(sum(t.cpu or 0.0 for t in timed) / ran, 4) if timed and ran > 0 else None,
                 "queue": _stats([t.queue for t in tasks if t.queue is not None]),
                 "run": _stats([t.run for t in tasks]),
             }

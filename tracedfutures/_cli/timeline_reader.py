@@ -5,14 +5,18 @@ What is read (timestamps and durations in microseconds in the file, seconds here
 describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
-  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id`` and ``span_id``;
+  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id``, ``span_id`` and, for a
+  thread or interpreter pool's task, ``cpu_time`` (the CPU seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
   tasks cancelled before they ran;
-- ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name);
+- ``"ph": "C"`` counters ``queued`` / ``running`` (one track per executor: the ``args`` key is its name), and
+  ``cpu`` and ``cpu_wait``, the CPU seconds the executor's workers used so far and the seconds they waited for a
+  CPU, read from time to time;
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
-- ``otherData``: each executor's ``max_workers`` and the count of what the writer ``left_out`` past its cap.
+- ``otherData``: each executor's ``kind`` and ``max_workers``, and the count of what the writer ``left_out`` past
+  its cap.
 
 The writer's module is not imported: it needs the OpenTelemetry SDK, which reading a file does not. A file that
 is not JSON, or not a trace, raises ``TimelineError`` with a sentence that says why.
@@ -33,7 +37,7 @@ CANCELLED = "cancelled"
 BLOCKED = "blocked"
 #: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices.
 TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
-COUNTERS = ("queued", "running")
+COUNTERS = ("queued", "running", "cpu", "cpu_wait")
 US = 1e-6
 
 
@@ -55,6 +59,8 @@ class Task:
     error_type: str
     trace_id: str
     span_id: str
+    #: CPU seconds the task used in its worker thread, where the file says (a thread or interpreter pool's).
+    cpu: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +79,11 @@ class Timeline:
 
     tasks: list[Task] = field(default_factory=list)
     blocked: list[Blocked] = field(default_factory=list)
-    #: (executor, "queued" or "running") -> [(seconds, value)], by time.
+    #: (executor, "queued", "running", "cpu" or "cpu_wait") -> [(seconds, value)], by time.
     counters: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     max_workers: dict[str, int] = field(default_factory=dict)
+    #: Each executor's kind (``thread``, ``process``, ``interpreter``, ``other``) where the file says it.
+    kinds: dict[str, str] = field(default_factory=dict)
     #: Tasks cancelled before they ran, per executor.
     cancelled: dict[str, int] = field(default_factory=dict)
     #: Each lane's (pid, tid).
@@ -228,6 +236,7 @@ class _Reader:
                 error_type=str(args.get("error.type", "")),
                 trace_id=str(args.get("trace_id", "")),
                 span_id=span_id,
+                cpu=float(args["cpu_time"]) if "cpu_time" in args else None,
             )
         )
 
@@ -247,3 +256,5 @@ class _Reader:
         for executor, info in (other.get("executors") or {}).items():
             if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
                 timeline.max_workers[str(executor)] = info["max_workers"]
+            if isinstance(info, dict) and isinstance(info.get("kind"), str):
+                timeline.kinds[str(executor)] = info["kind"]

@@ -4,7 +4,8 @@ scrape's ``/tasks``.
 Rates and quantiles are over the interval between the scrapes, from the counters' and the histograms' bucket
 deltas (the quantiles interpolated in their bucket as Prometheus' ``histogram_quantile`` does): tasks ended per
 second and the share that raised (``executor_tasks_ended_total``), how busy the workers were (worker-seconds
-busy over worker-seconds offered); the gauges (queued, running, max workers) are the later scrape's. Every series
+busy over worker-seconds offered) and how many CPUs they used (``executor_workers_cpu_seconds_total`` over the
+interval's seconds); the gauges (queued, running, max workers) are the later scrape's. Every series
 is summed over its labels other than ``executor`` (outcome, function, error type), so one row is one executor
 name. A counter that went down (the program restarted) counts from zero.
 """
@@ -20,6 +21,7 @@ from tracedfutures._cli.scrape import Scrape
 from tracedfutures._metric_definitions import (
     AVAILABLE,
     BUSY,
+    CPU,
     ENDED,
     MAX_WORKERS,
     QUEUE,
@@ -44,6 +46,8 @@ class ExecutorRow:
     submitted: float | None
     #: Worker-seconds spent running tasks over worker-seconds offered.
     utilization: float | None
+    #: CPUs the workers used: CPU seconds over the interval's seconds (None where the program has no such series).
+    cpus: float | None
     queue_p50: float | None
     queue_p95: float | None
     run_p50: float | None
@@ -160,11 +164,12 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
     failed = _rates(before, now, ENDED.name, outcome="error")
     submitted = _rates(before, now, SUBMITTED.name)
     busy, available = _rates(before, now, BUSY.name), _rates(before, now, AVAILABLE.name)
+    cpu = _rates(before, now, CPU.name)
     queue, run = _quantiles(before, now, QUEUE.name), _quantiles(before, now, RUN.name)
     names = sorted(set().union(*gauges.values(), succeeded, submitted))
     rows = []
     for name in names:
-        throughput = error_rate = submit_rate = utilization = None
+        throughput = error_rate = submit_rate = utilization = cpus = None
         if seconds:
             done = succeeded.get(name, 0.0) + failed.get(name, 0.0)
             throughput = done / seconds
@@ -172,6 +177,7 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
             error_rate = failed.get(name, 0.0) / done if done else None
             offered = available.get(name, 0.0)
             utilization = min(busy.get(name, 0.0) / offered, 1.0) if offered > 0 else None
+            cpus = cpu[name] / seconds if name in cpu else None
         queue_p50, queue_p95 = queue.get(name, (None, None)) if seconds else (None, None)
         run_p50, run_p95 = run.get(name, (None, None)) if seconds else (None, None)
         rows.append(
@@ -184,6 +190,7 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
                 error_rate=error_rate,
                 submitted=submit_rate,
                 utilization=utilization,
+                cpus=cpus,
                 queue_p50=queue_p50,
                 queue_p95=queue_p95,
                 run_p50=run_p50,

@@ -41,7 +41,7 @@ def render(interval: Interval, url: str, every: float, height: int, problem: str
         "  (q quits)",
     )
     executors = Table(box=box.ASCII2)
-    for title in ("executor", "tasks/s", "queued", "running", "max workers", "busy", "queue p50", "queue p95",
+    for title in ("executor", "tasks/s", "queued", "running", "max workers", "busy", "CPUs", "queue p50", "queue p95",
                   "run p50", "run p95", "errors"):  # fmt: skip
         executors.add_column(title, justify="left" if title == "executor" else "right", no_wrap=True)
     for row in interval.executors:
@@ -52,6 +52,7 @@ def render(interval: Interval, url: str, every: float, height: int, problem: str
             _number(row.running, digits=0),
             _number(row.max_workers, digits=0),
             _number(None if row.utilization is None else row.utilization * 100, " %", 0),
+            _number(row.cpus, digits=2),
             seconds(row.queue_p50),
             seconds(row.queue_p95),
             seconds(row.run_p50),

@@ -285,6 +285,36 @@
     }, [binTimes, ...shown.map((s) => held(s.values.map((v) => Math.min(100, (100 * v) / workers[s.executor]))))]);
   }
 
+  function cpu() {
+    const list = document.getElementById("cpu-verdicts");
+    for (const v of data.cpu.verdicts) {
+      const item = document.createElement("li");
+      item.textContent = v.sentence;
+      item.dataset.executor = v.executor;
+      list.appendChild(item);
+    }
+    const el = document.getElementById("cpu-chart");
+    if (!data.cpu.series.length) {
+      el.textContent = "The timeline holds no CPU readings of the workers (written by an older tracedfutures?).";
+      return;
+    }
+    const running = Object.fromEntries(
+      data.counters.series.filter((s) => s.kind === "running").map((s) => [s.executor, s.values]));
+    const shown = data.cpu.series.filter((s) => running[s.executor]);
+    if (!shown.length) { el.textContent = "The timeline has no running counters to draw them against."; return; }
+    const line = (label, executor, dash) => ({
+      label, stroke: executorColor(executor), dash, width: 1.5, points: { show: false },
+      paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => (v == null ? "–" : v.toFixed(2)),
+    });
+    timeChart(el, {
+      height: 220,
+      axes: [{ label: "seconds" }, { label: "CPUs / busy workers" }],
+      series: [{ label: "s", value: (u, v) => (v == null ? "–" : duration(v)) },
+        ...shown.flatMap((s) => [line(`${s.executor} CPUs used`, s.executor, undefined),
+          line(`${s.executor} busy workers`, s.executor, [6, 4])])],
+    }, [binTimes, ...shown.flatMap((s) => [held(s.values), held(running[s.executor])])]);
+  }
+
   // -- distributions ----------------------------------------------------------------------------------------------
   let histograms = [];
   function distributions() {
@@ -333,6 +363,8 @@
       ["tasks", (r) => count(r.tasks), "num"],
       ["errors", (r) => count(r.errors), "num"],
       ["busy", (r) => duration(r.busy), "num"],
+      ["CPU", (r) => duration(r.cpu), "num"],
+      ["CPU share", (r) => (r.cpu_share == null ? "–" : percent(r.cpu_share)), "num"],
       ["queue p50", (r) => duration(r.queue.p50), "num"],
       ["queue p95", (r) => duration(r.queue.p95), "num"],
       ["run p50", (r) => duration(r.run.p50), "num"],
@@ -374,6 +406,7 @@
   timeline();
   counters();
   utilization();
+  cpu();
   distributions();
   document.getElementById("distribution-group").addEventListener("change", distributions);
   functionTable();
