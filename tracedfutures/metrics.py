@@ -575,9 +575,13 @@ class ExecutorStats:
         # Read after the totals: a task that ends in between is missing from both (never counted twice).
         starts, waiting = self._running_now()
         now_ns = time.time_ns()
-        # Each thread's counts are read a moment apart while tasks move: clamp what may be briefly negative.
-        families[QUEUED].add_metric([name], max(total.submitted - total.started - total.unstarted + waiting, 0))
-        families[RUNNING_GAUGE].add_metric([name], max(total.started - total.ended_after_start - waiting, 0))
+        # The tasks in the executors now, split between queued and running. Each thread's counts, and a process
+        # pool's start board, are read a moment apart while tasks move (a task handed to the call queue in between
+        # is on the board and not in the totals): the split is clamped, never the sum, which the totals alone give.
+        in_pool = max(total.submitted - total.unstarted - total.ended_after_start, 0)
+        running = min(max(total.started - total.ended_after_start - waiting, 0), in_pool)
+        families[QUEUED].add_metric([name], in_pool - running)
+        families[RUNNING_GAUGE].add_metric([name], running)
         _histogram_with_created(families[RESULT_LAG], [name], total.result_lag, created)
         busy_ns += sum(now_ns - start for start in starts if start < now_ns)
         families[OLDEST_RUNNING].add_metric([name], max(now_ns - min(starts), 0) / 1e9 if starts else 0.0)
