@@ -34,7 +34,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._shutdown_deadlock": set(),
     "tracedfutures._state": set(),
     "tracedfutures._stdlib": {"tracedfutures._shutdown_deadlock", "tracedfutures._state"},
-    "tracedfutures._naming": {"tracedfutures._stdlib"},
+    "tracedfutures._naming": {"tracedfutures._stdlib", "tracedfutures.package"},
     "tracedfutures._wire": set(),
     "tracedfutures._worker_cpu": set(),
     "tracedfutures._telemetry": {"tracedfutures._state"},

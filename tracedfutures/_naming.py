@@ -13,6 +13,7 @@ from concurrent.futures import process as _process
 from typing import Any
 
 from tracedfutures._stdlib import run_chunk
+from tracedfutures.package import _instruments_optional
 
 #: What ProcessPoolExecutor.map (and its fallback) submit, partially applied to the function.
 _CHUNK_RUNNERS = (getattr(_process, "_process_chunk", None), run_chunk)
@@ -78,7 +79,8 @@ def _is_loky_chunk(fn: Any) -> bool:
     return getattr(fn, "__name__", None) == "_process_chunk" and getattr(fn, "__module__", None) in _LOKY_MODULES
 
 
-_LOKY_MODULES = ("loky.process_executor", "joblib.externals.loky.process_executor")
+#: The modules of loky's process pool (loky's own and joblib's copy), from the table of what is instrumented.
+_LOKY_MODULES = tuple(module for module, cls, kind, *_ in _instruments_optional if kind == "process")
 
 
 def joblib_calls(fn: Any) -> list[tuple[Any, Any, Any]] | None:
