@@ -318,3 +318,48 @@ def test_files_of_a_dead_process_cut_short_or_empty_are_removed(tmp_path: Path) 
     assert _sample(result["first"], "executor_tasks_submitted_total", executor="web") == 1
     assert _sample(result["first"], "executor_max_workers", executor="web") == 2
     assert not [name for name in result["files"] if str(dead[0]) in name or str(dead[1]) in name]
+
+
+def test_workers_cpu_seconds_add_up_over_processes_alive_and_dead(tmp_path: Path) -> None:
+    result = run_script(
+        tmp_path,
+        """
+        done_r, done_w = os.pipe()
+        release_r, release_w = os.pipe()
+
+        def spin(seconds):  # pure-Python work for about this much CPU time
+            end = time.thread_time() + seconds
+            while time.thread_time() < end:
+                pass
+
+        def child(index):
+            pool = tracedfutures.TracedThreadPoolExecutor(2, name="cpu")
+            tracedfutures.wait([pool.submit(spin, 0.15) for _ in range(6)])
+            os.write(done_w, b"x")
+            os.read(release_r, 1)
+            pool.shutdown()
+
+        pids = fork_children(2, child)
+        os.close(done_w)
+        for _ in range(2):
+            assert os.read(done_r, 1) == b"x"
+        live = scrape()
+        os.write(release_w, b"xx")
+        for pid in pids:
+            os.waitpid(pid, 0)
+        children = os.times()
+        after = scrape()
+        print(json.dumps({
+            "live": live, "after": after, "again": scrape(),
+            "charged": children.children_user + children.children_system,
+        }))
+        """,
+    )
+    live = _sample(result["live"], "executor_workers_cpu_seconds_total", executor="cpu")
+    after = _sample(result["after"], "executor_workers_cpu_seconds_total", executor="cpu")
+    # Each process writes what its workers used as tasks end (at most once a second) and as its pool shuts down;
+    # what the dead processes wrote last stays, in the archive.
+    assert live is not None and after is not None
+    assert 0 < live <= after
+    assert 0.75 * result["charged"] <= after <= result["charged"] * 1.05, (after, result["charged"])
+    assert _sample(result["again"], "executor_workers_cpu_seconds_total", executor="cpu") == after

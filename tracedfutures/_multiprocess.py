@@ -8,13 +8,14 @@ registered in any registry, as its multiprocess documentation asks), in its ``co
 
 What describes live state is kept apart, in one small file per process (``tracedfutures_live_<pid>.tf``, the same
 mmap format, which prometheus_client's collector does not read): for each executor name its queued tasks, its
-workers, its capacity offset (so that the worker-seconds offered up to ``t`` are ``offset + workers * t``), and
-its running tasks' count, the sum of their starts and the oldest start (so that their busy time up to ``t`` is
-``running * t - sum``). ``MultiprocessCollector`` derives from them, at scrape time, the gauges and the
-worker-seconds of the live processes, as the in-process backend derives them from its tables; before that it
-checks which processes still live (no server hook needed) and folds what dead ones counted into one archive
-file per kind (see ``MultiprocessCollector``). Process pools never need this mode: their tasks are recorded in
-the submitting process.
+workers, its capacity offset (so that the worker-seconds offered up to ``t`` are ``offset + workers * t``), its
+running tasks' count, the sum of their starts and the oldest start (so that their busy time up to ``t`` is
+``running * t - sum``), and the CPU seconds its workers used (written as tasks end, at most every
+``CPU_EVERY_SECONDS``, and as a pool shuts down: only this process can read its workers' clocks).
+``MultiprocessCollector`` derives from them, at scrape time, the gauges and the worker-seconds of the live
+processes, as the in-process backend derives them from its tables; before that it checks which processes still
+live (no server hook needed) and folds what dead ones counted into one archive file per kind (see
+``MultiprocessCollector``). Process pools never need this mode: their tasks are recorded in the submitting process.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tracedfutures._metric_definitions import (
     AVAILABLE,
     BUSY,
     COMPLETED,
+    CPU,
     ENDED,
     EXECUTOR_METRICS,
     INVALID,
@@ -64,6 +66,7 @@ from tracedfutures._metric_definitions import (
 )
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
+from tracedfutures._worker_cpu import ThreadExit, WorkerCpu
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
@@ -78,6 +81,8 @@ _PROCESS_FILE = re.compile(r"(?:(counter|histogram|summary|gauge_[a-z]+)_|traced
 _LIVE_FILE = "tracedfutures_live_{}.tf"
 _ARCHIVE_FILE = "tracedfutures_archive.tf"
 _START_KEY = "\0process start"
+#: How often, at most, a process writes its workers' CPU seconds to its live file: as tasks end (see ``finished``).
+CPU_EVERY_SECONDS = 1.0
 
 # prometheus_client's multiprocess files, typed here (it leaves them untyped): an mmap dict of (value, timestamp)
 # by key, the merge of files that its MultiProcessCollector serves, and the removal of a dead pid's live gauges.
@@ -141,6 +146,13 @@ class _LiveFile:
             live.write_value(f"{name}\0{field}", value, 0.0)
 
 
+class _ThreadEnd(threading.local):
+    """Made in each worker thread at its first task: hands the thread's final CPU time to ``cpu`` as it ends."""
+
+    def __init__(self, cpu: WorkerCpu) -> None:
+        self.exit = ThreadExit(cpu)
+
+
 class MultiprocessSeries:
     """One executor name's series in this process: prometheus_client children bound once for what is counted,
     and the live state (queued, running, workers, capacity) written to the process's live file as it changes.
@@ -168,6 +180,12 @@ class MultiprocessSeries:
         self.workers = 0
         self.dormant = 0  # workers of pools made before a fork, counted again at this process's next task
         self.offset = 0.0  # worker-seconds offered up to t: offset + workers * t
+        self._cpu(WorkerCpu())
+
+    def _cpu(self, cpu: WorkerCpu) -> None:
+        self.cpu = cpu
+        self.cpu_read_at = 0.0  # time.monotonic() of the last CPU read written to the live file
+        self.thread_end = _ThreadEnd(cpu)
 
     def _running(self) -> tuple[tuple[str, str, float], ...]:
         """The running tasks' count, the sum of their starts and the oldest start (unix seconds), read from the
@@ -200,6 +218,7 @@ class MultiprocessSeries:
 
     def started(self, future: TracedFuture) -> None:
         try:
+            self.thread_end.exit  # noqa: B018  (made at the thread's first task: its final CPU, as it ends)
             live = self.live
             with live.lock:
                 self.queued -= 1
@@ -215,6 +234,8 @@ class MultiprocessSeries:
         with live.lock:
             if ran:
                 live.write(self._running())
+                if time.monotonic() - self.cpu_read_at >= CPU_EVERY_SECONDS:
+                    self._write_cpu()
             else:
                 self.queued -= 1
                 live.write(((self.name, "queued", self.queued),))
@@ -224,6 +245,17 @@ class MultiprocessSeries:
             self._queue.observe(queue_ns / 1e9)
             self.metrics[RUN].labels(self.name, function, outcome).observe(run_ns / 1e9)
             self._busy.inc(run_ns / 1e9)
+
+    def _write_cpu(self) -> None:
+        """Write the CPU seconds of this name's workers in this process (under the live file's lock): as tasks
+        end, at most every ``CPU_EVERY_SECONDS``, and as a pool shuts down, never per task. The workers are threads
+        or processes of this process, which only it can read; the collector adds the processes' last writes up."""
+        self.cpu_read_at = time.monotonic()
+        tables = list(self.tables)
+        pools = [(table.kind, ref()) for table in tables if (ref := table.executor) is not None]
+        cpu_ns = self.cpu.read([(kind, executor) for kind, executor in pools if executor is not None])
+        if cpu_ns is not None:
+            self.live.write(((self.name, "cpu", cpu_ns / 1e9),))
 
     def refused(self, method: str) -> None:
         self._invalid[method].inc()
@@ -243,6 +275,8 @@ class MultiprocessSeries:
                 count += taken
             if count:
                 live.write(self._workers(count))
+            if count < 0:  # a pool shuts down: what its workers used, while they can still be read
+                self._write_cpu()
 
     def watch(self, running: Any) -> None:
         """The running tasks are read from the executors' tables when one starts or ends (see ``_running``)."""
@@ -260,6 +294,7 @@ class MultiprocessSeries:
             self.error_label.after_fork()
             self.function_label.after_fork()
             self.queued, self.offset = 0, 0.0
+            self._cpu(WorkerCpu())  # the parent's workers are not this process's
         else:
             self.offset += self.workers * now
         self.dormant += self.workers
@@ -414,7 +449,8 @@ class MultiprocessCollector:
                     os.remove(path)
             _mark_dead(pid, directory)
             if "live" in kinds:
-                _add_into(os.path.join(directory, _ARCHIVE_FILE), self._accrued(values, now))
+                cpu = ((key, value, now) for key, value in values.items() if key.endswith("\0cpu"))
+                _add_into(os.path.join(directory, _ARCHIVE_FILE), [*self._accrued(values, now), *cpu])
                 os.remove(kinds["live"])
         return live
 
@@ -449,7 +485,7 @@ class MultiprocessCollector:
             for sample in metric.samples if sample.name.endswith("_total")
         }  # fmt: skip
         names = {*totals, *ended, *(key.partition("\0")[0] for key, _, _ in archive.read_all_values())}
-        families = {d: d.family() for d in (*LIVE_GAUGES.values(), BUSY, AVAILABLE, OLDEST_RUNNING)}
+        families = {d: d.family() for d in (*LIVE_GAUGES.values(), BUSY, AVAILABLE, CPU, OLDEST_RUNNING)}
         for name in sorted(names):
             fields = totals.get(name, {})
             for field, definition in LIVE_GAUGES.items():
@@ -459,6 +495,9 @@ class MultiprocessCollector:
             available = archive.read_value(f"{name}\0available")[0] + fields.get("available", 0.0)
             families[AVAILABLE].add_metric([name], _never_lower(archive, f"{name}\0available exposed", available))
             families[OLDEST_RUNNING].add_metric([name], max(now - oldest[name], 0.0) if name in oldest else 0.0)
+            cpu = archive.read_value(f"{name}\0cpu")[0] + fields.get("cpu", 0.0)
+            if cpu or "cpu" in fields:  # where no process could read its workers' CPU: no series
+                families[CPU].add_metric([name], _never_lower(archive, f"{name}\0cpu exposed", cpu))
         return list(families.values())
 
 

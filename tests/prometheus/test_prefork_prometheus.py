@@ -74,6 +74,8 @@ def test_alerts_fire_across_workers(scraped: tuple[Server, dict[str, Prometheus]
             _until(lambda p=prom: p.vector(f"executor_tasks_submitted_total{{{w}}} == 10"), "the quick tasks")
             assert prom.value(f"executor_tasks_ended_total{{{w},outcome=\"success\"}}") == 10
             assert prom.value(f"executor_invalid_transitions_total{{{w},method=\"set_result\"}}") == 0
+            # What the workers' threads used, written by each gunicorn or uvicorn worker as its tasks ended.
+            assert prom.value(f"executor_workers_cpu_seconds_total{{{w}}}") > 0
             prom.wait_scrapes(2)
         # The first refused transition and the first failure dropped unread: the series of the one existed at 0,
         # so increase() counts it on both versions; the other is born with its error type, as the rule expects.
