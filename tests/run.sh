@@ -158,6 +158,7 @@ stage "CPython suite 3.11" suite .venv-3.11-debian
 # flat memory.
 stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
 stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
+stage "stress: 10,000 pool names" tf_py .venv-3.11 tests/stress/pool_names.py 10000
 # Free-threaded builds (3.14t, 3.15t) cannot be had here: the stress test reports sys._is_gil_enabled() wherever
 # it runs.
 stage "stress: free-threaded, 3.15" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
