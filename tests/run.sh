@@ -119,6 +119,24 @@ tf_report_tools() {  # Debian's chromium (the report's page) and tmux (top's scr
     tmux -V
 }
 
+optional_venv() {  # optional_venv [--tests] VERSION DIR REQUIREMENTS...: venv, or a note where the Python is missing
+    local v=$1 modules=(ensurepip)
+    if [ "$1" = --tests ]; then v=$2 modules+=(test.test_concurrent_futures); fi
+    if ! tf_python "$v" "${modules[@]}" >/dev/null; then
+        echo "no Python $v with ${modules[*]} on this machine (pyenv install $v): its stages are skipped"
+        return 0
+    fi
+    venv "$@"
+}
+
+if_venv() {  # if_venv DIR COMMAND...: COMMAND, or a note where optional_venv made no venv DIR
+    if [ ! -f "$1/.tf-runner" ]; then
+        echo "skipped: no venv $1 (its Python is not on this machine, see its venv stage)"
+        return 0
+    fi
+    "${@:2}"
+}
+
 forced_fallback() {  # forced_fallback COMMAND...: the library's public-API fallback path, forced
     TRACEDFUTURES_FORCE_FALLBACK=1 "$@"
 }
@@ -144,6 +162,10 @@ stage --always "venv 3.11" \
     venv 3.11 .venv-3.11 tests/requirements.txt tests/lint-requirements.txt dashboards/requirements.txt
 stage --always "venv 3.11 with its test package" venv --tests 3.11 .venv-3.11-debian tests/requirements.txt
 stage --always "venv docs" venv 3.11 .venv-docs docs/requirements.txt
+# 3.12.1 and 3.13.0 from pyenv, where this machine has them (its 3.12.1 has no test_concurrent_futures): the very
+# releases the shutdown-deadlock workaround (tracedfutures/_shutdown_deadlock.py) exists for.
+stage --always "venv 3.12" optional_venv 3.12 .venv-3.12 tests/requirements.txt
+stage --always "venv 3.13 with its test package" optional_venv --tests 3.13 .venv-3.13 tests/requirements.txt
 stage "prometheus + promtool" tf_prometheus
 stage "chromium + tmux" tf_report_tools
 all_ended
@@ -154,6 +176,7 @@ stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
 stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
 stage "CPython suite 3.14" suite .venv-3.14
 stage "CPython suite 3.11" suite .venv-3.11-debian
+stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
 # Stress (about 60 s and 120 s alone on 2 cores): 200,000 tasks from 16 threads, exact counts; 1,000,000 tasks,
 # flat memory.
 stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
@@ -166,6 +189,8 @@ stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
 stage "unit tests 3.14" unit_tests .venv-3.14
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
+stage "unit tests 3.12" if_venv .venv-3.12 unit_tests .venv-3.12
+stage "unit tests 3.13" if_venv .venv-3.13 unit_tests .venv-3.13
 # Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
 stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
 stage "docs: mkdocs build --strict" tf_py .venv-docs -m mkdocs build --strict --quiet -d "$logs/site"
