@@ -68,6 +68,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._metric_definitions",
         "tracedfutures._state",
         "tracedfutures._telemetry",
+        "tracedfutures._worker_cpu",
     },
     "tracedfutures.metrics": {
         "tracedfutures._lifecycle",
