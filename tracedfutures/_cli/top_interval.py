@@ -197,6 +197,6 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
                 run_p95=run_p95,
             )
         )
-    notes = [] if now.tasks is not None else ["the program serves no /tasks: running tasks are not listed"]
+    notes = [now.tasks_note] if now.tasks_note is not None else []
     pid = now.tasks.get("pid") if now.tasks is not None else None
     return Interval(seconds, rows, _running(now), pid, notes)
