@@ -211,6 +211,36 @@ def test_an_unreachable_program_is_one_clear_line(tmp_path: Path) -> None:
     assert done.stderr.startswith("tracedfutures top: cannot reach http://127.0.0.1:9/metrics: connection refused")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "must be a number of seconds more than 0, not '0'"),
+        ("-1", "must be a number of seconds more than 0, not '-1'"),
+        ("nan", "must be a number of seconds more than 0, not 'nan'"),
+        ("soon", "not a number of seconds: 'soon'"),
+    ],
+)
+def test_a_bad_interval_is_a_usage_error(tmp_path: Path, value: str, message: str) -> None:
+    done = clisupport.tracedfutures("top", "http://127.0.0.1:9", f"--interval={value}", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "usage: tracedfutures top [-h] [-n SECONDS] [URL]\n"
+        f"tracedfutures top: error: argument -n/--interval: {message}\n"
+    )
+
+
+def test_help_shows_examples_and_the_default_numbers(tmp_path: Path) -> None:
+    done = clisupport.tracedfutures("top", "--help", cwd=tmp_path, env={"COLUMNS": "120"})
+    assert done.returncode == 0 and done.stderr == ""
+    assert "seconds between refreshes, more than 0 (default: 2)\n" in done.stdout
+    assert "where the program serves /metrics and /tasks (default: http://127.0.0.1:9464)\n" in done.stdout
+    assert done.stdout.endswith(
+        "examples:\n"
+        "  tracedfutures top                                  http://127.0.0.1:9464, every 2 s\n"
+        "  tracedfutures top 127.0.0.1:8000/metrics -n 0.5    an app's /metrics, twice a second\n"
+    )
+
+
 def test_without_rich_top_says_what_to_install(tmp_path: Path) -> None:
     (tmp_path / "rich").mkdir()  # a rich that cannot be imported, first on the path
     (tmp_path / "rich" / "__init__.py").write_text("raise ImportError('no rich here')\n", encoding="utf-8")

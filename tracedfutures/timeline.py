@@ -460,5 +460,16 @@ class TimelineWriter(SpanProcessor):
 
 
 def _program_name() -> str:
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return program or "python"
+    """The program as its command line names it, as ``ps`` shows it less the interpreter: ``app.py`` for
+    ``python path/to/app.py``, the module for ``python -m pkg.mod`` (``pkg.mod``), and the interpreter as it was
+    called for ``python -c CODE`` or a program read from standard input (``python``). At start-up, where the
+    recording names it, ``sys.argv[0]`` is still ``-m`` for a module: its name is read from ``sys.orig_argv``."""
+    argv, orig = sys.argv, getattr(sys, "orig_argv", [])
+    interpreter = os.path.basename(orig[0]) if orig and orig[0] else "python"
+    first = argv[0] if argv else ""
+    if first == "-m" and len(orig) >= len(argv) >= 1:
+        module = orig[len(orig) - len(argv)]  # the arguments after the module are sys.argv[1:]
+        return module.removeprefix("-m") or interpreter  # python -mpkg.mod gives one argument
+    if first in ("", "-", "-c"):
+        return interpreter
+    return os.path.basename(first) or interpreter
