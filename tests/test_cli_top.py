@@ -118,7 +118,11 @@ class Pane:
 
     def __init__(self, command: str, width: int = 160, height: int = 40) -> None:
         self.socket = f"tf-top-test-{os.getpid()}"
-        self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), command)
+        # The pane's terminal may start at tmux's default size and take the given one a moment later: the command
+        # starts once it has it, without the COLUMNS and LINES the shell may have exported at its start (rich
+        # prefers them to the terminal's own size: top would draw for 80 columns).
+        ready = f'until [ "$(stty size)" = "{height} {width}" ]; do sleep 0.05; done; unset COLUMNS LINES; '
+        self.tmux("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), ready + command)
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30)
@@ -201,6 +205,109 @@ def test_top_in_a_terminal_shows_what_the_program_serves_and_quits_on_q(program:
         assert "Traceback" not in after
     finally:
         pane.close()
+
+
+#: Programs that serve their metrics from a server other than tracedfutures': a pool of two workers held by a
+#: gate, a third task queued behind them; each prints its port and runs until its stdin closes.
+HELD = """
+import sys, threading
+import tracedfutures
+
+gate = threading.Event()
+pool = tracedfutures.TracedThreadPoolExecutor(2, name="held", thread_name_prefix="holder")
+futures = [pool.submit(gate.wait) for _ in range(3)]
+"""
+PROMETHEUS_SERVER = HELD + """
+import prometheus_client
+
+server, _ = prometheus_client.start_http_server(0, addr="127.0.0.1")
+print(server.server_port, flush=True)
+sys.stdin.read()
+gate.set()
+"""
+#: A FastAPI app run by uvicorn, with a /tasks route of its own, and an app serving the metrics mounted at /metrics.
+FASTAPI_APP = HELD + """
+import socket
+import prometheus_client
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/tasks")
+def tasks():
+    return {"tasks": ["the app's own"]}
+
+app.mount("/metrics", MOUNTED())
+listening = socket.socket()
+listening.bind(("127.0.0.1", 0))
+server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+def stop():
+    sys.stdin.read()
+    gate.set()
+    server.should_exit = True
+
+threading.Thread(target=stop, daemon=True).start()
+print(listening.getsockname()[1], flush=True)
+server.run(sockets=[listening])
+"""
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (Debian: apt-get install tmux)")
+@pytest.mark.parametrize(
+    ("source", "path", "note"),
+    [
+        (PROMETHEUS_SERVER, "", "/tasks is not JSON (not tracedfutures' server): running tasks are not listed"),
+        (FASTAPI_APP.replace("MOUNTED", "prometheus_client.make_asgi_app"), "/metrics",
+         "/tasks is not tracedfutures' document: running tasks are not listed"),
+        (FASTAPI_APP.replace("MOUNTED", "tracedfutures.make_asgi_app"), "/metrics", None),
+    ],
+    ids=["prometheus_client.start_http_server", "FastAPI + prometheus_client.make_asgi_app",
+         "FastAPI + tracedfutures.make_asgi_app"],
+)  # fmt: skip
+def test_top_reads_any_server_that_serves_the_metrics(
+    tmp_path: Path, source: str, path: str, note: str | None
+) -> None:
+    """The executors and their numbers from any server of the metrics; the running tasks where tracedfutures'
+    app serves them (mounted at /metrics in a web app whose own /tasks is something else: top finds them under
+    /metrics), else the one-line note that says why there are none to read; q quits with status 0."""
+    (tmp_path / "served.py").write_text(source, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "served.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    port = process.stdout.readline().strip()
+    pane: Pane | None = None
+    try:
+        assert port.isdigit(), f"the program did not start (printed {port!r})"
+        url = f"http://127.0.0.1:{port}{path}"
+        top = shlex.join([sys.executable, "-m", "tracedfutures", "top", url, "--interval", "0.5"])
+        pane = Pane(f"{top}; echo EXITED $?; sleep 60")
+        screen = pane.wait_for(r"\|\s*held\s*\|\s*0\.0\s*\|")  # the rates: after one interval
+        rows = _rows(screen)
+        assert "executor" in rows, screen
+        held = dict(zip(rows["executor"], rows["held"]))
+        assert (held["queued"], held["running"], held["max workers"], held["busy"]) == ("1", "2", "2", "100 %")
+        running = [line for line in screen.splitlines() if re.search(r"\|\s*held\s*\|\s*Event\.wait\s*\|", line)]
+        if note is None:
+            assert "running now: 2, oldest first" in screen
+            assert sorted(re.search(r"(holder_\d) \(pid \d+\)", line).group(1) for line in running) == [  # type: ignore[union-attr]
+                "holder_0", "holder_1"
+            ]
+            assert "running tasks are not listed" not in screen
+        else:
+            assert [line.strip() for line in screen.splitlines() if "running tasks" in line] == [note]
+            assert running == [] and "running now" not in screen
+        assert "Traceback" not in screen
+        pane.tmux("send-keys", "-t", "top", "q")
+        assert "EXITED 0" in pane.wait_for(r"EXITED \d+")
+    finally:
+        if pane is not None:
+            pane.close()
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=30)
 
 
 def test_an_unreachable_program_is_one_clear_line(tmp_path: Path) -> None:

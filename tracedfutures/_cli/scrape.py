@@ -118,12 +118,12 @@ def _tasks(url: str, path: str) -> dict[str, Any]:
     try:
         tasks = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise NotTasks(f"{path} is not JSON (the metrics server is not tracedfutures')") from None
+        raise NotTasks(f"{path} is not JSON (not tracedfutures' server)") from None
     schema = tasks.get("schema") if isinstance(tasks, dict) else None
     if schema is None or not isinstance(tasks, dict):
-        raise NotTasks(f"{path} is not tracedfutures' running-tasks document")
+        raise NotTasks(f"{path} is not tracedfutures' document")
     if schema not in TASKS_SCHEMAS:
-        raise NotTasks(f"{path} is a running-tasks document this top does not read (schema {schema!r})")
+        raise NotTasks(f"{path} is schema {schema!r}, which this top does not read")
     return tasks
 
 
