@@ -402,6 +402,78 @@ def test_an_interval_from_two_real_scrapes() -> None:
     assert first.executors[0].cpus is None
 
 
+#: ``/metrics`` of a program in prometheus_client's multiprocess mode served by its own ``MultiProcessCollector``:
+#: the counters and histograms, none of tracedfutures' gauges.
+COUNTERS_ONLY = """\
+# TYPE executor_tasks_submitted_total counter
+executor_tasks_submitted_total{executor="pool"} 7.0
+# TYPE executor_tasks_ended_total counter
+executor_tasks_ended_total{executor="pool",outcome="success"} 6.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("answers", "note", "asked"),
+    [
+        ({}, "the program serves no /tasks: running tasks are not listed", ["/tasks", "/metrics/tasks"]),
+        ({"/tasks": (200, COUNTERS_ONLY)}, "/tasks is not JSON (not tracedfutures' server): running tasks are not listed",
+         ["/tasks", "/metrics/tasks"]),
+        ({"/tasks": (200, '{"tasks": []}')}, "/tasks is not tracedfutures' document: running tasks are not listed",
+         ["/tasks", "/metrics/tasks"]),
+        ({"/tasks": (200, '{"schema": "tracedfutures.tasks/2"}')},
+         "/tasks is schema 'tracedfutures.tasks/2', which this top does not read: running tasks are not listed",
+         ["/tasks", "/metrics/tasks"]),
+        ({"/tasks": (500, "")}, "/tasks answered HTTP 500 Internal Server Error: running tasks are not listed",
+         ["/tasks", "/metrics/tasks"]),
+        ({"/metrics/tasks": (200, '{"schema": "tracedfutures.tasks/1", "executors": []}')}, None,
+         ["/tasks", "/metrics/tasks", "/metrics/tasks"]),
+    ],
+    ids=["404", "not JSON", "another document", "a later schema", "HTTP 500", "under /metrics"],
+)  # fmt: skip
+def test_where_there_are_no_running_tasks_to_read_a_note_says_why(
+    answers: dict[str, tuple[int, str]], note: str | None, asked: list[str]
+) -> None:
+    """Two scrapes of a server that serves the metrics and, at /tasks, one of the things servers serve there: the
+    metrics read all the same, the note's exact words; the second scrape asks only where the first found the
+    document, and nowhere when it found none."""
+    import http.server
+    import threading
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            status, body = (200, COUNTERS_ONLY) if self.path == "/metrics" else answers.get(self.path, (404, ""))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body.encode())))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reader = scrape.Reader(f"http://127.0.0.1:{server.server_port}")
+        first, second = reader.scrape(), reader.scrape()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [path for path in requests if path != "/metrics"] == asked
+    assert requests.count("/metrics") == 2
+    for look in (first, second):
+        assert look.tasks_note == note
+        assert (look.tasks is None) == (note is not None)
+        shown = top_interval.interval(None, look)
+        assert shown.notes == ([] if note is None else [note])
+        [row] = shown.executors
+        # No gauge served at all: not known, rather than 0.
+        assert (row.name, row.queued, row.running, row.max_workers) == ("pool", None, None, None)
+    assert top_interval.interval(first, second).executors[0].throughput == 0.0
+
+
 def test_bucket_quantile_interpolates_as_prometheus_does() -> None:
     # 10 observations: 4 in (0, 1], 4 in (1, 2], 2 above 2.
     cumulative = {1.0: 4.0, 2.0: 8.0, float("inf"): 10.0}
