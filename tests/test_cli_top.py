@@ -416,8 +416,8 @@ executor_tasks_ended_total{executor="pool",outcome="success"} 6.0
     ("answers", "note", "asked"),
     [
         ({}, "the program serves no /tasks: running tasks are not listed", ["/tasks", "/metrics/tasks"]),
-        ({"/tasks": (200, COUNTERS_ONLY)}, "/tasks is not JSON (not tracedfutures' server): running tasks are not listed",
-         ["/tasks", "/metrics/tasks"]),
+        ({"/tasks": (200, COUNTERS_ONLY)},
+         "/tasks is not JSON (not tracedfutures' server): running tasks are not listed", ["/tasks", "/metrics/tasks"]),
         ({"/tasks": (200, '{"tasks": []}')}, "/tasks is not tracedfutures' document: running tasks are not listed",
          ["/tasks", "/metrics/tasks"]),
         ({"/tasks": (200, '{"schema": "tracedfutures.tasks/2"}')},
