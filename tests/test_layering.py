@@ -77,7 +77,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._multiprocess",
         "tracedfutures._worker_cpu",
     },
-    "tracedfutures._otel_names": {"tracedfutures._metric_definitions"},
+    "tracedfutures._otel_names": {"tracedfutures._metric_definitions", "tracedfutures._naming"},
     "tracedfutures._otel_metrics": {
         "tracedfutures._metric_definitions",
         "tracedfutures._otel_names",
@@ -157,7 +157,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._cli.dashboards": set(),
     "tracedfutures._cli.arguments": set(),
     "tracedfutures._cli.record": {"tracedfutures._cli.arguments", "tracedfutures._recording"},
-    "tracedfutures._cli.timeline_reader": set(),
+    "tracedfutures._cli.timeline_reader": {"tracedfutures._naming"},
     "tracedfutures._cli.report_data": {"tracedfutures._cli.timeline_reader"},
     "tracedfutures._cli.report_page": {"tracedfutures.version"},
     "tracedfutures._cli.report": {

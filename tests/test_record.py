@@ -144,7 +144,7 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
         for task in pool["tasks"]
         if task["outcome"] != "cancelled"
     )
-    assert Counter((s["args"]["executor"], s["args"]["code.function"]) for s in slices) == ran
+    assert Counter((s["args"]["executor"], s["args"]["code.function.name"]) for s in slices) == ran
     assert ("threads", "quick") not in ran  # the cancelled task left no slice
 
     for pool in truth["executors"]:
@@ -174,7 +174,7 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
                 assert all(s["args"]["cpu_time"] <= s["dur"] * 1e-6 + 0.002 for s in mine)
         # Never more worker threads than max_workers; each task on the worker that really ran it.
         assert len({(s["pid"], s["tid"]) for s in mine}) <= pool["max_workers"]
-        by_function = {s["args"]["code.function"]: s for s in mine}
+        by_function = {s["args"]["code.function.name"]: s for s in mine}
         for task in tasks:
             function = task["function"]
             found = by_function.get(function)
@@ -274,7 +274,7 @@ def test_ctrl_c_still_writes_the_timeline(tmp_path: Path) -> None:
     assert recorder.returncode == 128 + signal.SIGINT, stderr
     assert "KeyboardInterrupt" in stderr
     slices = task_slices(validated(trace))
-    assert [s["args"]["code.function"] for s in slices] == ["quick"] * 4
+    assert [s["args"]["code.function.name"] for s in slices] == ["quick"] * 4
 
 
 def test_the_cap_counts_what_it_left_out(tmp_path: Path) -> None:
@@ -355,6 +355,29 @@ def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> Non
         TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
 
 
+def test_slices_name_the_function_in_code_function_name_and_older_files_are_read(tmp_path: Path) -> None:
+    """The semantic conventions' ``code.function.name`` on each slice; a file written by 0.1.0, with the deprecated
+    ``code.function``, reads the same."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tracedfutures
+    from tracedfutures._cli import timeline_reader
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    provider.add_span_processor(TimelineWriter(tmp_path / "new.json"))
+    with tracedfutures.TracedThreadPoolExecutor(1, name="named", tracer_provider=provider) as executor:
+        assert list(executor.map(abs, [-1, -2])) == [1, 2]
+    provider.shutdown()
+    new = (tmp_path / "new.json").read_text()
+    assert [s["args"]["code.function.name"] for s in task_slices(validated(tmp_path / "new.json"))] == ["abs"] * 2
+    assert '"code.function"' not in new
+    (tmp_path / "old.json").write_text(new.replace('"code.function.name"', '"code.function"'))
+    for name in ("new.json", "old.json"):
+        tasks = timeline_reader.read(tmp_path / name).tasks
+        assert [(task.executor, task.function) for task in tasks] == [("named", "abs")] * 2, name
+
+
 class _Span:
     """What the writer reads of an SDK span, for a task: made directly, so that many can pass quickly."""
 
@@ -364,7 +387,7 @@ class _Span:
 
         self.name = "many quick"
         self.context = SpanContext(1, span_id, is_remote=False)
-        self.attributes = {"executor.name": "many", "executor.kind": "thread", "code.function": "quick",
+        self.attributes = {"executor.name": "many", "executor.kind": "thread", "code.function.name": "quick",
                            "process.pid": os.getpid(), "thread.id": 7, "thread.name": "many_0"}  # fmt: skip
         self.start_time, self.end_time = submitted, ended
         self.events = (Event("running", timestamp=started),)

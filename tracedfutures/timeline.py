@@ -17,7 +17,7 @@ What is written, for each task span (times in microseconds from the writer's sta
 
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
-  events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
+  events), named like the task span, with ``args`` ``executor``, ``code.function.name``, ``outcome``, ``error.type``
   (on error), ``thread.id``, ``trace_id``, ``span_id``, ``executor.task.batch_size`` for a joblib batch and, for a
   thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
   worker thread;
@@ -303,7 +303,7 @@ class TimelineWriter(SpanProcessor):
         tid = self._tid(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
         args: dict[str, Any] = {
             "executor": executor,
-            "code.function": attributes.get(CODE_FUNCTION, ""),
+            CODE_FUNCTION: attributes.get(CODE_FUNCTION, ""),
             "outcome": outcome,
             "thread.id": thread_id,
             "trace_id": f"{context.trace_id:032x}",
