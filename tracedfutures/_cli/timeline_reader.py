@@ -5,8 +5,9 @@ What is read (timestamps and durations in microseconds in the file, seconds here
 describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
-  with ``args`` ``executor``, ``code.function.name`` (``code.function`` in files written by 0.1.0), ``outcome``, ``error.type``, ``trace_id``, ``span_id`` and, for a
-  thread or interpreter pool's task, ``cpu_time`` (the CPU seconds it used);
+  with ``args`` ``executor``, ``code.function.name`` (``code.function`` in files written by 0.1.0), ``outcome``,
+  ``error.type``, ``trace_id``, ``span_id`` and, for a thread or interpreter pool's task, ``cpu_time`` (the CPU
+  seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
