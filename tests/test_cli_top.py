@@ -310,6 +310,64 @@ def test_top_reads_any_server_that_serves_the_metrics(
         process.wait(timeout=30)
 
 
+MULTIPROCESS_SERVER = HELD + """
+import prometheus_client
+from prometheus_client import multiprocess
+
+if sys.argv[1] == "prometheus_client":
+    registry = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+else:
+    from tracedfutures.exposition import multiprocess_registry
+
+    registry = multiprocess_registry()
+server, _ = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+print(server.server_port, flush=True)
+sys.stdin.read()
+gate.set()
+"""
+
+
+@pytest.mark.parametrize(
+    ("collector", "gauges"),
+    [("prometheus_client", (None, None, None)), ("tracedfutures", (1.0, 2.0, 2.0))],
+    ids=["prometheus_client.multiprocess.MultiProcessCollector", "tracedfutures.exposition.multiprocess_registry"],
+)
+def test_top_reads_a_program_in_multiprocess_mode(
+    tmp_path: Path, collector: str, gauges: tuple[float | None, ...]
+) -> None:
+    """prometheus_client's own server in multiprocess mode: with prometheus_client's collector the counters and
+    histograms (the gauges are tracedfutures' files: not known, rather than 0), with tracedfutures' registry the
+    gauges too; the note says there are no running tasks to read."""
+    (tmp_path / "served.py").write_text(MULTIPROCESS_SERVER, encoding="utf-8")
+    (tmp_path / "multiproc").mkdir()
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "served.py"), collector], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        port = process.stdout.readline().strip()
+        assert port.isdigit(), f"the program did not start (printed {port!r})"
+        reader = scrape.Reader(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while True:  # the three tasks submitted and, where the gauges are served, two of them running
+            look = reader.scrape()
+            [row] = top_interval.interval(None, look).executors
+            if row.running == gauges[1] and top_interval._by_executor(look, "executor_tasks_submitted_total") == {
+                "held": 3.0
+            }:
+                break
+            assert time.monotonic() < deadline, f"the held tasks did not start: {row}"
+            time.sleep(0.05)
+        assert (row.name, (row.queued, row.running, row.max_workers)) == ("held", gauges)
+        assert look.tasks is None
+        assert look.tasks_note == "/tasks is not JSON (not tracedfutures' server): running tasks are not listed"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
 def test_an_unreachable_program_is_one_clear_line(tmp_path: Path) -> None:
     done = clisupport.tracedfutures("top", "http://127.0.0.1:9", cwd=tmp_path)  # the discard port: nothing listens
     assert done.returncode == 1
