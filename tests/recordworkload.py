@@ -83,8 +83,9 @@ def interrupt(ready: str) -> None:
     """Run tasks, say so, then wait for the Ctrl-C that the test sends."""
     with ThreadPoolExecutor(2, thread_name_prefix="before") as executor:
         list(executor.map(quick, range(4)))
-    with open(ready, "w") as out:
+    with open(f"{ready}.part", "w") as out:
         out.write(str(os.getpid()))
+    os.replace(f"{ready}.part", ready)  # whole when it appears
     time.sleep(60)
     raise AssertionError("no Ctrl-C came")
 

@@ -186,7 +186,7 @@ def test_asyncio_keeps_the_caller_span_as_parent(telemetry: Telemetry, how: str)
     assert (trace_id, span_id) == (task.context.trace_id, task.context.span_id)
     # to_thread runs the function in a copy of the caller's contextvars; run_in_executor and submit do not.
     assert value == ("set by the caller, ok" if how == "to_thread" else "unsetok")
-    assert task.attributes is not None and task.attributes["code.function"] == "in_thread"
+    assert task.attributes is not None and task.attributes["code.function.name"] == "in_thread"
 
 
 def test_asyncio_run_in_executor_with_a_process_pool(telemetry: Telemetry) -> None:

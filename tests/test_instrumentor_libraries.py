@@ -160,7 +160,9 @@ def test_joblib_batches_are_tasks_named_after_their_function(telemetry: Telemetr
     spans = task_spans(telemetry, int(submitted), "joblib")
     assert parents(spans) == {("joblib square", caller.get_span_context().span_id): submitted}
     assert sum(s.attributes["executor.task.batch_size"] for s in spans) == 400
-    assert {(s.attributes["executor.kind"], s.attributes["code.function"]) for s in spans} == {("process", "square")}
+    assert {(s.attributes["executor.kind"], s.attributes["code.function.name"]) for s in spans} == {
+        ("process", "square")
+    }
     assert os.getpid() not in {s.attributes["process.pid"] for s in spans}
     assert telemetry.series("executor_tasks_completed_total") == {
         labels(executor="joblib", function="square", outcome="success", error_type=""): submitted

@@ -26,7 +26,7 @@ def raise_(exc: BaseException) -> None:
 
 
 def task_attributes(kind: str, function: str, **extra: Any) -> dict[str, Any]:
-    return {"executor.name": "pool", "executor.kind": EXECUTOR_KIND[kind], "code.function": function, **extra}
+    return {"executor.name": "pool", "executor.kind": EXECUTOR_KIND[kind], "code.function.name": function, **extra}
 
 
 def completed(**counts: int) -> dict[frozenset[tuple[str, str]], float]:

@@ -101,7 +101,7 @@ def test_exact_values_of_a_thread_pool(meters: Any) -> None:
     completed = {tuple(sorted(k)): p.value for k, p in found["executor.task.completed"].items()}
 
     def series(function: str, outcome: str, error: str | None = None) -> tuple[tuple[str, Any], ...]:
-        attributes = {**pool, "code.function": function, "executor.task.outcome": outcome}
+        attributes = {**pool, "code.function.name": function, "executor.task.outcome": outcome}
         if error is not None:
             attributes["error.type"] = error
         return tuple(sorted(attributes.items()))
@@ -114,8 +114,9 @@ def test_exact_values_of_a_thread_pool(meters: Any) -> None:
         series("fail", "error", "support.CustomError"): 2,
     }
     run = found["executor.task.run.duration"]
-    assert {dict(k)["code.function"]: p.count for k, p in run.items() if dict(k)["executor.task.outcome"] == "error"} \
-        == {"int": 1, "fail": 2}  # fmt: skip
+    counts = [(dict(k), p.count) for k, p in run.items()]
+    errors = {a["code.function.name"]: n for a, n in counts if a["executor.task.outcome"] == "error"}
+    assert errors == {"int": 1, "fail": 2}
     queue = found["executor.task.queue.duration"][key(pool)]
     assert queue.count == 9 and sum(queue.bucket_counts) == 9  # the cancelled task never started
     assert list(queue.explicit_bounds) == list(DEFAULT_BUCKETS)
@@ -150,7 +151,7 @@ def test_exact_values_of_a_process_pool(meters: Any, method: str) -> None:
     run = {dict(k)["executor.task.outcome"]: p.count for k, p in found["executor.task.run.duration"].items()
            if dict(k)["executor.name"] == method}  # fmt: skip
     assert run == {"success": 1, "error": 1}
-    failed = {"code.function": "fail", "executor.task.outcome": "error", "error.type": "support.CustomError"}
+    failed = {"code.function.name": "fail", "executor.task.outcome": "error", "error.type": "support.CustomError"}
     assert found["executor.task.completed"][key(pool_attributes, failed)].value == 1
     busy = found["executor.worker.busy.time"][key(pool_attributes)].value
     run_sum = sum(p.sum for k, p in found["executor.task.run.duration"].items() if dict(k)["executor.name"] == method)

@@ -197,7 +197,7 @@ def check_trace(spans: list[dict[str, Any]], parts: tuple[str, ...], names: dict
         if span["name"].endswith(("traced_work", "failing_work")):
             assert span["scope"] == "tracedfutures"
             assert span["events"][0] == "running"
-            assert span["attributes"]["code.function"] == span["name"].split()[-1]
+            assert span["attributes"]["code.function.name"] == span["name"].split()[-1]
         elif span["name"] != "workload":
             assert span["scope"] == "workersupport"
             assert span["kind"] == (3 if span["name"] == "inner" else 1)  # SPAN_KIND_CLIENT, SPAN_KIND_INTERNAL
@@ -263,7 +263,7 @@ def test_opentelemetry_instrument_traces_joblib_loky_and_dask(receivers: Any) ->
     submitted = {p["attributes"]["executor.name"]: p["value"] for p in points if p["name"] == "executor.task.submitted"}
     assert submitted == {"loky": 2, "dask": 2, "joblib": 2}
     completed = {
-        (p["attributes"]["executor.name"], p["attributes"]["code.function"], p["attributes"].get("error.type", ""))
+        (p["attributes"]["executor.name"], p["attributes"]["code.function.name"], p["attributes"].get("error.type", ""))
         for p in points
         if p["name"] == "executor.task.completed" and p["value"] == 1
     }

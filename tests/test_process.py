@@ -19,7 +19,7 @@ TIMEOUT = 60
 
 
 def attributes(function: str, **extra: Any) -> dict[str, Any]:
-    return {"executor.name": "pool", "executor.kind": "process", "code.function": function, **extra}
+    return {"executor.name": "pool", "executor.kind": "process", "code.function.name": function, **extra}
 
 
 @pytest.mark.parametrize("context", PROCESS_KINDS)

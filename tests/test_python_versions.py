@@ -225,7 +225,7 @@ def test_interpreter_pool_tasks_are_traced_where_they_run(telemetry: Telemetry) 
     assert shape["attributes"] == {
         "executor.name": "interp",
         "executor.kind": "interpreter",
-        "code.function": "fail",
+        "code.function.name": "fail",
         "error.type": "support.CustomError",
     }
     assert shape["events"] == ["running", "exception"]

@@ -144,7 +144,7 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
         for task in pool["tasks"]
         if task["outcome"] != "cancelled"
     )
-    assert Counter((s["args"]["executor"], s["args"]["code.function"]) for s in slices) == ran
+    assert Counter((s["args"]["executor"], s["args"]["code.function.name"]) for s in slices) == ran
     assert ("threads", "quick") not in ran  # the cancelled task left no slice
 
     for pool in truth["executors"]:
@@ -174,7 +174,7 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
                 assert all(s["args"]["cpu_time"] <= s["dur"] * 1e-6 + 0.002 for s in mine)
         # Never more worker threads than max_workers; each task on the worker that really ran it.
         assert len({(s["pid"], s["tid"]) for s in mine}) <= pool["max_workers"]
-        by_function = {s["args"]["code.function"]: s for s in mine}
+        by_function = {s["args"]["code.function.name"]: s for s in mine}
         for task in tasks:
             function = task["function"]
             found = by_function.get(function)
@@ -226,6 +226,31 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
     assert document["otherData"]["executors"]["threads"] == {"kind": "thread", "max_workers": 3}
 
 
+@pytest.mark.parametrize(
+    ("program", "name"),
+    [
+        (["-m", "recordworkload"], "recordworkload"),
+        (["-X", "dev", "-mrecordworkload"], "recordworkload"),
+        (["-c", "import recordworkload, sys; sys.exit(recordworkload.main(sys.argv[1:]))"], None),
+    ],
+    ids=["-m module", "-mmodule after options", "-c"],
+)
+def test_the_process_is_named_as_its_command_line_names_the_program(
+    tmp_path: Path, program: list[str], name: str | None
+) -> None:
+    """``python -m pkg.mod`` is named ``pkg.mod``, ``python -c CODE`` the interpreter as it was called (``ps``'s
+    name for it): not ``-m`` or ``-c``, which is ``sys.argv[0]`` when the recording starts."""
+    trace, truth = tmp_path / "trace.json", tmp_path / "truth.json"
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--", sys.executable, *program]
+    done = subprocess.run(
+        [*command, str(truth), "0", "many", "5"], cwd=TESTS, capture_output=True, text=True, timeout=TIMEOUT,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    expected = name if name is not None else os.path.basename(sys.executable)
+    assert names(validated(trace), "process_name") == {json.loads(truth.read_text())["pid"]: expected}
+
+
 def test_an_uncaught_exception_still_writes_and_gives_its_status(tmp_path: Path) -> None:
     status, _, path = record(tmp_path, "0", "raise")
     assert status == 1
@@ -238,15 +263,18 @@ def test_ctrl_c_still_writes_the_timeline(tmp_path: Path) -> None:
     command += [str(TESTS / "recordworkload.py"), str(tmp_path / "truth.json"), "0", "interrupt", str(ready)]
     recorder = subprocess.Popen(command, cwd=TESTS, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
-    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+    while not ready.exists():  # the program writes its pid there (whole: renamed into place) once its tasks ran
+        assert recorder.poll() is None, recorder.communicate()[1]
+        assert time.monotonic() < deadline, "the program did not get ready"
         time.sleep(0.05)
-    # Ctrl-C in a terminal: SIGINT to the foreground process group, record and the program alike.
-    os.killpg(recorder.pid, signal.SIGINT)
+    # Ctrl-C in a terminal sends SIGINT to record and the program alike; record ignores it (once the program has
+    # started, which its readiness does not prove), so it is sent to the program, which ends as it would.
+    os.kill(int(ready.read_text()), signal.SIGINT)
     _, stderr = recorder.communicate(timeout=TIMEOUT)
     assert recorder.returncode == 128 + signal.SIGINT, stderr
     assert "KeyboardInterrupt" in stderr
     slices = task_slices(validated(trace))
-    assert [s["args"]["code.function"] for s in slices] == ["quick"] * 4
+    assert [s["args"]["code.function.name"] for s in slices] == ["quick"] * 4
 
 
 def test_the_cap_counts_what_it_left_out(tmp_path: Path) -> None:
@@ -267,6 +295,42 @@ def test_a_command_that_does_not_run_gives_127(tmp_path: Path) -> None:
     assert done.returncode == 127 and "cannot run" in done.stderr
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "no command" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "must be 0 or more, not '-1'"),
+        ("many", "not a whole number: 'many'"),
+        ("2.5", "not a whole number: '2.5'"),
+    ],
+)
+def test_a_bad_max_tasks_is_a_usage_error(tmp_path: Path, value: str, message: str) -> None:
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(tmp_path / "t.json"), "--max-tasks", value]
+    done = subprocess.run([*command, "--", sys.executable, "-c", "pass"], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "usage: tracedfutures record [-h] -o TRACE.json [--max-tasks N] ...\n"
+        f"tracedfutures record: error: argument --max-tasks: {message}\n"
+    )
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_help_shows_examples_and_the_default_number() -> None:
+    from tracedfutures._cli import record as record_verb
+    from tracedfutures.timeline import DEFAULT_MAX_TASKS
+
+    assert record_verb.DEFAULT_MAX_TASKS == DEFAULT_MAX_TASKS  # written out in the command line, the same number
+    done = subprocess.run([sys.executable, "-m", "tracedfutures", "record", "--help"], capture_output=True,
+                          text=True, check=False, env={**os.environ, "COLUMNS": "120"})  # fmt: skip
+    assert done.returncode == 0 and done.stderr == ""
+    assert f"counts the rest (default: {DEFAULT_MAX_TASKS})\n" in done.stdout
+    assert done.stdout.endswith(
+        "examples:\n"
+        "  tracedfutures record -o trace.json -- python app.py --workers 8\n"
+        "  tracedfutures record -o trace.json --max-tasks 50000 -- python -m mypackage.job\n"
+        "  tracedfutures report trace.json -o report.html\n"
+    )
 
 
 @pytest.mark.parametrize("max_tasks", [0, 3])
@@ -291,6 +355,29 @@ def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> Non
         TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
 
 
+def test_slices_name_the_function_in_code_function_name_and_older_files_are_read(tmp_path: Path) -> None:
+    """The semantic conventions' ``code.function.name`` on each slice; a file written by 0.1.0, with the deprecated
+    ``code.function``, reads the same."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tracedfutures
+    from tracedfutures._cli import timeline_reader
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    provider.add_span_processor(TimelineWriter(tmp_path / "new.json"))
+    with tracedfutures.TracedThreadPoolExecutor(1, name="named", tracer_provider=provider) as executor:
+        assert list(executor.map(abs, [-1, -2])) == [1, 2]
+    provider.shutdown()
+    new = (tmp_path / "new.json").read_text()
+    assert [s["args"]["code.function.name"] for s in task_slices(validated(tmp_path / "new.json"))] == ["abs"] * 2
+    assert '"code.function"' not in new
+    (tmp_path / "old.json").write_text(new.replace('"code.function.name"', '"code.function"'))
+    for name in ("new.json", "old.json"):
+        tasks = timeline_reader.read(tmp_path / name).tasks
+        assert [(task.executor, task.function) for task in tasks] == [("named", "abs")] * 2, name
+
+
 class _Span:
     """What the writer reads of an SDK span, for a task: made directly, so that many can pass quickly."""
 
@@ -300,7 +387,7 @@ class _Span:
 
         self.name = "many quick"
         self.context = SpanContext(1, span_id, is_remote=False)
-        self.attributes = {"executor.name": "many", "executor.kind": "thread", "code.function": "quick",
+        self.attributes = {"executor.name": "many", "executor.kind": "thread", "code.function.name": "quick",
                            "process.pid": os.getpid(), "thread.id": 7, "thread.name": "many_0"}  # fmt: skip
         self.start_time, self.end_time = submitted, ended
         self.events = (Event("running", timestamp=started),)

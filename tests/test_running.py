@@ -220,6 +220,88 @@ def test_tasks_takes_only_get_and_other_paths_are_metrics(telemetry: Telemetry, 
     assert b'executor_tasks_submitted_total{executor="pool"} 1.0' in body
 
 
+def _call_wsgi(app: Any, method: str, path: str, script_name: str = "") -> tuple[str, dict[str, str], bytes]:
+    """``app``'s answer to a request, as a WSGI server (``script_name``: where it is mounted) passes it."""
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer["status"], answer["headers"] = status, {key.lower(): value for key, value in headers}
+
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": script_name, "QUERY_STRING": "",
+               "SERVER_NAME": "test", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}  # fmt: skip
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+def _call_asgi(app: Any, method: str, path: str, root_path: str = "") -> tuple[str, dict[str, str], bytes]:
+    """``app``'s answer to a request, as an ASGI server passes it (``root_path``: where a router mounted it, the
+    whole path in ``path``, as Starlette's ``Mount`` does)."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": f"{root_path}{path}", "raw_path": f"{root_path}{path}".encode(), "root_path": root_path,
+             "query_string": b"", "headers": [], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    start, *bodies = sent
+    assert start["type"] == "http.response.start" and all(b["type"] == "http.response.body" for b in bodies)
+    headers = {key.decode().lower(): value.decode() for key, value in start["headers"]}
+    return str(start["status"]), headers, b"".join(b.get("body", b"") for b in bodies)
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+@pytest.mark.parametrize("mounted", ["", "/metrics"], ids=["at the root", "mounted at /metrics"])
+def test_the_apps_serve_tasks_and_metrics_on_every_other_path(telemetry: Telemetry, kind: str, mounted: str) -> None:
+    """``make_wsgi_app`` and ``make_asgi_app`` serve the same ``/tasks`` document as the server, under the path
+    they are mounted at, and the metrics on every other path."""
+    gate = telemetry.gate()
+    pool = tracedfutures.TracedThreadPoolExecutor(
+        1, "app", name="app", tracer_provider=telemetry.provider, registry=telemetry.registry
+    )
+    telemetry.executors.append(pool)
+    pool.submit(gate.task, SECRET)
+    gate.wait_entered(1)
+    if kind == "wsgi":
+        app = tracedfutures.make_wsgi_app(telemetry.registry)
+        call = lambda method, path: _call_wsgi(app, method, path, mounted)  # noqa: E731
+    else:
+        app = tracedfutures.make_asgi_app(telemetry.registry)
+        call = lambda method, path: _call_asgi(app, method, path, mounted)  # noqa: E731
+
+    status, headers, body = call("GET", "/tasks")
+    assert (status.split()[0], headers["content-type"], headers["cache-control"]) == ("200", "application/json",
+                                                                                       "no-store")  # fmt: skip
+    assert headers["content-length"] == str(len(body)) and SECRET.encode() not in body
+    document = json.loads(body)
+    assert set(document) == {"schema", "pid", "time", "executors"}
+    assert (document["schema"], document["pid"]) == (SCHEMA, os.getpid())
+    [thread] = pool._threads  # type: ignore[attr-defined]
+    (executor,) = ours(document, "app")
+    assert checked_ages(executor, document["time"]) == {
+        "name": "app",
+        "kind": "thread",
+        "max_workers": 1,
+        "running": [
+            {"function": "Gate.task", "started": True, "age_seconds": True,
+             "worker": {"pid": os.getpid(), "thread_id": thread.ident, "thread_name": "app_0"}}
+        ],
+    }  # fmt: skip
+    status, headers, body = call("POST", "/tasks")
+    assert (status.split()[0], headers["allow"], body) == ("405", "GET, HEAD", b"")
+    for path in ("/", "/metrics", "/tasks/more"):
+        status, headers, body = call("GET", path)
+        assert status.split()[0] == "200" and headers["content-type"].startswith("text/plain"), path
+        assert b'executor_tasks_running{executor="app"} 1.0' in body, path
+    gate.open()
+
+
 def test_a_forked_child_runs_none_of_its_parents_tasks(telemetry: Telemetry) -> None:
     gate = Gate()
     pool = telemetry.executor("thread", name="forked")

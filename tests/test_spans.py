@@ -1,5 +1,5 @@
 """Span trees: the task span is a child of the span current at submit, and the parent of spans the task
-starts; span names and code.function unwrap functools.partial."""
+starts; span names and code.function.name unwrap functools.partial."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def test_span_name_and_code_function(telemetry: Telemetry, kind: str, fn: Any, f
     assert span_shape(span)["attributes"] == {
         "executor.name": "pool",
         "executor.kind": EXECUTOR_KIND[kind],
-        "code.function": function,
+        "code.function.name": function,
     }
 
 

@@ -15,6 +15,9 @@ from typing import Any
 from tracedfutures._stdlib import run_chunk
 from tracedfutures.package import _instruments_optional
 
+#: The attribute that names a task's function on spans, on the OpenTelemetry metrics and on the timeline's slices: the
+#: semantic conventions' ``code.function.name`` (until 0.1.0 ``code.function``, which they deprecated).
+CODE_FUNCTION = "code.function.name"
 #: What ProcessPoolExecutor.map (and its fallback) submit, partially applied to the function.
 _CHUNK_RUNNERS = (getattr(_process, "_process_chunk", None), run_chunk)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:\-]{0,63}")

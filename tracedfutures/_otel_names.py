@@ -2,7 +2,7 @@
 
 Dotted names and UCUM units as the semantic conventions write them, modelled on the JVM executor proposal
 (``jvm.executor.*``) and .NET's ``dotnet.thread_pool.*`` where they overlap; attribute names are those the spans
-carry (``executor.name``, ``executor.kind``, ``code.function``, ``error.type``, ``futures.*``). Pure data: the
+carry (``executor.name``, ``executor.kind``, ``code.function.name``, ``error.type``, ``futures.*``). Pure data: the
 export (``_otel_metrics``) reads it, and so do the docs' table and its test.
 """
 
@@ -32,6 +32,7 @@ from tracedfutures._metric_definitions import (
     WAIT,
     Definition,
 )
+from tracedfutures._naming import CODE_FUNCTION
 
 #: The meter's name, and the schema of the conventions its names and attributes follow.
 METER_NAME = "tracedfutures"
@@ -47,7 +48,7 @@ ERROR_TYPE = "error.type"
 ATTRIBUTES = {
     "executor": EXECUTOR_NAME,
     "outcome": OUTCOME,
-    "function": "code.function",
+    "function": CODE_FUNCTION,
     "error_type": ERROR_TYPE,
     "method": "executor.future.method",
     "return_when": "futures.return_when",

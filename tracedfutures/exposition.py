@@ -1,9 +1,10 @@
 """Serving ``/metrics`` and ``/tasks``: an HTTP server and WSGI/ASGI apps on prometheus_client's, bound to loopback
 by default.
 
-``GET /tasks`` is a JSON document of the tasks running now (``_running.running_now``, schema in the docs'
-"Running tasks" page): function names, ages and workers, never a task's arguments, results or exception messages.
-Every other path serves the metrics, as prometheus_client's app does.
+The server and both apps serve ``GET /tasks``, a JSON document of the tasks running now (``_running.running_now``,
+schema in the docs' "Running tasks" page): function names, ages and workers, never a task's arguments, results or
+exception messages. Every other path serves the metrics, as prometheus_client's apps do. An app mounted under a
+prefix (``/metrics`` in a web app) serves it under that prefix: ``/metrics/tasks``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def start_http_server(
     return server, thread
 
 
+def _tasks_body() -> bytes:
+    """The ``/tasks`` document, as served."""
+    return json.dumps(running_now(), separators=(",", ":")).encode()
+
+
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> WSGIApplication:
     """A WSGI app serving ``/tasks`` and, on every other path, the registry's metrics, to mount in an existing
     server."""
@@ -107,7 +113,7 @@ def make_wsgi_app(registry: CollectorRegistry | None = None) -> WSGIApplication:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
             return [b""]
-        body = json.dumps(running_now(), separators=(",", ":")).encode()
+        body = _tasks_body()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                    ("Cache-Control", "no-store")]  # fmt: skip
         start_response("200 OK", headers)
@@ -117,6 +123,34 @@ def make_wsgi_app(registry: CollectorRegistry | None = None) -> WSGIApplication:
 
 
 def make_asgi_app(registry: CollectorRegistry | None = None) -> ASGIApplication:
-    """An ASGI app serving the registry's metrics, to mount in an existing server."""
-    app: ASGIApplication = prometheus_client.make_asgi_app(_registry(registry))
+    """An ASGI app serving ``/tasks`` and, on every other path, the registry's metrics, to mount in an existing
+    server (``app.mount("/metrics", make_asgi_app())`` in FastAPI or Starlette: ``/metrics/tasks``)."""
+    metrics: ASGIApplication = prometheus_client.make_asgi_app(_registry(registry))
+
+    async def app(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope.get("type") != "http" or _asgi_path(scope) != TASKS_PATH:
+            return await metrics(scope, receive, send)
+        if scope.get("method") not in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 405, "headers": [(b"allow", b"GET, HEAD")]})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        body = _tasks_body()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"cache-control", b"no-store")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})
+        return None
+
     return app
+
+
+def _asgi_path(scope: MutableMapping[str, Any]) -> str:
+    """The request's path within the app: ASGI servers and routers (Starlette's ``Mount``) keep the whole path in
+    ``path`` and the mount's prefix in ``root_path``; older ones strip the prefix from ``path``."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "")).rstrip("/")
+    return path.removeprefix(root) if root and path.startswith(f"{root}/") else path

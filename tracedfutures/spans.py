@@ -17,6 +17,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from tracedfutures._lifecycle import not_listening
+from tracedfutures._naming import CODE_FUNCTION as CODE_FUNCTION  # code.function.name, shared with the metrics
 from tracedfutures._naming import error_type, function_name, joblib_calls
 from tracedfutures._running import thread_name as _thread_name
 from tracedfutures._state import state
@@ -32,7 +33,6 @@ TRACER_NAME = "tracedfutures"
 
 EXECUTOR_NAME = "executor.name"
 EXECUTOR_KIND = "executor.kind"
-CODE_FUNCTION = "code.function"
 QUEUE_DURATION = "executor.task.queue_duration"  # seconds, submit to the callable's real start
 TASK_CANCELLED = "executor.task.cancelled"
 #: Spans the task finished in a worker process beyond the ``MAX_WORKER_SPANS`` that travel home (only when > 0).

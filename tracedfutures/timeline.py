@@ -17,7 +17,7 @@ What is written, for each task span (times in microseconds from the writer's sta
 
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
-  events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
+  events), named like the task span, with ``args`` ``executor``, ``code.function.name``, ``outcome``, ``error.type``
   (on error), ``thread.id``, ``trace_id``, ``span_id``, ``executor.task.batch_size`` for a joblib batch and, for a
   thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
   worker thread;
@@ -303,7 +303,7 @@ class TimelineWriter(SpanProcessor):
         tid = self._tid(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
         args: dict[str, Any] = {
             "executor": executor,
-            "code.function": attributes.get(CODE_FUNCTION, ""),
+            CODE_FUNCTION: attributes.get(CODE_FUNCTION, ""),
             "outcome": outcome,
             "thread.id": thread_id,
             "trace_id": f"{context.trace_id:032x}",
@@ -460,5 +460,16 @@ class TimelineWriter(SpanProcessor):
 
 
 def _program_name() -> str:
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return program or "python"
+    """The program as its command line names it, as ``ps`` shows it less the interpreter: ``app.py`` for
+    ``python path/to/app.py``, the module for ``python -m pkg.mod`` (``pkg.mod``), and the interpreter as it was
+    called for ``python -c CODE`` or a program read from standard input (``python``). At start-up, where the
+    recording names it, ``sys.argv[0]`` is still ``-m`` for a module: its name is read from ``sys.orig_argv``."""
+    argv, orig = sys.argv, getattr(sys, "orig_argv", [])
+    interpreter = os.path.basename(orig[0]) if orig and orig[0] else "python"
+    first = argv[0] if argv else ""
+    if first == "-m" and len(orig) >= len(argv) >= 1:
+        module = orig[len(orig) - len(argv)]  # the arguments after the module are sys.argv[1:]
+        return module.removeprefix("-m") or interpreter  # python -mpkg.mod gives one argument
+    if first in ("", "-", "-c"):
+        return interpreter
+    return os.path.basename(first) or interpreter

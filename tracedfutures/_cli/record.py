@@ -26,10 +26,31 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tracedfutures._cli.arguments import count
 from tracedfutures._recording import MAX_TASKS_VARIABLE, OUTPUT_VARIABLE
 
 #: The exit status when the program cannot be started (a shell's, for a command not found).
 EXIT_NOT_STARTED = 127
+#: A usage error's exit status, argparse's.
+EXIT_USAGE = 2
+#: ``tracedfutures.timeline.DEFAULT_MAX_TASKS``, written out so that the command line imports no OpenTelemetry
+#: (tests/test_record.py holds the two equal).
+DEFAULT_MAX_TASKS = 200_000
+
+DESCRIPTION = """\
+Run COMMAND (a Python program: python app.py ARGS...) with every
+concurrent.futures executor, wait and as_completed traced, and write its
+timeline to TRACE.json when it exits, also on an exception or Ctrl-C;
+ui.perfetto.dev and chrome://tracing open it, `tracedfutures report` makes a
+page of it. The exit status is the program's.
+"""
+
+EPILOG = """\
+examples:
+  tracedfutures record -o trace.json -- python app.py --workers 8
+  tracedfutures record -o trace.json --max-tasks 50000 -- python -m mypackage.job
+  tracedfutures report trace.json -o report.html
+"""
 
 SITECUSTOMIZE = '''\
 """Written by `tracedfutures record`: record this program's timeline (tracedfutures/_recording.py)."""
@@ -49,23 +70,21 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser = verbs.add_parser(
         "record",
         help="run a Python program with its executors traced and write its timeline (Chrome Trace Event Format)",
-        description="Run COMMAND (a Python program: python app.py ARGS...) with every concurrent.futures executor, "
-        "wait and as_completed traced, and write its timeline to TRACE.json when it exits, also on an exception "
-        "or Ctrl-C; ui.perfetto.dev and chrome://tracing open it, `tracedfutures report` makes a page of it. "
-        "The exit status is the program's.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-o", "--output", required=True, type=Path, metavar="TRACE.json", help="the timeline file to write"
     )
     parser.add_argument(
         "--max-tasks",
-        type=int,
+        type=count,
         metavar="N",
-        help="draw at most N tasks and calls; the file counts the rest (default: tracedfutures.timeline's "
-        "DEFAULT_MAX_TASKS)",
+        help=f"draw at most N tasks and calls, 0 or more; the file counts the rest (default: {DEFAULT_MAX_TASKS})",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="[--] COMMAND ARGS", help="the program to run")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,12 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print("tracedfutures record: no command to run (tracedfutures record -o TRACE.json -- python app.py)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    if args.max_tasks is not None and args.max_tasks < 0:
-        print("tracedfutures record: --max-tasks must be 0 or more", file=sys.stderr)
-        return 2
+        args.parser.error("no command to run (tracedfutures record -o TRACE.json -- python app.py)")
     output: Path = args.output.resolve()
     site = tempfile.mkdtemp(prefix="tracedfutures-record-")
     try:

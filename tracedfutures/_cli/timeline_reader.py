@@ -5,8 +5,9 @@ What is read (timestamps and durations in microseconds in the file, seconds here
 describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
-  with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``, ``trace_id``, ``span_id`` and, for a
-  thread or interpreter pool's task, ``cpu_time`` (the CPU seconds it used);
+  with ``args`` ``executor``, ``code.function.name`` (``code.function`` in files written by 0.1.0), ``outcome``,
+  ``error.type``, ``trace_id``, ``span_id`` and, for a thread or interpreter pool's task, ``cpu_time`` (the CPU
+  seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from tracedfutures._naming import CODE_FUNCTION
+
 ERROR = "error"
 CANCELLED = "cancelled"
 #: The outcome given to a blocking call's slice on the timeline.
@@ -39,6 +42,8 @@ BLOCKED = "blocked"
 TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
 COUNTERS = ("queued", "running", "cpu", "cpu_wait")
 US = 1e-6
+#: The function's key in the slices' ``args`` of files written by tracedfutures 0.1.0.
+OLD_CODE_FUNCTION = "code.function"
 
 
 class TimelineError(Exception):
@@ -228,7 +233,9 @@ class _Reader:
             Task(
                 lane=self.lane(event),
                 executor=executor,
-                function=str(args.get("code.function") or name.removeprefix(f"{executor} ")),
+                function=str(
+                    args.get(CODE_FUNCTION) or args.get(OLD_CODE_FUNCTION) or name.removeprefix(f"{executor} ")
+                ),
                 start=ts,
                 run=float(event.get("dur", 0)) * US,
                 queue=self.queued.pop(span_id, None),

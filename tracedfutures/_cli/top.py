@@ -12,23 +12,43 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tracedfutures._cli.arguments import positive_seconds
+
 #: Where ``tracedfutures.start_http_server(9464)`` serves.
 DEFAULT_URL = "http://127.0.0.1:9464"
-#: The exit status when the program cannot be reached or rich is missing.
+#: Seconds between refreshes unless ``--interval`` says otherwise.
+DEFAULT_INTERVAL = 2.0
+#: The exit status when the program cannot be reached or rich is missing (usage errors: argparse's 2).
 EXIT_FAILED = 1
 
 DESCRIPTION = """\
-A live view of a program that tracedfutures serves metrics for (tracedfutures.start_http_server): per executor,
-tasks ended per second, queued / running / max workers, how busy the workers are, p50 and p95 queue wait and run
-time over the last interval, the share of tasks that raised; and the tasks running now, oldest first. q quits.
+A live view of a program whose executors tracedfutures traces, read from the
+server that serves its metrics (tracedfutures.start_http_server,
+prometheus_client's own, an app mounted in a web app): per executor, tasks
+ended per second, queued / running / max workers, how busy the workers are, the
+CPUs they use, p50 and p95 queue wait and run time over the last interval, the
+share of tasks that raised; and the tasks running now, oldest first, where the
+server serves tracedfutures' /tasks (else a note says why they are not listed).
+q quits.
+
 Needs rich: pip install 'tracedfutures[cli]'.
+"""
+
+EPILOG = f"""\
+examples:
+  tracedfutures top                                  {DEFAULT_URL}, every {DEFAULT_INTERVAL:g} s
+  tracedfutures top 127.0.0.1:8000/metrics -n 0.5    an app's /metrics, twice a second
 """
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``top`` verb to the ``tracedfutures`` command line."""
     parser = verbs.add_parser(
-        "top", help="a live terminal view of a running program's executors", description=DESCRIPTION
+        "top",
+        help="a live terminal view of a running program's executors",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "url",
@@ -38,7 +58,12 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"where the program serves /metrics and /tasks (default: {DEFAULT_URL})",
     )
     parser.add_argument(
-        "-n", "--interval", type=float, default=2.0, metavar="SECONDS", help="seconds between refreshes (default: 2)"
+        "-n",
+        "--interval",
+        type=positive_seconds,
+        default=DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between refreshes, more than 0 (default: {DEFAULT_INTERVAL:g})",
     )
     parser.set_defaults(run=run)
 
@@ -46,9 +71,6 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """The ``top`` verb: show the program at ``args.url`` until ``q``; return the exit status."""
     interval: float = args.interval
-    if interval <= 0:
-        print("tracedfutures top: --interval must be more than 0 seconds", file=sys.stderr)
-        return EXIT_FAILED
     try:
         from rich.console import Console
         from rich.live import Live
@@ -59,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from tracedfutures._cli.keyboard import Keyboard
 
     url = scrape.base_url(args.url)
+    reader = scrape.Reader(url)
     try:
-        previous = scrape.scrape(url)
+        previous = reader.scrape()
     except scrape.Unreachable as exc:
         print(f"tracedfutures top: {exc}: is the program running and serving its metrics there?", file=sys.stderr)
         return EXIT_FAILED
@@ -77,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 if "q" in keyboard.wait(interval).lower():
                     return 0
                 try:
-                    current = scrape.scrape(url)
+                    current = reader.scrape()
                 except scrape.Unreachable as exc:
                     problem = str(exc)
                     continue

@@ -37,9 +37,11 @@ class ExecutorRow:
     """One executor over the interval (None: not known, e.g. no task ended in it)."""
 
     name: str
-    queued: float
-    running: float
-    max_workers: float
+    #: The gauges; None where the program serves no such gauge at all (prometheus_client's own
+    #: ``MultiProcessCollector`` instead of ``tracedfutures.multiprocess_registry``: the counters only).
+    queued: float | None
+    running: float | None
+    max_workers: float | None
     #: Tasks that ran to their end (a result or an exception) per second, and the share of them that raised.
     throughput: float | None
     error_rate: float | None
@@ -156,6 +158,11 @@ def _rates(before: Scrape | None, now: Scrape, name: str, **match: str) -> dict[
     return {executor: _delta(value, earlier.get(executor, 0.0)) for executor, value in later.items()}
 
 
+def _gauge(values: dict[str, float], executor: str) -> float | None:
+    """An executor's gauge: 0 where the gauge has no series of it, None where the program serves none at all."""
+    return values.get(executor, 0.0) if values else None
+
+
 def interval(before: Scrape | None, now: Scrape) -> Interval:
     """The screen of the interval from ``before`` (None: the first scrape, no rates yet) to ``now``."""
     seconds = now.at - before.at if before is not None else None
@@ -183,9 +190,9 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
         rows.append(
             ExecutorRow(
                 name=name,
-                queued=gauges[QUEUED.name].get(name, 0.0),
-                running=gauges[RUNNING_GAUGE.name].get(name, 0.0),
-                max_workers=gauges[MAX_WORKERS.name].get(name, 0.0),
+                queued=_gauge(gauges[QUEUED.name], name),
+                running=_gauge(gauges[RUNNING_GAUGE.name], name),
+                max_workers=_gauge(gauges[MAX_WORKERS.name], name),
                 throughput=throughput,
                 error_rate=error_rate,
                 submitted=submit_rate,
@@ -197,6 +204,6 @@ def interval(before: Scrape | None, now: Scrape) -> Interval:
                 run_p95=run_p95,
             )
         )
-    notes = [] if now.tasks is not None else ["the program serves no /tasks: running tasks are not listed"]
+    notes = [now.tasks_note] if now.tasks_note is not None else []
     pid = now.tasks.get("pid") if now.tasks is not None else None
     return Interval(seconds, rows, _running(now), pid, notes)

@@ -62,7 +62,7 @@ def render(interval: Interval, url: str, every: float, height: int, problem: str
     parts: list[RenderableType] = [header]
     if interval.seconds is None:
         parts.append(Text("rates and quantiles after the first interval", style="dim"))
-    parts.extend(Text(note, style="yellow") for note in interval.notes)
+    parts.extend(Text(note, style="yellow", no_wrap=True, overflow="ellipsis") for note in interval.notes)
     if problem is not None:
         parts.append(Text(f"{problem} (showing the last answer; retrying)", style="bold red"))
     parts.append(executors if interval.executors else Text("no executor has reported yet"))
