@@ -60,3 +60,17 @@ def importable(path: str) -> None:
     import sys
 
     sys.path.insert(0, path)
+
+
+#: The task at which ``dies_at`` kills the worker process that runs it.
+DIES_AT = 30
+
+
+def dies_at(value: int) -> int:
+    """A process pool's task: the one numbered ``DIES_AT`` kills its worker (SIGKILL, as the OOM killer would)."""
+    if value == DIES_AT:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.005)
+    return value

@@ -38,7 +38,27 @@ def start_recording(sitecustomize: str) -> None:
         # Registered after the provider's own hook, so run before it: every task has ended by then (the pools'
         # own exit hooks run before any atexit hook).
         atexit.register(_say_what_was_not_recorded, writer, _watch_untraced_pools())
+        _finish_on_sigterm(writer)
     _run_shadowed_sitecustomize(os.path.dirname(os.path.abspath(sitecustomize)))
+
+
+def _finish_on_sigterm(writer: Any) -> None:
+    """A SIGTERM that the program leaves to the default finishes the timeline first, then ends the program as the
+    default would (killed by SIGTERM). A program that handles SIGTERM itself keeps its handler."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def finish(signum: int, frame: FrameType | None) -> None:
+        writer.shutdown_on_signal()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        signal.signal(signal.SIGTERM, finish)
+    except ValueError:  # not the main thread: the default stays
+        pass
 
 
 #: Where the documentation says why these pools are out of reach.

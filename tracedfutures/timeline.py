@@ -45,17 +45,13 @@ written, nor exception messages.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import bisect
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
-from array import array
-from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -85,8 +81,15 @@ from tracedfutures.version import __version__
 DEFAULT_MAX_TASKS = 200_000
 #: Bytes of events kept before they are written to the file.
 BUFFER_BYTES = 1 << 20
-#: Counter changes kept in memory before a sorted chunk of them goes to the temporary file.
+#: Counter changes held in memory at most, waiting for the changes that may come before them.
 CHUNK = 1 << 16
+#: What is buffered goes to the file at least this often (seconds), by a thread of the writer's own.
+FLUSH_EVERY_S = 1.0
+#: Counter changes this recent (ns) are held back at a flush: the task they belong to may not be heard of yet.
+HOLD_NS = 100_000_000
+#: The names of the writer's own metadata events (``"ph": "M"``): its header (first in the file), each executor
+#: the first time it is seen, and the end (last in the file; a file without it was cut short).
+HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
 
@@ -96,46 +99,43 @@ _Started = tuple[int, str, int]
 
 
 class _Counters:
-    """The changes of every executor's queued and running counts, (ns, executor, d_queued, d_running), kept in
-    sorted chunks in a temporary file so that memory stays bounded, merged in time order at the end."""
+    """The changes of every executor's queued and running counts, (ns, executor, d_queued, d_running), held until
+    no change can come before them any more, then written in time order: nothing is left to merge when the file
+    is finished, so a file cut short holds exact counters up to its last flush.
+
+    A change is final once it is older than every task still queued or running (``ready(watermark)``). Past
+    ``CHUNK`` held changes (a task queued or running for long holds the watermark back) the oldest half is written
+    anyway; a change that comes later than what was written is written at the last time written (its value stays
+    exact, its time is late)."""
 
     def __init__(self) -> None:
         self.changes: list[tuple[int, int, int, int]] = []
-        self.spill: IO[bytes] | None = None
-        self.runs: list[tuple[int, int]] = []  # (offset, count) of each sorted chunk in ``spill``
+        self.written_ns = 0  # the time of the last change written
 
     def add(self, ns: int, executor: int, queued: int, running: int) -> None:
         self.changes.append((ns, executor, queued, running))
-        if len(self.changes) >= CHUNK:
-            self._spill()
 
-    def _spill(self) -> None:
-        if self.spill is None:
-            self.spill = tempfile.TemporaryFile()  # noqa: SIM115 (open until close(): chunks go on being added)
-        flat = array("q", itertools.chain.from_iterable(sorted(self.changes)))
-        self.runs.append((self.spill.seek(0, os.SEEK_END), len(self.changes)))
-        flat.tofile(self.spill)
-        self.changes = []
+    def ready(self, watermark: int | None) -> list[tuple[int, int, int, int]]:
+        """The changes up to ``watermark`` (every one when None), in time order; they are taken out."""
+        changes = self.changes
+        changes.sort()
+        if watermark is None:
+            cut = len(changes)
+        else:
+            cut = bisect.bisect_right(changes, watermark, key=_ns)
+            if len(changes) - cut > CHUNK:
+                cut = len(changes) - CHUNK // 2
+        taken, self.changes = changes[:cut], changes[cut:]
+        if taken:
+            late = self.written_ns
+            if taken[0][0] < late:
+                taken = [(max(ns, late), *rest) for ns, *rest in taken]  # type: ignore[misc]
+            self.written_ns = taken[-1][0]
+        return taken
 
-    def _run(self, offset: int, count: int) -> Iterator[tuple[int, int, int, int]]:
-        assert self.spill is not None
-        step = 4096
-        for start in range(0, count, step):
-            block = array("q")
-            self.spill.seek(offset + start * 32)
-            block.fromfile(self.spill, 4 * min(step, count - start))
-            for i in range(0, len(block), 4):
-                yield block[i], block[i + 1], block[i + 2], block[i + 3]
 
-    def merged(self) -> Iterator[tuple[int, int, int, int]]:
-        """Every change, in time order."""
-        self.changes.sort()
-        yield from heapq.merge(*(self._run(offset, count) for offset, count in self.runs), iter(self.changes))
-
-    def close(self) -> None:
-        if self.spill is not None:
-            self.spill.close()
-        self.changes = []
+def _ns(change: tuple[int, int, int, int]) -> int:
+    return change[0]
 
 
 def _us(ns: int) -> str:
@@ -158,23 +158,28 @@ class TimelineWriter(SpanProcessor):
         self._origin = time.time_ns()
         self._pid = os.getpid()
         self._started: dict[int, _Started] = {}  # span id -> where and when it started
-        self._buffer: list[str] = ['{"traceEvents":[\n']
+        self._buffer: list[str] = ["[\n"]
         self._buffered = 0
-        self._first = True
         self._tids: dict[tuple[int, int, str], int] = {}  # (pid, thread id, thread name) -> the tid in the file
         self._named_pids = {self._pid}  # the processes named in the file so far
         self._names: dict[str, str] = {}  # span name -> as a JSON string
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._counts: list[list[int]] = []  # each executor's queued and running count, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
         self._cpu_read = 0  # when it was last read (ns)
         self.drawn = 0
         self.left_out = 0
         self._closed = False
+        head = {"writer": f"tracedfutures {__version__}", "origin_unix_ns": self._origin, "max_tasks": max_tasks}
+        self._event(self._own(HEAD, head))
         self._event(self._meta("process_name", self._pid, 0, _program_name()))
+        self._flush()
         with state.timelines_lock:
             state.timelines.add(self)
+        self._stop = threading.Event()
+        threading.Thread(target=self._flush_every_second, name="tracedfutures-timeline", daemon=True).start()
 
     @property
     def executors(self) -> tuple[str, ...]:
@@ -207,6 +212,7 @@ class TimelineWriter(SpanProcessor):
                 else:
                     self._task(span, started)
                 if self._buffered >= BUFFER_BYTES:
+                    self._write_counters(self._watermark())
                     self._flush()
         except Exception as exc:  # a timeline that fails loses events, never the program's spans
             from tracedfutures._telemetry import telemetry_failed
@@ -214,12 +220,34 @@ class TimelineWriter(SpanProcessor):
             telemetry_failed("TimelineWriter", exc)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write out what is buffered."""
-        """Write the events buffered so far to the file (the file is still unfinished)."""
+        """Write the events buffered so far, and the counters' changes that are final, to the file (which stays
+        readable as it is: see ``tracedfutures._cli.timeline_reader``)."""
         with self._lock:
             if not self._closed:
+                self._read_cpu(time.time_ns())  # the workers' CPU at every flush: the file says how long it covers
+                self._write_counters(self._watermark())
                 self._flush()
         return True
+
+    def _flush_every_second(self) -> None:
+        """The writer's thread: what it holds goes to the file every ``FLUSH_EVERY_S``, so that a program killed
+        (``os._exit``, SIGKILL, a crash) leaves a file that holds all but its last second."""
+        while not self._stop.wait(FLUSH_EVERY_S):
+            try:
+                self.force_flush()
+            except Exception as exc:  # a timeline that fails loses events, never the program's work
+                from tracedfutures._telemetry import telemetry_failed
+
+                telemetry_failed("TimelineWriter", exc)
+            if self._closed:
+                return
+
+    def _watermark(self) -> int:
+        """The time before which no counter change can come any more: the submit of the oldest task still queued
+        or running (its start and its end come later), and not the last ``HOLD_NS``."""
+        now = time.time_ns() - HOLD_NS
+        oldest = min((started[2] for started in list(self._started.values())), default=now)
+        return min(now, oldest - HOLD_NS)
 
     def shutdown(self) -> None:
         """Write the counters, the names and ``otherData``, and close the file (once; later calls do nothing)."""
@@ -227,23 +255,23 @@ class TimelineWriter(SpanProcessor):
             if self._closed:
                 return
             self._closed = True
+            self._stop.set()
             try:
                 self._read_cpu(time.time_ns())
-                self._write_counters()
-                other = {
-                    "writer": f"tracedfutures {__version__}",
-                    "origin_unix_ns": self._origin,
-                    "max_tasks": self.max_tasks,
-                    "drawn": self.drawn,
-                    "left_out": self.left_out,
-                    "executors": self._executor_info,
-                }
-                self._buffer.append(f'\n],"displayTimeUnit":"ms","otherData":{json.dumps(other)}}}\n')
+                self._write_counters(None)
+                # The last event has no comma after it: the array is closed.
+                self._buffer.append(self._own(END, {"drawn": self.drawn, "left_out": self.left_out}) + "\n]\n")
                 self._flush()
             finally:
                 os.close(self._fd)
-                self._counters.close()
                 self._started.clear()
+
+    def shutdown_on_signal(self, timeout: float = 2.0) -> None:
+        """Finish the file from a signal handler, which may have interrupted this writer in its own thread: wait
+        for the lock at most ``timeout`` seconds (else the file keeps what its last flush wrote)."""
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            self.shutdown()
 
     # -- what a span becomes ---------------------------------------------------------------------------------
     def _task(self, span: ReadableSpan, started: _Started) -> None:
@@ -271,7 +299,11 @@ class TimelineWriter(SpanProcessor):
         outcome = "error" if ERROR_TYPE in attributes else "cancelled" if attributes.get(TASK_CANCELLED) else "success"
         pid = self._pid
         submitter = self._tid(pid, started[0], started[1])
-        queued_args = {"executor": executor, "outcome": outcome, "span_id": span_id}
+        queued_args: dict[str, Any] = {"executor": executor, "outcome": outcome, "span_id": span_id}
+        if running is None:  # it never ran: its queued slice is all there is of it
+            queued_args |= {"ran": False, "code.function": attributes.get(CODE_FUNCTION, "")}
+            if outcome == "error":
+                queued_args["error.type"] = attributes[ERROR_TYPE]
         self._event(
             f'{{"ph":"b","cat":"queued","name":{name},"id":"{span_id}","pid":{pid},"tid":{submitter},'
             f'"ts":{_us(submitted - self._origin)},"args":{json.dumps(queued_args)}}}'
@@ -394,21 +426,24 @@ class TimelineWriter(SpanProcessor):
         if index is None:
             index = self._executors[name] = len(self._executors)
             live = executors_now().get(name)  # (kind, max_workers) of the live executors of that name
-            self._executor_info[name] = {
+            info = self._executor_info[name] = {
                 "kind": str(attributes.get(EXECUTOR_KIND, "")),
                 "max_workers": live[1] if live is not None else None,
             }
+            self._event(self._own(EXECUTOR, {"name": name, **info}))
         return index
 
     @staticmethod
     def _meta(what: str, pid: int, tid: int, name: str) -> str:
         return f'{{"ph":"M","name":"{what}","pid":{pid},"tid":{tid},"args":{{"name":{json.dumps(name)}}}}}'
 
+    def _own(self, what: str, args: dict[str, Any]) -> str:
+        return f'{{"ph":"M","name":"{what}","pid":{self._pid},"tid":0,"args":{json.dumps(args, separators=(",", ":"))}}}'
+
     def _event(self, event: str) -> None:
-        if self._first:
-            self._first = False
-        else:
-            event = ",\n" + event
+        """One event, a line of its own ending with a comma: the file is a JSON array that the viewers (and the
+        report) read also without its end, cut at any line."""
+        event += ",\n"
         self._buffer.append(event)
         self._buffered += len(event)
 
@@ -419,27 +454,29 @@ class TimelineWriter(SpanProcessor):
         while view:
             view = view[os.write(self._fd, view) :]
 
-    def _write_counters(self) -> None:
-        """Each executor's queued and running counts at every change, in time order (one sample per change of
-        the time, for the executors that changed then)."""
+    def _write_counters(self, watermark: int | None) -> None:
+        """Each executor's queued and running counts at every change up to ``watermark`` (every change held when
+        None), in time order: one sample per change of the time, for the executors that changed then."""
         names = list(self._executors)
-        counts = [[0, 0] for _ in names]
+        counts = self._counts
+        while len(counts) < len(names):
+            counts.append([0, 0])
         changed: set[int] = set()
         now = None
-        for ns, index, queued, running in itertools.chain(self._counters.merged(), [(None, 0, 0, 0)]):
+        for ns, index, queued, running in self._counters.ready(watermark):
             if ns != now and changed:
                 assert now is not None
                 for changed_index in sorted(changed):
                     self._counter_events(now, names[changed_index], counts[changed_index])
                 changed.clear()
-                if self._buffered >= BUFFER_BYTES:
-                    self._flush()
-            if ns is None:
-                break
             now = ns
             counts[index][0] += queued
             counts[index][1] += running
             changed.add(index)
+        if changed:
+            assert now is not None
+            for changed_index in sorted(changed):
+                self._counter_events(now, names[changed_index], counts[changed_index])
 
     def _counter_events(self, ns: int, executor: str, counts: list[int]) -> None:
         name = json.dumps(executor)
@@ -452,6 +489,7 @@ class TimelineWriter(SpanProcessor):
     def after_fork(self) -> None:
         """In a forked child: the file is the parent's; the child writes nothing to it and keeps nothing of it."""
         self._closed = True
+        self._stop.set()
         self._buffer, self._buffered = [], 0
         self._started = {}
         self._counters = _Counters()

@@ -15,8 +15,16 @@ describes it:
   ``cpu`` and ``cpu_wait``, the CPU seconds the executor's workers used so far and the seconds they waited for a
   CPU, read from time to time;
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
-- ``otherData``: each executor's ``kind`` and ``max_workers``, and the count of what the writer ``left_out`` past
-  its cap.
+- the writer's own ``"ph": "M"`` events: ``tracedfutures`` (its header), ``tracedfutures_executor`` (each
+  executor's ``name``, ``kind`` and ``max_workers``) and ``tracedfutures_end`` (the count of what it ``left_out``
+  past its cap; a file without it was cut short: the program was killed, or ended through ``os._exit``);
+- the ``queued`` async slices of tasks that never ran (``outcome`` ``cancelled``, or ``error`` with the
+  ``error.type`` of the exception that ended them: a broken pool, a pool shut down): counted by executor,
+  function, outcome and error type, as the metrics count them;
+- ``otherData`` of a file in the older layout (a ``traceEvents`` object): the same as the ``tracedfutures_*``
+  events.
+
+A file the writer did not finish is read up to its last whole event (the writer flushes at least once a second).
 
 The writer's module is not imported: it needs the OpenTelemetry SDK, which reading a file does not. A file that
 is not JSON, or not a trace, raises ``TimelineError`` with a sentence that says why.
@@ -94,6 +102,24 @@ class Timeline:
     origin: float = 0.0
     #: Events the writer left out past its cap.
     left_out: int = 0
+    #: Tasks that ended without running: (executor, function, outcome, error type) -> how many.
+    unrun: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    #: Whether the file was finished by its writer (False: cut short, the program was killed or ended abruptly).
+    complete: bool = True
+    #: The latest time in the file (seconds, as ``origin``).
+    end: float = 0.0
+
+    def ended(self) -> dict[tuple[str, str, str], int]:
+        """Every task that ended, ran or not: (executor, outcome, error type) -> how many, as the metrics'
+        ``executor_tasks_completed_total`` counts them (summed over functions)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for task in self.tasks:
+            key = (task.executor, task.outcome, task.error_type)
+            counts[key] = counts.get(key, 0) + 1
+        for (executor, _, outcome, error_type), count in self.unrun.items():
+            key = (executor, outcome, error_type)
+            counts[key] = counts.get(key, 0) + count
+        return counts
 
     def lane_name(self, lane: int) -> str:
         """``process name pid · thread name`` (``pid``, ``tid N`` where the file names neither)."""
@@ -103,8 +129,11 @@ class Timeline:
         return f"{process} {pid} · {thread}"
 
 
-#: The first line of a file that ``TimelineWriter`` wrote: one event a line follows, then the closing line.
-WRITER_HEAD = '{"traceEvents":['
+#: The first line of a file that ``TimelineWriter`` writes (a JSON array): one event a line follows, each ending
+#: with a comma but the last, then ``]``. ``OLD_WRITER_HEAD`` began the object layout of earlier versions.
+WRITER_HEAD, OLD_WRITER_HEAD = "[", '{"traceEvents":['
+#: The writer's own metadata events.
+HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
 #: What marks a line of the writer's layout that holds nothing the report draws (submit slices, flow arrows).
 SKIPPED = '"cat":"submit"'
 _decode = json.JSONDecoder().raw_decode
@@ -120,7 +149,8 @@ def read(path: Path) -> Timeline:
     reader = _Reader(Timeline())
     try:
         with path.open(encoding="utf-8") as stream:
-            if stream.readline().strip() == WRITER_HEAD:
+            head = stream.readline().strip()
+            if head in (WRITER_HEAD, OLD_WRITER_HEAD):
                 other = _read_lines(stream, reader)
             else:
                 stream.seek(0)
@@ -146,11 +176,15 @@ def _read_lines(stream: TextIO, reader: _Reader) -> dict[str, Any]:
     """The events of the writer's layout, a line at a time, to ``reader``; returns the closing line's
     ``otherData``. A file the writer did not finish (the program was killed) ends without it, maybe in the middle
     of an event: what it holds up to there is read, and ``{}`` returned."""
+    reader.complete = False  # until its end is read
     for line in stream:
         event = line.rstrip(",\r\n")
         if event.startswith("]"):
-            tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
-            return tail.get("otherData") or {} if isinstance(tail, dict) else {}
+            if event.startswith("],"):  # the object layout's end: its otherData
+                tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
+                reader.complete = True
+                return tail.get("otherData") or {} if isinstance(tail, dict) else {}
+            return {}
         if not event or SKIPPED in event:
             continue
         try:
@@ -171,6 +205,9 @@ class _Reader:
         self.opened: dict[Any, tuple[float, str]] = {}  # a queued slice's id -> its start and span id
         self.queued: dict[str, float] = {}  # span id -> seconds queued, until its task slice comes
         self.origin = math.inf
+        self.end = -math.inf
+        self.complete = True
+        self.other: dict[str, Any] = {}  # what the writer's own metadata events say
 
     def add_all(self, events: Iterable[Any]) -> None:
         for event in events:
@@ -190,9 +227,15 @@ class _Reader:
         phase = event.get("ph")
         args = event.get("args") or {}
         if phase == "M":
-            if event.get("name") == "process_name":
+            own = event.get("name")
+            if own == HEAD or own == END:
+                self.other.update(args)
+                self.complete = own == END  # a file with the writer's header is cut short without its end
+            elif own == EXECUTOR:
+                self.other.setdefault("executors", {})[str(args.get("name", ""))] = args
+            elif own == "process_name":
                 timeline.process_names[int(event.get("pid", 0))] = str(args.get("name", ""))
-            elif event.get("name") == "thread_name":
+            elif own == "thread_name":
                 key = (int(event.get("pid", 0)), int(event.get("tid", 0)))
                 timeline.thread_names[key] = str(args.get("name", ""))
             return
@@ -200,6 +243,7 @@ class _Reader:
             return
         ts = float(event["ts"]) * US
         self.origin = min(self.origin, ts)
+        self.end = max(self.end, ts + float(event.get("dur", 0)) * US)
         category = event.get("cat")
         if phase == "X" and category == TASK_CATEGORY:
             self.task(event, args, ts)
@@ -207,9 +251,13 @@ class _Reader:
             name = str(event.get("name", ""))
             timeline.blocked.append(Blocked(name, self.lane(event), ts, float(event.get("dur", 0)) * US))
         elif phase == "b" and category == QUEUED_CATEGORY:
-            if args.get("outcome") == CANCELLED:  # never ran: no task slice to join
+            outcome = args.get("outcome")
+            if outcome == CANCELLED or args.get("ran") is False:  # never ran: no task slice to join
                 executor = str(args.get("executor", ""))
-                timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
+                if outcome == CANCELLED:
+                    timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
+                key = (executor, str(args.get("code.function", "")), str(outcome), str(args.get("error.type", "")))
+                timeline.unrun[key] = timeline.unrun.get(key, 0) + 1
             else:
                 self.opened[event.get("id")] = (ts, str(args.get("span_id", "")))
         elif phase == "e" and category == QUEUED_CATEGORY:
@@ -244,6 +292,9 @@ class _Reader:
         """After the last event: queue times that came after their task's slice, the counters in time order,
         and what ``otherData`` says (each executor's ``max_workers``, the events ``left_out``)."""
         timeline = self.timeline
+        other = {**other, **self.other}
+        timeline.complete = self.complete
+        timeline.end = self.end if math.isfinite(self.end) else 0.0
         if self.queued:
             timeline.tasks = [
                 replace(task, queue=self.queued.get(task.span_id)) if task.queue is None else task
