@@ -19,12 +19,11 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
+import urllib.request
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
-
-import threading
-import urllib.request
 
 from timelinesupport import TASKS, KnownError, blocker, dies_at, failing, importable, quick
 
@@ -111,8 +110,9 @@ def cut_short(how: str, status: int) -> None:
 
 
 def failures() -> list[dict[str, Any]]:
-    import tracedfutures
     from concurrent.futures.process import BrokenProcessPool
+
+    import tracedfutures
 
     server, _ = tracedfutures.start_http_server(0)
     broken = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))

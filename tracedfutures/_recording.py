@@ -6,6 +6,7 @@ imports only this and what the recording needs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 from types import FrameType
@@ -55,10 +56,8 @@ def _finish_on_sigterm(writer: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: the default stays
         signal.signal(signal.SIGTERM, finish)
-    except ValueError:  # not the main thread: the default stays
-        pass
 
 
 #: Where the documentation says why these pools are out of reach.

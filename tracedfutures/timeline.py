@@ -46,8 +46,10 @@ written, nor exception messages.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -92,6 +94,9 @@ HOLD_NS = 100_000_000
 HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
+
+#: How the error type of a task that a process pool's broken state ended ends.
+BROKEN_POOL = "BrokenProcessPool"
 
 _CALLS = {WAIT_SPAN: "wait", AS_COMPLETED_SPAN: "as_completed"}
 #: Where the span started: the starting thread's id and name, and when ``on_start`` ran (ns).
@@ -166,6 +171,8 @@ class TimelineWriter(SpanProcessor):
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
+        self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
         self._counts: list[list[int]] = []  # each executor's queued and running count, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
         self._cpu_read = 0  # when it was last read (ns)
@@ -280,23 +287,21 @@ class TimelineWriter(SpanProcessor):
         index = self._executor(executor, attributes)
         submitted, ended = span.start_time or 0, span.end_time or 0
         running = next((e.timestamp for e in span.events if e.name == RUNNING_EVENT), None)
-        self._counters.add(submitted, index, 1, 0)
-        if running is None:  # cancelled, or refused, before it started
-            self._counters.add(ended, index, -1, 0)
-        else:
-            run_for = attributes.get(RUN_DURATION)
-            finished = running + round(float(run_for) * 1e9) if isinstance(run_for, float) else ended
-            self._counters.add(running, index, -1, 1)
-            self._counters.add(finished, index, 0, -1)
+        run_for = attributes.get(RUN_DURATION)
+        finished = running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended
+        self._count(index, submitted, running, finished)
         if ended - self._cpu_read >= CPU_EVERY_NS:
             self._read_cpu(ended)
+        outcome = "error" if ERROR_TYPE in attributes else "cancelled" if attributes.get(TASK_CANCELLED) else "success"
+        broke = outcome == "error" and self._broke(executor, str(attributes[ERROR_TYPE]), ended)
+        if broke and PROCESS_PID not in attributes:
+            running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
         if not self._draw():
             return
         context = span.context
         assert context is not None
         span_id = f"{context.span_id:016x}"
         name = self._name(span.name)
-        outcome = "error" if ERROR_TYPE in attributes else "cancelled" if attributes.get(TASK_CANCELLED) else "success"
         pid = self._pid
         submitter = self._tid(pid, started[0], started[1])
         queued_args: dict[str, Any] = {"executor": executor, "outcome": outcome, "span_id": span_id}
@@ -325,6 +330,16 @@ class TimelineWriter(SpanProcessor):
             f'{{"ph":"s","cat":"submit","name":"submit","id":"{span_id}","pid":{pid},"tid":{submitter},'
             f'"ts":{submit_ts}}}'
         )
+        self._slice(span, attributes, executor, outcome, running, finished)
+
+    def _slice(
+        self, span: ReadableSpan, attributes: Any, executor: str, outcome: str, running: int, finished: int
+    ) -> None:
+        """The slice of a task's run, on the worker that ran it, and the end of its flow arrow."""
+        context = span.context
+        assert context is not None
+        span_id = f"{context.span_id:016x}"
+        pid = self._pid
         worker_pid = attributes.get(PROCESS_PID)
         thread_id = attributes.get(THREAD_ID)
         if not isinstance(worker_pid, int) or not isinstance(thread_id, int):
@@ -333,6 +348,7 @@ class TimelineWriter(SpanProcessor):
             self._named_pids.add(worker_pid)
             self._event(self._meta("process_name", worker_pid, 0, f"{executor} worker"))
         tid = self._tid(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
+        self._last_tid[worker_pid] = tid
         args: dict[str, Any] = {
             "executor": executor,
             "code.function": attributes.get(CODE_FUNCTION, ""),
@@ -351,13 +367,57 @@ class TimelineWriter(SpanProcessor):
             args["cpu_time"] = cpu_time
         run_ts = _us(running - self._origin)
         self._event(
-            f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
+            f'{{"ph":"X","cat":"task","name":{self._name(span.name)},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
             f'"dur":{_us(max(finished - running, 0))},"args":{json.dumps(args)}}}'
         )
         self._event(
             f'{{"ph":"f","bp":"e","cat":"submit","name":"submit","id":"{span_id}","pid":{worker_pid},'
             f'"tid":{tid},"ts":{run_ts}}}'
         )
+
+    def _count(self, index: int, submitted: int, running: int | None, finished: int) -> None:
+        """The changes of the queued and running counts that a task made."""
+        self._counters.add(submitted, index, 1, 0)
+        if running is None:  # cancelled, or refused, before it started
+            self._counters.add(finished, index, -1, 0)
+        else:
+            self._counters.add(running, index, -1, 1)
+            self._counters.add(finished, index, 0, -1)
+        if len(self._counters.changes) > CHUNK:
+            self._write_counters(self._watermark())
+
+    def _broke(self, executor: str, error_type: str, ns: int) -> bool:
+        """Whether a task that failed with ``error_type`` was ended by its process pool's broken state; the first
+        such task of an executor marks the workers that died."""
+        if not error_type.endswith(BROKEN_POOL):
+            return False
+        if executor not in self._broken:
+            self._broken.add(executor)
+            self._worker_died(executor, ns)
+        return True
+
+    def _worker_died(self, executor: str, ns: int) -> None:
+        """An instant event (``"ph": "i"``, category ``worker``) where each worker process of ``executor`` that has
+        died ended, as its pool broke (its first task ended by ``BrokenProcessPool``): on the lane of the last task
+        it ran, with its exit code (a negative one: killed by that signal)."""
+        for _, pool in pools_by_name().get(executor, ()):
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                code = getattr(process, "exitcode", None)
+                pid = getattr(process, "pid", None)
+                if code is None or not isinstance(pid, int):
+                    continue
+                args: dict[str, Any] = {"executor": executor, "exit_code": code}
+                if code < 0:
+                    with contextlib.suppress(ValueError):
+                        args["signal"] = signal.Signals(-code).name
+                if pid not in self._named_pids:
+                    self._named_pids.add(pid)
+                    self._event(self._meta("process_name", pid, 0, f"{executor} worker"))
+                tid = self._last_tid.get(pid, 0)
+                self._event(
+                    f'{{"ph":"i","s":"p","cat":"worker","name":"worker died","pid":{pid},"tid":{tid},'
+                    f'"ts":{_us(ns - self._origin)},"args":{json.dumps(args)}}}'
+                )
 
     def _read_cpu(self, now: int) -> None:
         """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
@@ -438,7 +498,8 @@ class TimelineWriter(SpanProcessor):
         return f'{{"ph":"M","name":"{what}","pid":{pid},"tid":{tid},"args":{{"name":{json.dumps(name)}}}}}'
 
     def _own(self, what: str, args: dict[str, Any]) -> str:
-        return f'{{"ph":"M","name":"{what}","pid":{self._pid},"tid":0,"args":{json.dumps(args, separators=(",", ":"))}}}'
+        encoded = json.dumps(args, separators=(",", ":"))
+        return f'{{"ph":"M","name":"{what}","pid":{self._pid},"tid":0,"args":{encoded}}}'
 
     def _event(self, event: str) -> None:
         """One event, a line of its own ending with a comma: the file is a JSON array that the viewers (and the

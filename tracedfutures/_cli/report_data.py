@@ -76,6 +76,10 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "slowest": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: -t.run)[:TOP]],
         "errors": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: t.start) if t.outcome == ERROR][:TOP],
         "blocked": _blocked_rows(timeline),
+        "deaths": [
+            {"executor": executor, "pid": pid, "at": _rel(timeline, ts), "exit_code": code, "signal": name}
+            for executor, pid, ts, code, name in timeline.deaths
+        ],
         "outcomes": [
             {"executor": executor, "outcome": outcome, "error_type": error_type, "tasks": count}
             for (executor, outcome, error_type), count in sorted(ended.items())

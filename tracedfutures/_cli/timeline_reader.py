@@ -21,6 +21,8 @@ describes it:
 - the ``queued`` async slices of tasks that never ran (``outcome`` ``cancelled``, or ``error`` with the
   ``error.type`` of the exception that ended them: a broken pool, a pool shut down): counted by executor,
   function, outcome and error type, as the metrics count them;
+- ``"ph": "i"`` instant events of category ``worker`` named ``worker died``: a worker process that died as its
+  pool broke, with its ``executor``, ``exit_code`` and ``signal``;
 - ``otherData`` of a file in the older layout (a ``traceEvents`` object): the same as the ``tracedfutures_*``
   events.
 
@@ -102,6 +104,8 @@ class Timeline:
     origin: float = 0.0
     #: Events the writer left out past its cap.
     left_out: int = 0
+    #: Worker processes that died: (executor, pid, seconds, exit code, signal name or "").
+    deaths: list[tuple[str, int, float, int, str]] = field(default_factory=list)
     #: Tasks that ended without running: (executor, function, outcome, error type) -> how many.
     unrun: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
     #: Whether the file was finished by its writer (False: cut short, the program was killed or ended abruptly).
@@ -228,7 +232,7 @@ class _Reader:
         args = event.get("args") or {}
         if phase == "M":
             own = event.get("name")
-            if own == HEAD or own == END:
+            if own in (HEAD, END):
                 self.other.update(args)
                 self.complete = own == END  # a file with the writer's header is cut short without its end
             elif own == EXECUTOR:
@@ -256,14 +260,19 @@ class _Reader:
                 executor = str(args.get("executor", ""))
                 if outcome == CANCELLED:
                     timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
-                key = (executor, str(args.get("code.function", "")), str(outcome), str(args.get("error.type", "")))
-                timeline.unrun[key] = timeline.unrun.get(key, 0) + 1
+                unrun = (executor, str(args.get("code.function", "")), str(outcome), str(args.get("error.type", "")))
+                timeline.unrun[unrun] = timeline.unrun.get(unrun, 0) + 1
             else:
                 self.opened[event.get("id")] = (ts, str(args.get("span_id", "")))
         elif phase == "e" and category == QUEUED_CATEGORY:
             begin = self.opened.pop(event.get("id"), None)
             if begin is not None and begin[1]:
                 self.queued[begin[1]] = ts - begin[0]
+        elif phase == "i" and category == "worker":
+            timeline.deaths.append(
+                (str(args.get("executor", "")), int(event.get("pid", 0)), ts, int(args.get("exit_code", 0)),
+                 str(args.get("signal", "")))
+            )  # fmt: skip
         elif phase == "C" and event.get("name") in COUNTERS:
             for executor, value in args.items():
                 timeline.counters.setdefault((str(executor), str(event["name"])), []).append((ts, float(value)))
