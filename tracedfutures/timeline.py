@@ -11,9 +11,16 @@ Usage::
     ...                      # tasks traced with this provider (configure(), the instrumentor, traced())
     provider.shutdown()      # or writer.shutdown(): the file is complete (also at exit, by the SDK's atexit hook)
 
+The file is a JSON array, one event a line, flushed at least once a second (``FLUSH_EVERY_S``) by a thread of the
+writer's own: a program killed or ended through ``os._exit`` leaves a file that holds everything up to the last
+flush, which the viewers and ``tracedfutures report`` read as it is (without its closing ``]``). It opens with the
+writer's header (``"ph": "M"`` named ``tracedfutures``: ``writer``, ``origin_unix_ns``, ``max_tasks``), names each
+executor the first time one of its tasks ends (``tracedfutures_executor``: ``name``, ``kind``, ``max_workers``)
+and closes with its end (``tracedfutures_end``: ``drawn``, ``left_out``), which a file cut short lacks.
+
 ``tracedfutures record -o trace.json -- python app.py`` sets this up for a program that has no SDK of its own.
 
-What is written, for each task span (times in microseconds from the writer's start, ``otherData.origin_unix_ns``):
+What is written, for each task span (times in microseconds from the writer's start, the header's ``origin_unix_ns``):
 
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
@@ -22,7 +29,11 @@ What is written, for each task span (times in microseconds from the writer's sta
   thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
   worker thread;
 - the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
-  its cancellation for a task that never ran);
+  its end for a task that never ran, whose ``b`` args also say ``"ran": false``, its ``code.function`` and, for an
+  error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by ``BrokenProcessPool`` before
+  a worker was heard to start it);
+- a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
+  that had died when the pool broke, with its ``exit_code`` and ``signal``;
 - a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
   the start of the task's slice;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
@@ -34,9 +45,10 @@ What is written, for each task span (times in microseconds from the writer's sta
   so what it used after that is missing).
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
-``BUFFER_BYTES``), and the counters' changes are sorted in chunks spilled to a temporary file and merged when the
-file is finished. The file is bounded by ``max_tasks`` (default ``DEFAULT_MAX_TASKS``): tasks and calls that end
-past it leave no slice, and ``otherData.left_out`` counts them; the counters still count every task.
+``BUFFER_BYTES``, flushed every second), and each counter change is written in time order once none can come
+before it (``_Counters``: at most ``CHUNK`` held). The file is bounded by ``max_tasks`` (default
+``DEFAULT_MAX_TASKS``): tasks and calls that end past it leave no slice, and the end's ``left_out`` counts them;
+the counters still count every task.
 
 Only spans that this processor saw start are drawn: task spans of this process's executors and its own ``wait``
 / ``as_completed`` calls, not spans made in worker processes. Nothing of a task's arguments or results is
