@@ -99,6 +99,8 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._config", "tracedfutures._multiprocess", "tracedfutures._running", "tracedfutures.metrics",
     },
     "tracedfutures.timeline": {
+        "tracedfutures._lifecycle",
+        "tracedfutures._naming",
         "tracedfutures._running",
         "tracedfutures._state",
         "tracedfutures._telemetry",
@@ -125,6 +127,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures.interpreter": {"tracedfutures._lifecycle", "tracedfutures.executor"},
     "tracedfutures.waiting": {
         "tracedfutures._config",
+        "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._telemetry",
         "tracedfutures.metrics",

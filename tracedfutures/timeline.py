@@ -59,20 +59,25 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from collections import deque
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from tracedfutures._running import executors_now, pools_by_name
+from tracedfutures._lifecycle import TracedFuture, not_listening
+from tracedfutures._naming import error_type, function_name, joblib_calls
+from tracedfutures._running import executors_now, pools_by_name, thread_name
 from tracedfutures._state import state
+from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import WorkerCpu
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
@@ -104,6 +109,9 @@ HOLD_NS = 100_000_000
 #: The names of the writer's own metadata events (``"ph": "M"``): its header (first in the file), each executor
 #: the first time it is seen, and the end (last in the file; a file without it was cut short).
 HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
+#: The queued and running counters are written at most this often per executor (ns): the counts after the last
+#: change of each such step, at its time, each only when it is not the value written before.
+COUNTER_EVERY_NS = 100_000
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
 
@@ -127,14 +135,22 @@ class _Counters:
 
     def __init__(self) -> None:
         self.changes: list[tuple[int, int, int, int]] = []
+        # Changes the lifecycle hooks add as they happen, from any thread, without the writer's lock.
+        self.incoming: deque[tuple[int, int, int, int]] = deque()
         self.written_ns = 0  # the time of the last change written
 
     def add(self, ns: int, executor: int, queued: int, running: int) -> None:
         self.changes.append((ns, executor, queued, running))
 
+    def held(self) -> int:
+        return len(self.changes) + len(self.incoming)
+
     def ready(self, watermark: int | None) -> list[tuple[int, int, int, int]]:
         """The changes up to ``watermark`` (every one when None), in time order; they are taken out."""
         changes = self.changes
+        incoming = self.incoming
+        for _ in range(len(incoming)):
+            changes.append(incoming.popleft())
         changes.sort()
         if watermark is None:
             cut = len(changes)
@@ -153,6 +169,93 @@ class _Counters:
 
 def _ns(change: tuple[int, int, int, int]) -> int:
     return change[0]
+
+
+class _Step:
+    """One executor's queued and running counters, written a ``COUNTER_EVERY_NS`` step at a time: each sample is
+    the mean of the counts over its step (the time each count lasted in it), at the step's start, so that their
+    time integrals stay exact (the busy worker-seconds a ``running`` track adds up to are the tasks' run time)
+    while the file holds at most two samples per step; a value that did not change is not written again (it holds
+    until the next sample)."""
+
+    __slots__ = ("area", "counts", "last", "name", "open", "written")
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the executor's name, as JSON
+        self.counts = [0, 0]  # queued, running: now (after the last change read)
+        self.open = -1  # the step being summed up (its index), -1: none
+        self.last = 0  # the time up to which ``area`` sums the counts (ns)
+        self.area = [0, 0]  # the counts' integral (count ns) over the open step, up to ``last``
+        self.written = [-1.0, -1.0]  # the values written last
+
+    def change(self, writer: TimelineWriter, ns: int, queued: int, running: int) -> None:
+        step = ns // COUNTER_EVERY_NS
+        if step != self.open:
+            if self.open >= 0 and step < self.open:  # later than what was written: counted at the last time
+                ns, step = self.last, self.open
+            elif self.open >= 0:
+                self._end(writer, gap=step > self.open + 1)
+            if self.open < 0:
+                self.open, self.last = step, step * COUNTER_EVERY_NS
+        ns = max(ns, self.last)
+        counts, area = self.counts, self.area
+        area[0] += counts[0] * (ns - self.last)
+        area[1] += counts[1] * (ns - self.last)
+        self.last = ns
+        counts[0] += queued
+        counts[1] += running
+
+    def close(self, writer: TimelineWriter, watermark: int | None) -> None:
+        """Write the open step if no change can come in it any more (all of them when ``watermark`` is None)."""
+        if self.open >= 0 and (watermark is None or (self.open + 1) * COUNTER_EVERY_NS <= watermark):
+            self._end(writer, gap=True)
+
+    def _end(self, writer: TimelineWriter, gap: bool) -> None:
+        """Write the open step's means at its start, then, if the next step is not the one that opens now
+        (``gap``), the counts that hold from its end on; no step is open then."""
+        start = self.open * COUNTER_EVERY_NS
+        end = start + COUNTER_EVERY_NS
+        counts, area = self.counts, self.area
+        means = [
+            (area[0] + counts[0] * (end - self.last)) / COUNTER_EVERY_NS,
+            (area[1] + counts[1] * (end - self.last)) / COUNTER_EVERY_NS,
+        ]
+        self._write(writer, start, means)
+        if gap:
+            self._write(writer, end, [float(counts[0]), float(counts[1])])
+        self.open = -1
+        self.area = [0, 0]
+
+    def _write(self, writer: TimelineWriter, ns: int, values: list[float]) -> None:
+        for which, counter in enumerate(("queued", "running")):
+            value = round(values[which], 3)
+            if value != self.written[which]:
+                self.written[which] = value
+                writer._counter(counter, self.name, ns, int(value) if value.is_integer() else value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class _Ended(NamedTuple):
+    """A task that ended, as the writer draws it, from its span or from its future (``_TimelineHook``)."""
+
+    executor: str
+    kind: str
+    name: str  # the slice's name: "executor function", as the task span's
+    function: str
+    batch: Any  # a joblib batch's size, else None
+    submitter: tuple[int, str]  # the submitting thread's id and name
+    submitted: int
+    running: int | None  # its real start (ns), None if it never ran
+    finished: int  # its real end
+    ended: int  # when its future ended here
+    outcome: str
+    error_type: str
+    ran_on: tuple[int, int, str] | None  # where it ran: pid, thread id, thread name
+    cpu_time: float | None
+    ids: tuple[str, str] | None  # its span's trace id and span id, if it has a span
 
 
 def _us(ns: int) -> str:
@@ -185,11 +288,12 @@ class TimelineWriter(SpanProcessor):
         self._counters = _Counters()
         self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
         self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
-        self._counts: list[list[int]] = []  # each executor's queued and running count, as written so far
+        self._steps: list[_Step] = []  # each executor's counters, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
         self._cpu_read = 0  # when it was last read (ns)
         self.drawn = 0
         self.left_out = 0
+        self._tasks = 0  # the tasks drawn: each one's number is its id in the file
         self._closed = False
         head = {"writer": f"tracedfutures {__version__}", "origin_unix_ns": self._origin, "max_tasks": max_tasks}
         self._event(self._own(HEAD, head))
@@ -222,28 +326,46 @@ class TimelineWriter(SpanProcessor):
         started = self._started.pop(context.span_id, None) if context is not None else None
         if started is None or self._closed:
             return
+        self._take(self._call if span.name in _CALLS else self._task, span, started)
+
+    def _take(self, write: Any, *args: Any) -> None:
+        """``write(*args)`` under the lock, then the buffer to the file if it is full; a failure loses events,
+        never the program's spans or tasks."""
         try:
             with self._lock:
                 if self._closed:
                     return
-                if span.name in _CALLS:
-                    self._call(span, started)
-                else:
-                    self._task(span, started)
+                write(*args)
                 if self._buffered >= BUFFER_BYTES:
                     self._write_counters(self._watermark())
                     self._flush()
         except Exception as exc:  # a timeline that fails loses events, never the program's spans
-            from tracedfutures._telemetry import telemetry_failed
-
             telemetry_failed("TimelineWriter", exc)
+
+    # -- fed by the lifecycle (tracedfutures record) -----------------------------------------------------------
+    def lifecycle_hook(self, executor: str, kind: str) -> _TimelineHook:
+        """The hook that feeds this writer the tasks of ``executor`` from its lifecycle, without a span: what
+        ``tracedfutures record`` sets up (``state.timeline_hook``)."""
+        return (_TimedTimelineHook if kind in ("thread", "interpreter") else _TimelineHook)(self, executor, kind)
+
+    def call_ended(self, name: str, start: int, end: int, attributes: Any) -> None:
+        """A ``wait`` / ``as_completed`` call (span name ``name``) ended in this thread (``state.timeline_call``)."""
+        if not self._closed:
+            thread = threading.current_thread()
+            self._take(self._call_ended, name, (thread.ident or 0, thread.name), start, end, attributes, None)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Write the events buffered so far, and the counters' changes that are final, to the file (which stays
         readable as it is: see ``tracedfutures._cli.timeline_reader``)."""
         with self._lock:
             if not self._closed:
-                self._read_cpu(time.time_ns())  # the workers' CPU at every flush: the file says how long it covers
+                now = time.time_ns()
+                self._read_cpu(now)
+                # The program's CPU seconds at every flush: a file cut short says how long it covers.
+                self._event(
+                    f'{{"ph":"C","name":"program_cpu","id":"program","pid":{self._pid},'
+                    f'"ts":{_us(now - self._origin)},"args":{{"program":{time.process_time():.6f}}}}}'
+                )
                 self._write_counters(self._watermark())
                 self._flush()
         return True
@@ -294,98 +416,100 @@ class TimelineWriter(SpanProcessor):
 
     # -- what a span becomes ---------------------------------------------------------------------------------
     def _task(self, span: ReadableSpan, started: _Started) -> None:
+        """A task span, as a task that ended."""
         attributes = span.attributes or {}
-        executor = str(attributes.get(EXECUTOR_NAME, ""))
-        index = self._executor(executor, attributes)
-        submitted, ended = span.start_time or 0, span.end_time or 0
         running = next((e.timestamp for e in span.events if e.name == RUNNING_EVENT), None)
         run_for = attributes.get(RUN_DURATION)
-        finished = running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended
-        self._count(index, submitted, running, finished)
-        if ended - self._cpu_read >= CPU_EVERY_NS:
-            self._read_cpu(ended)
-        outcome = "error" if ERROR_TYPE in attributes else "cancelled" if attributes.get(TASK_CANCELLED) else "success"
-        broke = outcome == "error" and self._broke(executor, str(attributes[ERROR_TYPE]), ended)
-        if broke and PROCESS_PID not in attributes:
+        ended = span.end_time or 0
+        worker_pid, thread_id = attributes.get(PROCESS_PID), attributes.get(THREAD_ID)
+        error = attributes.get(ERROR_TYPE)
+        context = span.context
+        assert context is not None
+        cpu_time = attributes.get(TASK_CPU_TIME)
+        task = _Ended(
+                executor=str(attributes.get(EXECUTOR_NAME, "")),
+                kind=str(attributes.get(EXECUTOR_KIND, "")),
+                name=span.name,
+                function=str(attributes.get(CODE_FUNCTION, "")),
+                batch=attributes.get(BATCH_SIZE),
+                submitter=started[:2],
+                submitted=span.start_time or 0,
+                running=running,
+                finished=running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended,
+                ended=ended,
+                outcome="error" if error is not None else "cancelled" if attributes.get(TASK_CANCELLED) else "success",
+                error_type=str(error or ""),
+                ran_on=(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
+                if isinstance(worker_pid, int) and isinstance(thread_id, int)
+                else None,
+                cpu_time=cpu_time if isinstance(cpu_time, float) else None,
+                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
+        )
+        self._count(self._executor(task.executor, task.kind), task.submitted, task.running, task.finished)
+        self._ended(task)
+
+    def _ended(self, task: _Ended) -> None:
+        """Write a task that ended (under ``_lock``): its counters' changes, its queued slice and, if it ran, its
+        slice on the worker that ran it."""
+        self._executor(task.executor, task.kind)
+        running = task.running
+        if task.ended - self._cpu_read >= CPU_EVERY_NS:
+            self._read_cpu(task.ended)
+        outcome = task.outcome
+        broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
+        if broke and task.ran_on is None:
             running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
         if not self._draw():
             return
-        context = span.context
-        assert context is not None
-        span_id = f"{context.span_id:016x}"
-        name = self._name(span.name)
+        self._tasks += 1
+        number = f"{self._tasks:x}"  # the task's id in the file: joins its queued slice to its slice
+        name = self._name(task.name)
         pid = self._pid
-        submitter = self._tid(pid, started[0], started[1])
-        queued_args: dict[str, Any] = {"executor": executor, "outcome": outcome, "span_id": span_id}
+        submitter = self._tid(pid, task.submitter[0], task.submitter[1])
+        head = f'{{"ph":"b","cat":"queued","name":{name},"id":"{number}","pid":{pid},"tid":{submitter}'
         if running is None:  # it never ran: its queued slice is all there is of it
-            queued_args |= {"ran": False, "code.function": attributes.get(CODE_FUNCTION, "")}
+            args: dict[str, Any] = {"executor": task.executor, "outcome": outcome, "ran": False}
+            args["code.function"] = task.function
             if outcome == "error":
-                queued_args["error.type"] = attributes[ERROR_TYPE]
-        self._event(
-            f'{{"ph":"b","cat":"queued","name":{name},"id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{_us(submitted - self._origin)},"args":{json.dumps(queued_args)}}}'
-        )
-        self._event(
-            f'{{"ph":"e","cat":"queued","name":{name},"id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{_us((ended if running is None else running) - self._origin)}}}'
-        )
-        if running is None:
+                args["error.type"] = task.error_type
+            if task.ids is not None:
+                args["span_id"] = task.ids[1]
+            self._event(f'{head},"ts":{_us(task.submitted - self._origin)},"args":{_json(args)}}}')
+            self._event(f'{head.replace("b", "e", 1)},"ts":{_us(task.ended - self._origin)}}}')
             return
-        # The submit: a slice on the submitting thread (from the task's submit to its span's start, the part of
-        # submit before the task could start), which the flow arrow leaves from.
-        submit_ts = _us(submitted - self._origin)
-        self._event(
-            f'{{"ph":"X","cat":"submit","name":"submit","pid":{pid},"tid":{submitter},"ts":{submit_ts},'
-            f'"dur":{_us(max(started[2] - submitted, 1))},"args":{{"span_id":"{span_id}"}}}}'
-        )
-        self._event(
-            f'{{"ph":"s","cat":"submit","name":"submit","id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{submit_ts}}}'
-        )
-        self._slice(span, attributes, executor, outcome, running, finished)
-
-    def _slice(
-        self, span: ReadableSpan, attributes: Any, executor: str, outcome: str, running: int, finished: int
-    ) -> None:
-        """The slice of a task's run, on the worker that ran it, and the end of its flow arrow."""
-        context = span.context
-        assert context is not None
-        span_id = f"{context.span_id:016x}"
-        pid = self._pid
-        worker_pid = attributes.get(PROCESS_PID)
-        thread_id = attributes.get(THREAD_ID)
-        if not isinstance(worker_pid, int) or not isinstance(thread_id, int):
-            worker_pid, thread_id = pid, 0  # where it ran is not on the span: an unnamed lane of this process
+        self._event(f'{head},"ts":{_us(task.submitted - self._origin)}}}')
+        run_ts = _us(running - self._origin)
+        self._event(f'{head.replace("b", "e", 1)},"ts":{run_ts}}}')
+        if task.ran_on is None:
+            worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
+        else:
+            worker_pid, thread_id, thread_name = task.ran_on
         if worker_pid not in self._named_pids:
             self._named_pids.add(worker_pid)
-            self._event(self._meta("process_name", worker_pid, 0, f"{executor} worker"))
-        tid = self._tid(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
+            self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
+        tid = self._tid(worker_pid, thread_id, thread_name)
         self._last_tid[worker_pid] = tid
-        args: dict[str, Any] = {
-            "executor": executor,
-            "code.function": attributes.get(CODE_FUNCTION, ""),
-            "outcome": outcome,
-            "thread.id": thread_id,
-            "trace_id": f"{context.trace_id:032x}",
-            "span_id": span_id,
-        }
-        if outcome == "error":
-            args["error.type"] = attributes[ERROR_TYPE]
-        batch = attributes.get(BATCH_SIZE)
-        if batch is not None:
-            args[BATCH_SIZE] = batch
-        cpu_time = attributes.get(TASK_CPU_TIME)
-        if isinstance(cpu_time, float):
-            args["cpu_time"] = cpu_time
-        run_ts = _us(running - self._origin)
         self._event(
-            f'{{"ph":"X","cat":"task","name":{self._name(span.name)},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
-            f'"dur":{_us(max(finished - running, 0))},"args":{json.dumps(args)}}}'
+            f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
+            f'"dur":{_us(max(task.finished - running, 0))},"args":{{"id":"{number}",'
+            f'"executor":{self._name(task.executor)},"code.function":{self._name(task.function)}'
+            f"{self._more_args(task)}}}}}"
         )
-        self._event(
-            f'{{"ph":"f","bp":"e","cat":"submit","name":"submit","id":"{span_id}","pid":{worker_pid},'
-            f'"tid":{tid},"ts":{run_ts}}}'
-        )
+
+    def _more_args(self, task: _Ended) -> str:
+        """The args of a task slice past its id, executor and function, each only where it says something."""
+        extra = ""
+        if task.outcome != "success":
+            extra += f',"outcome":"{task.outcome}"'
+            if task.outcome == "error":
+                extra += f',"error.type":{self._name(task.error_type)}'
+        if task.batch is not None:
+            extra += f',"{BATCH_SIZE}":{int(task.batch)}'
+        if task.cpu_time is not None:
+            extra += f',"cpu_time":{task.cpu_time!r}'
+        if task.ids is not None:
+            extra += f',"trace_id":"{task.ids[0]}","span_id":"{task.ids[1]}"'
+        return extra
 
     def _count(self, index: int, submitted: int, running: int | None, finished: int) -> None:
         """The changes of the queued and running counts that a task made."""
@@ -395,7 +519,7 @@ class TimelineWriter(SpanProcessor):
         else:
             self._counters.add(running, index, -1, 1)
             self._counters.add(finished, index, 0, -1)
-        if len(self._counters.changes) > CHUNK:
+        if self._counters.held() > CHUNK:
             self._write_counters(self._watermark())
 
     def _broke(self, executor: str, error_type: str, ns: int) -> bool:
@@ -459,18 +583,24 @@ class TimelineWriter(SpanProcessor):
         return True
 
     def _call(self, span: ReadableSpan, started: _Started) -> None:
-        if not self._draw():
-            return
         context = span.context
         assert context is not None
-        attributes = span.attributes or {}
-        args = {key: value for key, value in attributes.items() if key.startswith("futures.")}
-        args["trace_id"], args["span_id"] = f"{context.trace_id:032x}", f"{context.span_id:016x}"
-        start, end = span.start_time or 0, span.end_time or 0
-        tid = self._tid(self._pid, started[0], started[1])
+        ids = (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+        self._call_ended(span.name, started[:2], span.start_time or 0, span.end_time or 0, span.attributes, ids)
+
+    def _call_ended(
+        self, name: str, caller: tuple[int, str], start: int, end: int, attributes: Any, ids: tuple[str, str] | None
+    ) -> None:
+        """Write a ``wait`` / ``as_completed`` call that ended (under ``_lock``), on its caller's thread."""
+        if not self._draw():
+            return
+        args = {key: value for key, value in (attributes or {}).items() if key.startswith("futures.")}
+        if ids is not None:
+            args["trace_id"], args["span_id"] = ids
+        tid = self._tid(self._pid, caller[0], caller[1])
         self._event(
-            f'{{"ph":"X","cat":"futures","name":"{_CALLS[span.name]}","pid":{self._pid},"tid":{tid},'
-            f'"ts":{_us(start - self._origin)},"dur":{_us(max(end - start, 0))},"args":{json.dumps(args)}}}'
+            f'{{"ph":"X","cat":"futures","name":"{_CALLS[name]}","pid":{self._pid},"tid":{tid},'
+            f'"ts":{_us(start - self._origin)},"dur":{_us(max(end - start, 0))},"args":{_json(args)}}}'
         )
 
     # -- names, tracks and the file --------------------------------------------------------------------------
@@ -482,7 +612,8 @@ class TimelineWriter(SpanProcessor):
         tid = self._tids.get(key)
         if tid is None:
             tid = self._tids[key] = len(self._tids) + 1
-            self._event(self._meta("thread_name", pid, tid, name or f"thread {thread_id}"))
+            meta = self._meta("thread_name", pid, tid, name or f"thread {thread_id}")
+            self._event(f'{meta[:-2]},"thread.id":{thread_id}}}}}')
         return tid
 
     def _name(self, name: str) -> str:
@@ -493,13 +624,13 @@ class TimelineWriter(SpanProcessor):
                 self._names[name] = encoded
         return encoded
 
-    def _executor(self, name: str, attributes: Any) -> int:
+    def _executor(self, name: str, kind: str) -> int:
         index = self._executors.get(name)
         if index is None:
             index = self._executors[name] = len(self._executors)
             live = executors_now().get(name)  # (kind, max_workers) of the live executors of that name
             info = self._executor_info[name] = {
-                "kind": str(attributes.get(EXECUTOR_KIND, "")),
+                "kind": kind,
                 "max_workers": live[1] if live is not None else None,
             }
             self._event(self._own(EXECUTOR, {"name": name, **info}))
@@ -528,46 +659,156 @@ class TimelineWriter(SpanProcessor):
             view = view[os.write(self._fd, view) :]
 
     def _write_counters(self, watermark: int | None) -> None:
-        """Each executor's queued and running counts at every change up to ``watermark`` (every change held when
-        None), in time order: one sample per change of the time, for the executors that changed then."""
+        """Each executor's queued and running counts, from the changes up to ``watermark`` (every change held when
+        None), in time order, as ``_Step`` writes them."""
+        steps = self._steps
         names = list(self._executors)
-        counts = self._counts
-        while len(counts) < len(names):
-            counts.append([0, 0])
-        changed: set[int] = set()
-        now = None
+        while len(steps) < len(names):
+            steps.append(_Step(self._name(names[len(steps)])))
         for ns, index, queued, running in self._counters.ready(watermark):
-            if ns != now and changed:
-                assert now is not None
-                for changed_index in sorted(changed):
-                    self._counter_events(now, names[changed_index], counts[changed_index])
-                changed.clear()
-            now = ns
-            counts[index][0] += queued
-            counts[index][1] += running
-            changed.add(index)
-        if changed:
-            assert now is not None
-            for changed_index in sorted(changed):
-                self._counter_events(now, names[changed_index], counts[changed_index])
+            steps[index].change(self, ns, queued, running)
+        for step in steps:
+            step.close(self, watermark)
 
-    def _counter_events(self, ns: int, executor: str, counts: list[int]) -> None:
-        name = json.dumps(executor)
-        ts = _us(ns - self._origin)
-        for counter, value in zip(("queued", "running"), counts):
-            self._event(
-                f'{{"ph":"C","name":"{counter}","id":{name},"pid":{self._pid},"ts":{ts},"args":{{{name}:{value}}}}}'
-            )
+    def _counter(self, counter: str, name: str, ns: int, value: float) -> None:
+        self._event(
+            f'{{"ph":"C","name":"{counter}","id":{name},"pid":{self._pid},"ts":{_us(ns - self._origin)},'
+            f'"args":{{{name}:{value}}}}}'
+        )
 
     def after_fork(self) -> None:
         """In a forked child: the file is the parent's; the child writes nothing to it and keeps nothing of it."""
         self._closed = True
         self._stop.set()
+        if state.timeline_hook == self.lifecycle_hook:  # the child's executors feed no timeline
+            state.timeline_hook = state.timeline_call = None
         self._buffer, self._buffered = [], 0
         self._started = {}
         self._counters = _Counters()
         self._cpu = {}
         self._lock = threading.Lock()
+
+
+class _TimelineHook:
+    """Feeds a ``TimelineWriter`` one executor's tasks from its lifecycle, without spans (``tracedfutures record``):
+    the submit (counted at once: queued + 1), the end (the task drawn, its start and end counted). A task costs a
+    dict entry while it lives and its events, written under the writer's lock when it ends."""
+
+    __slots__ = ("__weakref__", "executor", "index", "kind", "named", "pending", "writer")
+
+    def __init__(self, writer: TimelineWriter, executor: str, kind: str) -> None:
+        self.writer = writer
+        self.executor = executor
+        self.kind = kind
+        self.index = -1  # the executor's index in the writer's counters, once it has a task
+        self.named: dict[str, tuple[str, str]] = {}  # by the function's __qualname__: (slice name, function)
+        # The tasks queued or running: their slice name and function, joblib batch size, submitting thread and
+        # the thread's CPU time at their start (0: not read).
+        self.pending: dict[TracedFuture, list[Any]] = {}
+
+    def _naming(self, fn: Any) -> tuple[str, str, int | None]:
+        qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
+        naming = self.named.get(qualname) if type(qualname) is str else None
+        if naming is not None:
+            return naming[0], naming[1], None
+        function = function_name(fn)
+        naming = (f"{self.executor} {function}", function)
+        if type(qualname) is str:
+            if len(self.named) < 256:
+                self.named[qualname] = naming
+            return naming[0], naming[1], None
+        calls = joblib_calls(fn)
+        return naming[0], naming[1], len(calls) if calls is not None else None
+
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        writer = self.writer
+        if writer._closed:
+            return
+        try:
+            if self.index < 0:
+                with writer._lock:
+                    self.index = writer._executor(self.executor, self.kind)
+            thread = threading.current_thread()
+            self.pending[future] = [self._naming(fn), (thread.ident or 0, thread.name), 0]
+            writer._counters.incoming.append((future.submitted_ns, self.index, 1, 0))
+        except Exception as exc:
+            telemetry_failed("TimelineWriter", exc)
+
+    @not_listening
+    def on_start(self, future: TracedFuture) -> None:
+        """A task run elsewhere starts where it runs: its start comes home with its outcome."""
+
+    def on_finish(self, future: TracedFuture) -> None:
+        entry = self.pending.pop(future, None)
+        writer = self.writer
+        if entry is None or writer._closed:
+            return
+        try:
+            (name, function, batch), submitter, cpu_start = entry
+            running = future.started_ns or None
+            ran_for = future._tf_ran_for
+            finished = future.finished_ns
+            if cpu_start:  # a thread or interpreter pool's task: its start was counted when it started
+                cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
+            else:
+                cpu_time = None
+                if running is not None:
+                    writer._counters.incoming.append((running, self.index, -1, 1))
+            if running is not None:
+                if ran_for >= 0:
+                    finished = running + ran_for
+                writer._counters.incoming.append((finished, self.index, 0, -1))
+            else:
+                writer._counters.incoming.append((finished, self.index, -1, 0))
+            outcome = future.outcome
+            ran_on = future._tf_ran_on
+            where = None
+            if ran_on is not None:  # a thread pool's task ends on the worker thread that ran it, which names it
+                where = (ran_on[0], ran_on[1], ran_on[2] if ran_on[2] is not None else thread_name(ran_on[1]) or "")
+            exc = future._exception
+            context = future._tf_context
+            task = _Ended(
+                executor=self.executor,
+                kind=self.kind,
+                name=name,
+                function=function,
+                batch=batch,
+                submitter=submitter,
+                submitted=future.submitted_ns,
+                running=running,
+                finished=finished,
+                ended=future.finished_ns,
+                outcome=outcome,
+                error_type=error_type(type(exc)) if outcome == "error" and exc is not None else "",
+                ran_on=where,
+                cpu_time=cpu_time,
+                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None else None,
+            )
+        except Exception as exc:
+            telemetry_failed("TimelineWriter", exc)
+            return
+        writer._take(writer._ended, task)
+
+    @not_listening
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """A refused transition changes nothing drawn."""
+
+    @not_listening
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Reading a result happens after the task ended."""
+
+
+class _TimedTimelineHook(_TimelineHook):
+    """The hook of a thread or interpreter pool, whose worker thread starts and ends each task: its start is counted
+    when it happens, and its own CPU time read (two clock reads a task)."""
+
+    __slots__ = ()
+
+    def on_start(self, future: TracedFuture) -> None:
+        entry = self.pending.get(future)
+        if entry is not None:
+            entry[2] = time.thread_time_ns() or 1
+            self.writer._counters.incoming.append((future.started_ns, self.index, -1, 1))
 
 
 def _program_name() -> str:

@@ -71,6 +71,8 @@ class Task:
     span_id: str
     #: CPU seconds the task used in its worker thread, where the file says (a thread or interpreter pool's).
     cpu: float | None = None
+    #: What joins it to its queued slice: its number in the file (its span id in older files).
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +264,8 @@ class _Reader:
                     timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
                 unrun = (executor, str(args.get("code.function", "")), str(outcome), str(args.get("error.type", "")))
                 timeline.unrun[unrun] = timeline.unrun.get(unrun, 0) + 1
-            else:
-                self.opened[event.get("id")] = (ts, str(args.get("span_id", "")))
+            else:  # joined to its task's slice by its id (the task's number; its span id in older files)
+                self.opened[event.get("id")] = (ts, str(event.get("id", "")))
         elif phase == "e" and category == QUEUED_CATEGORY:
             begin = self.opened.pop(event.get("id"), None)
             if begin is not None and begin[1]:
@@ -281,6 +283,7 @@ class _Reader:
         executor = str(args.get("executor", ""))
         name = str(event.get("name", ""))
         span_id = str(args.get("span_id", ""))
+        key = str(args["id"]) if "id" in args else span_id
         self.timeline.tasks.append(
             Task(
                 lane=self.lane(event),
@@ -288,12 +291,13 @@ class _Reader:
                 function=str(args.get("code.function") or name.removeprefix(f"{executor} ")),
                 start=ts,
                 run=float(event.get("dur", 0)) * US,
-                queue=self.queued.pop(span_id, None),
+                queue=self.queued.pop(key, None),
                 outcome=str(args.get("outcome", "success")),
                 error_type=str(args.get("error.type", "")),
                 trace_id=str(args.get("trace_id", "")),
                 span_id=span_id,
                 cpu=float(args["cpu_time"]) if "cpu_time" in args else None,
+                key=key,
             )
         )
 
@@ -306,15 +310,19 @@ class _Reader:
         timeline.end = self.end if math.isfinite(self.end) else 0.0
         if self.queued:
             timeline.tasks = [
-                replace(task, queue=self.queued.get(task.span_id)) if task.queue is None else task
+                replace(task, queue=self.queued.get(task.key)) if task.queue is None else task
                 for task in timeline.tasks
             ]
         timeline.origin = self.origin if math.isfinite(self.origin) else 0.0
         for points in timeline.counters.values():
-            points.sort()
+            points.sort(key=_time)  # stable: of two samples at one time, the later one in the file holds
         timeline.left_out = int(other.get("left_out", 0) or 0)
         for executor, info in (other.get("executors") or {}).items():
             if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
                 timeline.max_workers[str(executor)] = info["max_workers"]
             if isinstance(info, dict) and isinstance(info.get("kind"), str):
                 timeline.kinds[str(executor)] = info["kind"]
+
+
+def _time(point: tuple[float, float]) -> float:
+    return point[0]
