@@ -116,7 +116,7 @@ def test_sigterm_finishes_the_timeline(tmp_path: Path) -> None:
     assert f"timeline written to {trace}" in stderr
     document = trace_document(trace)  # finished: it closes with the writer's end
     slices = [e for e in document["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
-    assert [s["args"]["code.function"] for s in slices] == ["quick"] * 4
+    assert [s["name"] for s in slices] == ["quick"] * 4
     assert document["otherData"]["left_out"] == 0
 
 

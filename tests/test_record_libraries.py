@@ -52,7 +52,7 @@ def test_joblib_parallel_is_recorded_batch_by_batch(tmp_path: Path) -> None:
     document = validated(trace)
 
     slices = task_slices(document)
-    assert {s["name"] for s in slices} == {"joblib work"}
+    assert {s["name"] for s in slices} == {"work"}
     assert {s["args"]["executor"] for s in slices} == {"joblib"}
     assert sum(s["args"]["executor.task.batch_size"] for s in slices) == 200  # every call, once, in some batch
     assert truth["pid"] not in {s["pid"] for s in slices}  # each batch ran on a loky worker process

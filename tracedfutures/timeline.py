@@ -104,6 +104,10 @@ BUFFER_BYTES = 1 << 20
 CHUNK = 1 << 16
 #: What is buffered goes to the file at least this often (seconds), by a thread of the writer's own.
 FLUSH_EVERY_S = 1.0
+#: The tasks the lifecycle hooks queue are written by the writer's thread this often (seconds), ...
+DRAIN_EVERY_S = 0.05
+#: ... or by the thread that ends a task once more than this many wait.
+MAX_QUEUED = 50_000
 #: Counter changes this recent (ns) are held back at a flush: the task they belong to may not be heard of yet.
 HOLD_NS = 100_000_000
 #: The names of the writer's own metadata events (``"ph": "M"``): its header (first in the file), each executor
@@ -111,7 +115,7 @@ HOLD_NS = 100_000_000
 HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
 #: The queued and running counters are written at most this often per executor (ns): the counts after the last
 #: change of each such step, at its time, each only when it is not the value written before.
-COUNTER_EVERY_NS = 100_000
+COUNTER_EVERY_NS = 1_000_000
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
 
@@ -243,7 +247,7 @@ class _Ended(NamedTuple):
 
     executor: str
     kind: str
-    name: str  # the slice's name: "executor function", as the task span's
+    name: str  # the task span's name, "executor function" (the slices are named by the function alone)
     function: str
     batch: Any  # a joblib batch's size, else None
     submitter: tuple[int, str]  # the submitting thread's id and name
@@ -260,8 +264,9 @@ class _Ended(NamedTuple):
 
 def _us(ns: int) -> str:
     """Nanoseconds as microseconds, exactly (no float rounding in the file)."""
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    return f"{sign}{ns // 1000}.{ns % 1000:03d}"
+    if ns < 0:
+        return "-" + _us(-ns)
+    return "%d.%03d" % divmod(ns, 1000)  # noqa: UP031 (one format of a tuple: the fastest, on every event)
 
 
 class TimelineWriter(SpanProcessor):
@@ -286,6 +291,7 @@ class TimelineWriter(SpanProcessor):
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._ended_queue: deque[_Ended] = deque()  # tasks the lifecycle hooks ended, not written yet
         self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
         self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
         self._steps: list[_Step] = []  # each executor's counters, as written so far
@@ -359,6 +365,7 @@ class TimelineWriter(SpanProcessor):
         readable as it is: see ``tracedfutures._cli.timeline_reader``)."""
         with self._lock:
             if not self._closed:
+                self._drain()
                 now = time.time_ns()
                 self._read_cpu(now)
                 # The program's CPU seconds at every flush: a file cut short says how long it covers.
@@ -371,17 +378,27 @@ class TimelineWriter(SpanProcessor):
         return True
 
     def _flush_every_second(self) -> None:
-        """The writer's thread: what it holds goes to the file every ``FLUSH_EVERY_S``, so that a program killed
-        (``os._exit``, SIGKILL, a crash) leaves a file that holds all but its last second."""
-        while not self._stop.wait(FLUSH_EVERY_S):
+        """The writer's thread: it writes the events of the tasks the lifecycle hooks queued (``_ended_queue``)
+        every ``DRAIN_EVERY_S``, off the tasks' path, and what it holds goes to the file every ``FLUSH_EVERY_S``, so
+        that a program killed (``os._exit``, SIGKILL, a crash) leaves a file that holds all but its last second."""
+        flushed = time.monotonic()
+        while not self._stop.wait(DRAIN_EVERY_S):
             try:
-                self.force_flush()
+                if time.monotonic() - flushed >= FLUSH_EVERY_S:
+                    flushed = time.monotonic()
+                    self.force_flush()
+                elif self._ended_queue:
+                    self._take(self._drain)
             except Exception as exc:  # a timeline that fails loses events, never the program's work
-                from tracedfutures._telemetry import telemetry_failed
-
                 telemetry_failed("TimelineWriter", exc)
             if self._closed:
                 return
+
+    def _drain(self) -> None:
+        """Write the tasks the lifecycle hooks queued (under ``_lock``)."""
+        queue, ended = self._ended_queue, self._ended
+        for _ in range(len(queue)):
+            ended(queue.popleft())
 
     def _watermark(self) -> int:
         """The time before which no counter change can come any more: the submit of the oldest task still queued
@@ -398,6 +415,7 @@ class TimelineWriter(SpanProcessor):
             self._closed = True
             self._stop.set()
             try:
+                self._drain()
                 self._read_cpu(time.time_ns())
                 self._write_counters(None)
                 # The last event has no comma after it: the array is closed.
@@ -463,13 +481,12 @@ class TimelineWriter(SpanProcessor):
             return
         self._tasks += 1
         number = f"{self._tasks:x}"  # the task's id in the file: joins its queued slice to its slice
-        name = self._name(task.name)
+        name = self._name(task.function)  # its slices are named by the function it ran
         pid = self._pid
         submitter = self._tid(pid, task.submitter[0], task.submitter[1])
         head = f'{{"ph":"b","cat":"queued","name":{name},"id":"{number}","pid":{pid},"tid":{submitter}'
         if running is None:  # it never ran: its queued slice is all there is of it
             args: dict[str, Any] = {"executor": task.executor, "outcome": outcome, "ran": False}
-            args["code.function"] = task.function
             if outcome == "error":
                 args["error.type"] = task.error_type
             if task.ids is not None:
@@ -492,8 +509,7 @@ class TimelineWriter(SpanProcessor):
         self._event(
             f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
             f'"dur":{_us(max(task.finished - running, 0))},"args":{{"id":"{number}",'
-            f'"executor":{self._name(task.executor)},"code.function":{self._name(task.function)}'
-            f"{self._more_args(task)}}}}}"
+            f'"executor":{self._name(task.executor)}{self._more_args(task)}}}}}'
         )
 
     def _more_args(self, task: _Ended) -> str:
@@ -787,7 +803,14 @@ class _TimelineHook:
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
             return
-        writer._take(writer._ended, task)
+        queue = writer._ended_queue
+        if task.error_type.endswith(BROKEN_POOL) and self.executor not in writer._broken:
+            writer._take(writer._drain)  # now, while the pool's processes are as the break found them
+            writer._take(writer._ended, task)
+        else:
+            queue.append(task)  # written by the writer's thread, off the task's path
+            if len(queue) > MAX_QUEUED:  # the writer's thread is behind: this task's thread helps
+                writer._take(writer._drain)
 
     @not_listening
     def on_refused(self, future: TracedFuture, method: str) -> None:

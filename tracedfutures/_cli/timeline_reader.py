@@ -262,7 +262,8 @@ class _Reader:
                 executor = str(args.get("executor", ""))
                 if outcome == CANCELLED:
                     timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
-                unrun = (executor, str(args.get("code.function", "")), str(outcome), str(args.get("error.type", "")))
+                function = str(args.get("code.function") or event.get("name", ""))  # older files: the span name
+                unrun = (executor, function, str(outcome), str(args.get("error.type", "")))
                 timeline.unrun[unrun] = timeline.unrun.get(unrun, 0) + 1
             else:  # joined to its task's slice by its id (the task's number; its span id in older files)
                 self.opened[event.get("id")] = (ts, str(event.get("id", "")))
