@@ -766,8 +766,8 @@ class _TimelineHook:
             finished = future.finished_ns
             if cpu_start:  # a thread or interpreter pool's task: its start was counted when it started
                 cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
-            else:
-                cpu_time = None
+            else:  # a task run elsewhere: its start and its CPU time (of a process pool's, say) came home
+                cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
                 if running is not None:
                     writer._counters.incoming.append((running, self.index, -1, 1))
             if running is not None:
