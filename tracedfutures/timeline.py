@@ -18,27 +18,31 @@ writer's header (``"ph": "M"`` named ``tracedfutures``: ``writer``, ``origin_uni
 executor the first time one of its tasks ends (``tracedfutures_executor``: ``name``, ``kind``, ``max_workers``)
 and closes with its end (``tracedfutures_end``: ``drawn``, ``left_out``), which a file cut short lacks.
 
-``tracedfutures record -o trace.json -- python app.py`` sets this up for a program that has no SDK of its own.
+``tracedfutures record -o trace.json -- python app.py`` writes the same file without spans: the writer is fed by
+each executor's lifecycle (``TimelineWriter.lifecycle_hook``, ``state.timeline_hook``), and the tasks it hears end
+are written by the writer's own thread, off the tasks' path.
 
-What is written, for each task span (times in microseconds from the writer's start, the header's ``origin_unix_ns``):
+What is written, for each task (times in microseconds from the writer's start, the header's ``origin_unix_ns``;
+docs/timeline.md has the whole table):
 
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
-  events), named like the task span, with ``args`` ``executor``, ``code.function``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id``, ``span_id``, ``executor.task.batch_size`` for a joblib batch and, for a
-  thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
-  worker thread;
-- the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
-  its end for a task that never ran, whose ``b`` args also say ``"ran": false``, its ``code.function`` and, for an
-  error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by ``BrokenProcessPool`` before
-  a worker was heard to start it);
+  events, the latter with the ``thread.id``), named by its function, with ``args`` ``id`` (the task's number in
+  the file), ``executor`` and, only where they say something, ``outcome`` (none: a success), ``error.type``,
+  ``executor.task.batch_size`` for a joblib batch, ``trace_id`` and ``span_id`` where the task has a span and,
+  under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used on its worker thread (read in the worker
+  for a process pool's task, sent home with its outcome);
+- the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``, ``id`` the task's number) from
+  submit to its start (to its end for a task that never ran, whose ``b`` args say ``executor``, ``outcome``,
+  ``"ran": false`` and, for an error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by
+  ``BrokenProcessPool`` before a worker was heard to start it);
 - a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
   that had died when the pool broke, with its ``exit_code`` and ``signal``;
-- a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
-  the start of the task's slice;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
-  name), exact at every change;
+  name): each count's mean over each ``COUNTER_EVERY_NS`` step it changed in, then the count after it (``_Step``),
+  so that their time integrals are exact;
+- a counter ``program_cpu``: the program's CPU seconds at every flush;
 - counters ``cpu`` and ``cpu_wait`` per executor: the CPU seconds its workers used so far, and the seconds they
   were runnable but waiting for a CPU (``_worker_cpu``; 0 where the kernel does not say), read as tasks end, at
   most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last read,
