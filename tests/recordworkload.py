@@ -3,7 +3,7 @@ forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and
 ``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
 the second.
 
-    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures]
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced]
 
 ``killed`` and ``exit`` run 200 tasks, pause long enough for the timeline's writer to flush, then end as a crash
 would: SIGKILL, ``os._exit(STATUS)``. ``failures`` serves ``/metrics`` while tasks end without running: a process
@@ -147,6 +147,26 @@ def failures() -> list[dict[str, Any]]:
     return [{"metrics": metrics}]
 
 
+def traced() -> list[dict[str, Any]]:
+    """A program with tracing of its own (an SDK tracer provider set as the global one, its spans kept in memory):
+    the task spans it gets, by name and trace id."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with ThreadPoolExecutor(2, thread_name_prefix="mine") as executor:
+        assert list(executor.map(quick, range(5))) == list(range(5))
+    return [
+        {"name": span.name, "trace_id": f"{span.context.trace_id:032x}", "span_id": f"{span.context.span_id:016x}"}
+        for span in exporter.get_finished_spans()
+    ]
+
+
 def main(argv: list[str]) -> int:
     truth, status, mode = argv[0], int(argv[1]), argv[2]
     found: Any
@@ -160,6 +180,8 @@ def main(argv: list[str]) -> int:
         cut_short(mode, status)
     elif mode == "failures":
         found = failures()
+    elif mode == "traced":
+        found = traced()
     elif mode == "raise":
         raise KnownError("uncaught")
     with open(truth, "w") as out:

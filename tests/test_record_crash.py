@@ -1,8 +1,9 @@
 """``tracedfutures record`` when things go wrong (tests/recordworkload.py): a program killed by SIGKILL or ended
 through ``os._exit`` after 200 tasks and a pause (the writer flushes every second) leaves a timeline that holds
 those tasks, ``record`` passes its status through and says the run was cut short, and the report (read in
-Chromium) shows the tasks and says so too; SIGTERM left to the default finishes the file; and tasks that never ran
-(a broken process pool, a cancelling shutdown, submits refused) are on the page in the numbers ``/metrics`` gives.
+Chromium) shows the tasks and says so too; SIGTERM left to the default finishes the file; tasks that never ran
+(a broken process pool, a cancelling shutdown, submits refused) are on the page in the numbers ``/metrics`` gives;
+a program with tracing of its own keeps its task spans.
 """
 
 from __future__ import annotations
@@ -171,3 +172,17 @@ def test_tasks_that_never_ran_are_counted_as_the_metrics_count_them(tmp_path: Pa
     pool = "ProcessPoolExecutor"
     worker_pids = {e["pid"] for e in events if e.get("cat") == "task" and e["args"]["executor"] == pool}
     assert died["pid"] in worker_pids  # on the lane of the tasks it ran
+
+
+def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:
+    """The recording makes no span and sets no tracer provider: a program that sets up its own gets every task span
+    exported where it said, and each slice carries its span's ids."""
+    done, trace = record(tmp_path, "0", "traced")
+    assert done.returncode == 0, done.stderr
+    spans = json.loads((tmp_path / "truth.json").read_text())["executors"]
+    assert sorted(span["name"] for span in spans) == ["mine quick"] * 5
+    slices = [e for e in trace_document(trace)["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
+    assert sorted((s["args"]["trace_id"], s["args"]["span_id"]) for s in slices) == sorted(
+        (span["trace_id"], span["span_id"]) for span in spans
+    )
+
