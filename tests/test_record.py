@@ -227,6 +227,14 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
     assert {key: value for key, value in last.items() if key[1] in ("queued", "running")} == {
         (name, counter): 0 for name in executors for counter in ("queued", "running")
     }
+    # The running counter's time integral is the time the executor's tasks ran, exactly (a process pool's tasks
+    # too, whose start comes home with their outcome: it holds back the counters until then).
+    for name in executors:
+        points = [(e["ts"], e["args"][name]) for e in events if e["ph"] == "C" and e["name"] == "running"
+                  and e["id"] == name]  # fmt: skip
+        busy = sum(s["dur"] for s in slices if s["args"]["executor"] == name)
+        integral = sum((after[0] - before[0]) * before[1] for before, after in itertools.pairwise(points))
+        assert integral == pytest.approx(busy, rel=1e-3, abs=50), name
     # The workers' CPU: every executor here is a thread, interpreter or process pool, whose workers' CPU is read.
     assert {key for key in last if key[1] == "cpu"} == {(name, "cpu") for name in executors}
     assert document["otherData"]["left_out"] == 0

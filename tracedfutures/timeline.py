@@ -70,6 +70,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -295,6 +296,7 @@ class TimelineWriter(SpanProcessor):
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._remote_hooks: weakref.WeakSet[_TimelineHook] = weakref.WeakSet()  # hooks of pools run elsewhere
         self._ended_queue: deque[_Ended] = deque()  # tasks the lifecycle hooks ended, not written yet
         self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
         self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
@@ -356,7 +358,26 @@ class TimelineWriter(SpanProcessor):
     def lifecycle_hook(self, executor: str, kind: str) -> _TimelineHook:
         """The hook that feeds this writer the tasks of ``executor`` from its lifecycle, without a span: what
         ``tracedfutures record`` sets up (``state.timeline_hook``)."""
-        return (_TimedTimelineHook if kind in ("thread", "interpreter") else _TimelineHook)(self, executor, kind)
+        if kind in ("thread", "interpreter"):
+            return _TimedTimelineHook(self, executor, kind)
+        hook = _TimelineHook(self, executor, kind)
+        self._remote_hooks.add(hook)  # its tasks' starts come home with their outcome: they hold the watermark
+        return hook
+
+    def _queue_ended(self, task: _Ended, executor: str) -> None:
+        """A task that a lifecycle hook heard end, in the task's thread: queued for the writer's thread, but for
+        what must be read now (the workers' CPU, every ``CPU_EVERY_NS``: the pool may end soon; the processes of a
+        pool that broke)."""
+        if task.ended - self._cpu_read >= CPU_EVERY_NS:
+            self._take(self._read_cpu, task.ended)
+        queue = self._ended_queue
+        if task.error_type.endswith(BROKEN_POOL) and executor not in self._broken:
+            self._take(self._drain)  # now, while the pool's processes are as the break found them
+            self._take(self._ended, task)
+        else:
+            queue.append(task)  # written by the writer's thread, off the task's path
+            if len(queue) > MAX_QUEUED:  # the writer's thread is behind: this task's thread helps
+                self._take(self._drain)
 
     def call_ended(self, name: str, start: int, end: int, attributes: Any) -> None:
         """A ``wait`` / ``as_completed`` call (span name ``name``) ended in this thread (``state.timeline_call``)."""
@@ -409,6 +430,8 @@ class TimelineWriter(SpanProcessor):
         or running (its start and its end come later), and not the last ``HOLD_NS``."""
         now = time.time_ns() - HOLD_NS
         oldest = min((started[2] for started in list(self._started.values())), default=now)
+        for hook in list(self._remote_hooks):  # a task run elsewhere starts after its submit, and is heard of later
+            oldest = min(oldest, min((future.submitted_ns for future in list(hook.pending)), default=oldest))
         return min(now, oldest - HOLD_NS)
 
     def shutdown(self) -> None:
@@ -468,6 +491,8 @@ class TimelineWriter(SpanProcessor):
                 ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
         )
         self._count(self._executor(task.executor, task.kind), task.submitted, task.running, task.finished)
+        if task.ended - self._cpu_read >= CPU_EVERY_NS:
+            self._read_cpu(task.ended)
         self._ended(task)
 
     def _ended(self, task: _Ended) -> None:
@@ -475,8 +500,6 @@ class TimelineWriter(SpanProcessor):
         slice on the worker that ran it."""
         self._executor(task.executor, task.kind)
         running = task.running
-        if task.ended - self._cpu_read >= CPU_EVERY_NS:
-            self._read_cpu(task.ended)
         outcome = task.outcome
         broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
         if broke and task.ran_on is None:
@@ -807,14 +830,7 @@ class _TimelineHook:
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
             return
-        queue = writer._ended_queue
-        if task.error_type.endswith(BROKEN_POOL) and self.executor not in writer._broken:
-            writer._take(writer._drain)  # now, while the pool's processes are as the break found them
-            writer._take(writer._ended, task)
-        else:
-            queue.append(task)  # written by the writer's thread, off the task's path
-            if len(queue) > MAX_QUEUED:  # the writer's thread is behind: this task's thread helps
-                writer._take(writer._drain)
+        writer._queue_ended(task, self.executor)
 
     @not_listening
     def on_refused(self, future: TracedFuture, method: str) -> None:
