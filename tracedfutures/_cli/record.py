@@ -107,6 +107,10 @@ def _what_was_written(output: Path, status: int) -> str:
     from tracedfutures._cli import timeline_reader
 
     try:
+        with output.open("rb") as stream:  # a finished file ends with the writer's end: nothing more to read
+            stream.seek(max(stream.seek(0, os.SEEK_END) - 512, 0))
+            if f'"name":"{timeline_reader.END}"'.encode() in stream.read():
+                return f"timeline written to {output}"
         timeline = timeline_reader.read(output)
     except timeline_reader.TimelineError as exc:
         return f"the timeline in {output} cannot be read: {exc}"
