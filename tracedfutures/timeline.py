@@ -521,9 +521,11 @@ class TimelineWriter(SpanProcessor):
             self._event(f'{head},"ts":{_us(task.submitted - self._origin)},"args":{_json(args)}}}')
             self._event(f'{head.replace("b", "e", 1)},"ts":{_us(task.ended - self._origin)}}}')
             return
-        self._event(f'{head},"ts":{_us(task.submitted - self._origin)}}}')
         run_ts = _us(running - self._origin)
-        self._event(f'{head.replace("b", "e", 1)},"ts":{run_ts}}}')
+        # Its queued slice's begin and end, in one event of the buffer (one line each in the file).
+        self._event(
+            f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}'
+        )
         if task.ran_on is None:
             worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
         else:
