@@ -3,7 +3,13 @@ forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and
 ``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
 the second.
 
-    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY]
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced]
+
+``killed`` and ``exit`` run 200 tasks, pause long enough for the timeline's writer to flush, then end as a crash
+would: SIGKILL, ``os._exit(STATUS)``. ``failures`` serves ``/metrics`` while tasks end without running: a process
+pool whose worker is killed (``BrokenProcessPool``), a submit to that broken pool and one to a shut-down pool
+(``RuntimeError``), a ``shutdown(cancel_futures=True)`` with tasks queued; the truth is the ``/metrics`` text read at
+the end.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
+import urllib.request
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from timelinesupport import TASKS, KnownError, blocker, failing, importable, quick
+from timelinesupport import TASKS, KnownError, blocker, dies_at, failing, importable, quick
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -90,6 +98,76 @@ def interrupt(ready: str) -> None:
     raise AssertionError("no Ctrl-C came")
 
 
+def cut_short(how: str, status: int) -> None:
+    """200 tasks, a pause past the writer's flush, then a crash's end."""
+    with ThreadPoolExecutor(4, thread_name_prefix="before") as executor:
+        assert list(executor.map(quick, range(200))) == list(range(200))
+    time.sleep(1.5)
+    if how == "killed":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(status)
+
+
+def failures() -> list[dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    import tracedfutures
+
+    server, _ = tracedfutures.start_http_server(0)
+    broken = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    futures = [broken.submit(dies_at, i) for i in range(60)]
+    concurrent.futures.wait(futures)
+    assert any(isinstance(f.exception(), BrokenProcessPool) for f in futures)
+    try:
+        broken.submit(quick, 1)
+    except BrokenProcessPool:
+        pass
+    else:
+        raise AssertionError("a broken pool took a task")
+    broken.shutdown()
+    gate = threading.Event()
+    stopped = ThreadPoolExecutor(2, thread_name_prefix="stopped")
+    held = [stopped.submit(gate.wait) for _ in range(2)]
+    queued = [stopped.submit(quick, i) for i in range(5)]
+    stopped.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    concurrent.futures.wait(held)
+    assert all(future.cancelled() for future in queued)
+    try:
+        stopped.submit(quick, 1)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a shut-down pool took a task")
+    stopped.shutdown()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=60) as response:
+        metrics = response.read().decode()
+    server.shutdown()
+    return [{"metrics": metrics}]
+
+
+def traced() -> list[dict[str, Any]]:
+    """A program with tracing of its own (an SDK tracer provider set as the global one, its spans kept in memory):
+    the task spans it gets, by name and trace id."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with ThreadPoolExecutor(2, thread_name_prefix="mine") as executor:
+        assert list(executor.map(quick, range(5))) == list(range(5))
+    return [
+        {"name": span.name, "trace_id": f"{span.context.trace_id:032x}", "span_id": f"{span.context.span_id:016x}"}
+        for span in exporter.get_finished_spans()
+    ]
+
+
 def main(argv: list[str]) -> int:
     truth, status, mode = argv[0], int(argv[1]), argv[2]
     found: Any
@@ -99,6 +177,12 @@ def main(argv: list[str]) -> int:
         found = many(int(argv[3]))
     elif mode == "interrupt":
         interrupt(argv[3])
+    elif mode in ("killed", "exit"):
+        cut_short(mode, status)
+    elif mode == "failures":
+        found = failures()
+    elif mode == "traced":
+        found = traced()
     elif mode == "raise":
         raise KnownError("uncaught")
     with open(truth, "w") as out:

@@ -100,6 +100,8 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._config", "tracedfutures._multiprocess", "tracedfutures._running", "tracedfutures.metrics",
     },
     "tracedfutures.timeline": {
+        "tracedfutures._lifecycle",
+        "tracedfutures._naming",
         "tracedfutures._running",
         "tracedfutures._state",
         "tracedfutures._telemetry",
@@ -126,6 +128,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures.interpreter": {"tracedfutures._lifecycle", "tracedfutures.executor"},
     "tracedfutures.waiting": {
         "tracedfutures._config",
+        "tracedfutures._state",
         "tracedfutures._stdlib",
         "tracedfutures._telemetry",
         "tracedfutures.metrics",
@@ -157,8 +160,10 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures._recording": {"tracedfutures._state", "tracedfutures.instrumentor", "tracedfutures.timeline"},
     "tracedfutures._cli.dashboards": set(),
     "tracedfutures._cli.arguments": set(),
-    "tracedfutures._cli.record": {"tracedfutures._cli.arguments", "tracedfutures._recording"},
     "tracedfutures._cli.timeline_reader": {"tracedfutures._naming"},
+    "tracedfutures._cli.record": {
+        "tracedfutures._cli.arguments", "tracedfutures._recording", "tracedfutures._cli.timeline_reader",
+    },
     "tracedfutures._cli.report_data": {"tracedfutures._cli.timeline_reader"},
     "tracedfutures._cli.report_page": {"tracedfutures.version"},
     "tracedfutures._cli.report": {
@@ -227,8 +232,8 @@ LAYERS: tuple[set[str], ...] = (
         "tracedfutures._recording",
         "tracedfutures._cli.dashboards",
         "tracedfutures._cli.arguments",
-        "tracedfutures._cli.record",
         "tracedfutures._cli.timeline_reader",
+        "tracedfutures._cli.record",
         "tracedfutures._cli.report_data",
         "tracedfutures._cli.report_page",
         "tracedfutures._cli.report",

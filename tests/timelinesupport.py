@@ -60,3 +60,41 @@ def importable(path: str) -> None:
     import sys
 
     sys.path.insert(0, path)
+
+
+#: The task at which ``dies_at`` kills the worker process that runs it.
+DIES_AT = 30
+
+
+def dies_at(value: int) -> int:
+    """A process pool's task: the one numbered ``DIES_AT`` kills its worker (SIGKILL, as the OOM killer would)."""
+    if value == DIES_AT:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.005)
+    return value
+
+
+#: The writer's own metadata events: its header, each executor, its end (tracedfutures/timeline.py).
+OWN_EVENTS = ("tracedfutures", "tracedfutures_executor", "tracedfutures_end")
+
+
+def trace_document(path: Any) -> dict[str, Any]:
+    """A finished timeline file (a JSON array that opens with the writer's header and closes with its end) as
+    ``{"traceEvents": [the events but the writer's own], "otherData": {what its own events say}}``."""
+    import json
+    from pathlib import Path
+
+    events = json.loads(Path(path).read_text(encoding="utf-8"))
+    assert isinstance(events, list) and events, path
+    assert events[0]["name"] == "tracedfutures" and events[-1]["name"] == "tracedfutures_end", (events[0], events[-1])
+    other: dict[str, Any] = {"executors": {}}
+    for event in events:
+        if event["ph"] == "M" and event["name"] in OWN_EVENTS:
+            args = dict(event["args"])
+            if event["name"] == "tracedfutures_executor":
+                other["executors"][args.pop("name")] = args
+            else:
+                other.update(args)
+    return {"traceEvents": [e for e in events if e.get("name") not in OWN_EVENTS], "otherData": other}

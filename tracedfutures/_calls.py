@@ -22,6 +22,7 @@ from tracedfutures._state import state
 from tracedfutures._wire import REMOTE_ATTR, Envelope
 
 _clock = time.time_ns
+_thread_time = time.thread_time_ns
 
 
 def fork_inherited_provider() -> Any:
@@ -99,20 +100,21 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, board: str, /,
         if origin and origin != state.process_token:
             collected = _begin_collecting(trace_id, span_id)
     start = _clock()  # the callable's start: after the context, and the collector a new worker sets up first
+    cpu = _thread_time()  # and the CPU time this thread used so far: the task's own is the difference
     slot = _start_board.begin(board, start) if board else None
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
         # An exception object that refuses attributes keeps its outcome and loses the timing.
         with contextlib.suppress(Exception):
-            exc.__dict__[REMOTE_ATTR] = _worker_data(start, collected)
+            exc.__dict__[REMOTE_ATTR] = _worker_data(start, collected, cpu)
         raise
     finally:
         if slot is not None:
             _start_board.end(slot)
         if token is not None:
             otel_context.detach(token)
-    return Envelope(result, _worker_data(start, collected))
+    return Envelope(result, _worker_data(start, collected, cpu))
 
 
 #: What a ``StartingCall`` returns for a task whose future was cancelled before the pool started it.
@@ -152,15 +154,18 @@ def _begin_collecting(trace_id: int, span_id: int) -> Any:
         return None
 
 
-def _worker_data(start: int, collected: Any) -> tuple[Any, ...]:
+def _worker_data(start: int, collected: Any, cpu: int) -> tuple[Any, ...]:
+    """(start ns, end ns, where it ran, the CPU ns the task used on its thread) and, when the task's spans were
+    collected, those spans and how many were dropped."""
     end = _clock()
+    cpu = _thread_time() - cpu
     ran_on = ran_on_here()
     if collected is None:
-        return (start, end, ran_on)
+        return (start, end, ran_on, cpu)
     try:
         from tracedfutures import _worker_spans
 
         records, dropped = _worker_spans.finish(collected)
     except Exception:  # the outcome travels whatever happens to the spans
-        return (start, end, ran_on)
-    return (start, end, ran_on, records, dropped) if records or dropped else (start, end, ran_on)
+        return (start, end, ran_on, cpu)
+    return (start, end, ran_on, cpu, records, dropped) if records or dropped else (start, end, ran_on, cpu)

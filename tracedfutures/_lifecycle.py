@@ -128,6 +128,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
     __slots__ = (
         "_tf_caller",
         "_tf_context",
+        "_tf_cpu",
         "_tf_fn",
         "_tf_function",
         "_tf_life",
@@ -157,6 +158,7 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
         # ``_running``.
         self._tf_ran_on: tuple[int, int, str | None] | None = None
         self._tf_ran_for = -1  # ns the callable of a task run elsewhere ran there, by the worker's clock (-1: not)
+        self._tf_cpu = -1  # the CPU ns it used on its worker's thread, for a task run elsewhere (-1: not known)
         self.submitted_ns = 0
         self.started_ns = 0
         self.finished_ns = 0
@@ -214,8 +216,10 @@ class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ig
             self._tf_ran_for = data[1] - data[0]
             if self._tf_ran_on is None:  # an interpreter pool's worker thread said so when the task started
                 self._tf_ran_on = data[2]
-            if len(data) > 3:  # the spans the task finished in the worker, and how many were dropped
-                self._tf_worker = data[3:]
+            if len(data) > 3:  # the CPU ns the task used on its worker thread
+                self._tf_cpu = data[3]
+            if len(data) > 4:  # the spans the task finished in the worker, and how many were dropped
+                self._tf_worker = data[4:]
 
     # -- the transitions: the stdlib's, from ``_stdlib`` (see ``FutureTransitions``) ---------------------------------
     def set_result(self, result: Any) -> None:

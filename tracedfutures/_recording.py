@@ -6,6 +6,7 @@ imports only this and what the recording needs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 from types import FrameType
@@ -22,23 +23,40 @@ def start_recording(sitecustomize: str) -> None:
     output = os.environ.pop(OUTPUT_VARIABLE, None)
     max_tasks = os.environ.pop(MAX_TASKS_VARIABLE, None)
     if output is not None:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-
         from tracedfutures._state import state
         from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
         from tracedfutures.timeline import DEFAULT_MAX_TASKS, TimelineWriter
 
-        state.task_cpu = True  # each thread or interpreter pool task's own CPU time on its slice
-        provider = TracerProvider()  # shut down at exit (the SDK's atexit hook): the file is finished then
+        # The writer is fed by each executor's lifecycle, as the metrics are: no span is made for it. The task
+        # spans are made only where the program sets up tracing of its own (the instrumentor records through the
+        # global tracer provider, which the program may set), and exported where it says.
         writer = TimelineWriter(output, int(max_tasks or DEFAULT_MAX_TASKS))
-        provider.add_span_processor(writer)
-        trace.set_tracer_provider(provider)
-        ConcurrentFuturesInstrumentor().instrument(tracer_provider=provider)
-        # Registered after the provider's own hook, so run before it: every task has ended by then (the pools'
+        state.timeline_hook = writer.lifecycle_hook
+        state.timeline_call = writer.call_ended
+        ConcurrentFuturesInstrumentor().instrument()
+        # At exit, the file is finished (registered first, so run last: every task has ended by then, the pools'
         # own exit hooks run before any atexit hook).
+        atexit.register(writer.shutdown)
         atexit.register(_say_what_was_not_recorded, writer, _watch_untraced_pools())
+        _finish_on_sigterm(writer)
     _run_shadowed_sitecustomize(os.path.dirname(os.path.abspath(sitecustomize)))
+
+
+def _finish_on_sigterm(writer: Any) -> None:
+    """A SIGTERM that the program leaves to the default finishes the timeline first, then ends the program as the
+    default would (killed by SIGTERM). A program that handles SIGTERM itself keeps its handler."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def finish(signum: int, frame: FrameType | None) -> None:
+        writer.shutdown_on_signal()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with contextlib.suppress(ValueError):  # not the main thread: the default stays
+        signal.signal(signal.SIGTERM, finish)
 
 
 #: Where the documentation says why these pools are out of reach.

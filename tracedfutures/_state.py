@@ -69,6 +69,11 @@ class ProcessState:
         # tracedfutures record: thread and interpreter pools made from now on time each task's own CPU
         # (``spans._TaskCpuHook``).
         self.task_cpu = False
+        # tracedfutures record: the timeline writer fed by the lifecycle, without spans (``timeline``): a factory
+        # of each executor's hook, (name, kind) -> LifecycleHook, and what a wait / as_completed call tells it,
+        # (span name, start ns, end ns, attributes) -> None. None: no timeline is fed that way.
+        self.timeline_hook: Any = None
+        self.timeline_call: Any = None
 
     def before_fork(self) -> None:
         """Keep the global tracer provider the child inherits; only once ``_calls``, which asks for it, is there

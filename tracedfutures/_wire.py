@@ -15,8 +15,9 @@ REMOTE_ATTR = "_tracedfutures_remote"
 
 class Envelope:
     """A task's result with the worker's data, unwrapped by ``TracedFuture.set_result``: (start_ns, end_ns,
-    ran_on), ``ran_on`` being where the task ran, (process id, thread id, thread name), and when the task made
-    spans that were collected in the worker, those spans (plain tuples) and how many were dropped."""
+    ran_on, cpu_ns), ``ran_on`` being where the task ran, (process id, thread id, thread name), ``cpu_ns`` the CPU
+    time the task used on that thread, and when the task made spans that were collected in the worker, those spans
+    (plain tuples) and how many were dropped."""
 
     __slots__ = ("data", "value")
 

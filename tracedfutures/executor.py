@@ -143,6 +143,8 @@ def _make_lifecycle(
         if board is not None:
             hooks.append(board)
             stats.watch_board(board)
+    if state.timeline_hook is not None:  # tracedfutures record: the timeline, fed by the lifecycle
+        hooks.append(state.timeline_hook(label, kind))
     life = Lifecycle(label, kind, tuple(hooks), remote)
     if board is not None:
         life.board = board.path

@@ -11,32 +11,48 @@ Usage::
     ...                      # tasks traced with this provider (configure(), the instrumentor, traced())
     provider.shutdown()      # or writer.shutdown(): the file is complete (also at exit, by the SDK's atexit hook)
 
-``tracedfutures record -o trace.json -- python app.py`` sets this up for a program that has no SDK of its own.
+The file is a JSON array, one event a line, flushed at least once a second (``FLUSH_EVERY_S``) by a thread of the
+writer's own: a program killed or ended through ``os._exit`` leaves a file that holds everything up to the last
+flush, which the viewers and ``tracedfutures report`` read as it is (without its closing ``]``). It opens with the
+writer's header (``"ph": "M"`` named ``tracedfutures``: ``writer``, ``origin_unix_ns``, ``max_tasks``), names each
+executor the first time one of its tasks ends (``tracedfutures_executor``: ``name``, ``kind``, ``max_workers``)
+and closes with its end (``tracedfutures_end``: ``drawn``, ``left_out``), which a file cut short lacks.
 
-What is written, for each task span (times in microseconds from the writer's start, ``otherData.origin_unix_ns``):
+``tracedfutures record -o trace.json -- python app.py`` writes the same file without spans: the writer is fed by
+each executor's lifecycle (``TimelineWriter.lifecycle_hook``, ``state.timeline_hook``), and the tasks it hears end
+are written by the writer's own thread, off the tasks' path.
+
+What is written, for each task (times in microseconds from the writer's start, the header's ``origin_unix_ns``;
+docs/timeline.md has the whole table):
 
 - a complete slice (``"ph": "X"``) over the task's real run, on the process and thread that ran it (``pid`` the
   worker process, ``tid`` a small number per thread, named by ``"ph": "M"`` ``process_name`` / ``thread_name``
-  events), named like the task span, with ``args`` ``executor``, ``code.function.name``, ``outcome``, ``error.type``
-  (on error), ``thread.id``, ``trace_id``, ``span_id``, ``executor.task.batch_size`` for a joblib batch and, for a
-  thread or interpreter pool's task under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used in its
-  worker thread;
-- the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``) from submit to its start (to
-  its cancellation for a task that never ran);
-- a flow arrow (``"s"`` / ``"f"``, category ``submit``) from a short ``submit`` slice on the submitting thread to
-  the start of the task's slice;
+  events, the latter with the ``thread.id``), named by its function, with ``args`` ``id`` (the task's number in
+  the file), ``executor`` and, only where they say something, ``outcome`` (none: a success), ``error.type``,
+  ``executor.task.batch_size`` for a joblib batch, ``trace_id`` and ``span_id`` where the task has a span and,
+  under ``tracedfutures record``, ``cpu_time``: the CPU seconds it used on its worker thread (read in the worker
+  for a process pool's task, sent home with its outcome);
+- the time it spent queued, an async slice (``"b"`` / ``"e"``, category ``queued``, ``id`` the task's number) from
+  submit to its start (to its end for a task that never ran, whose ``b`` args say ``executor``, ``outcome``,
+  ``"ran": false`` and, for an error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by
+  ``BrokenProcessPool`` before a worker was heard to start it);
+- a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
+  that had died when the pool broke, with its ``exit_code`` and ``signal``;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
-  name), exact at every change;
+  name): each count's mean over each ``COUNTER_EVERY_NS`` step it changed in, then the count after it (``_Step``),
+  so that their time integrals are exact;
+- a counter ``program_cpu``: the program's CPU seconds at every flush;
 - counters ``cpu`` and ``cpu_wait`` per executor: the CPU seconds its workers used so far, and the seconds they
   were runnable but waiting for a CPU (``_worker_cpu``; 0 where the kernel does not say), read as tasks end, at
   most every ``CPU_EVERY_NS``, and when the file is finished (a worker that ended in between keeps its last read,
   so what it used after that is missing).
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
-``BUFFER_BYTES``), and the counters' changes are sorted in chunks spilled to a temporary file and merged when the
-file is finished. The file is bounded by ``max_tasks`` (default ``DEFAULT_MAX_TASKS``): tasks and calls that end
-past it leave no slice, and ``otherData.left_out`` counts them; the counters still count every task.
+``BUFFER_BYTES``, flushed every second), and each counter change is written in time order once none can come
+before it (``_Counters``: at most ``CHUNK`` held). The file is bounded by ``max_tasks`` (default
+``DEFAULT_MAX_TASKS``): tasks and calls that end past it leave no slice, and the end's ``left_out`` counts them;
+the counters still count every task.
 
 Only spans that this processor saw start are drawn: task spans of this process's executors and its own ``wait``
 / ``as_completed`` calls, not spans made in worker processes. Nothing of a task's arguments or results is
@@ -45,24 +61,28 @@ written, nor exception messages.
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import bisect
+import contextlib
+import functools
 import json
 import os
+import signal
 import sys
-import tempfile
 import threading
 import time
-from array import array
-from collections.abc import Iterator
-from typing import IO, Any
+import weakref
+from collections import deque
+from typing import Any, NamedTuple
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from tracedfutures._running import executors_now, pools_by_name
+from tracedfutures._lifecycle import TracedFuture, not_listening
+from tracedfutures._naming import error_type, function_name, joblib_calls
+from tracedfutures._running import executors_now, pools_by_name, thread_name
 from tracedfutures._state import state
+from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import WorkerCpu
 from tracedfutures.spans import (
     AS_COMPLETED_SPAN,
@@ -85,10 +105,27 @@ from tracedfutures.version import __version__
 DEFAULT_MAX_TASKS = 200_000
 #: Bytes of events kept before they are written to the file.
 BUFFER_BYTES = 1 << 20
-#: Counter changes kept in memory before a sorted chunk of them goes to the temporary file.
+#: Counter changes held in memory at most, waiting for the changes that may come before them.
 CHUNK = 1 << 16
+#: What is buffered goes to the file at least this often (seconds), by a thread of the writer's own.
+FLUSH_EVERY_S = 1.0
+#: The tasks the lifecycle hooks queue are written by the writer's thread this often (seconds), ...
+DRAIN_EVERY_S = 0.05
+#: ... or by the thread that ends a task once more than this many wait.
+MAX_QUEUED = 50_000
+#: Counter changes this recent (ns) are held back at a flush: the task they belong to may not be heard of yet.
+HOLD_NS = 100_000_000
+#: The names of the writer's own metadata events (``"ph": "M"``): its header (first in the file), each executor
+#: the first time it is seen, and the end (last in the file; a file without it was cut short).
+HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
+#: The queued and running counters are written at most this often per executor (ns): the counts after the last
+#: change of each such step, at its time, each only when it is not the value written before.
+COUNTER_EVERY_NS = 1_000_000
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
+
+#: How the error type of a task that a process pool's broken state ended ends.
+BROKEN_POOL = "BrokenProcessPool"
 
 _CALLS = {WAIT_SPAN: "wait", AS_COMPLETED_SPAN: "as_completed"}
 #: Where the span started: the starting thread's id and name, and when ``on_start`` ran (ns).
@@ -96,52 +133,145 @@ _Started = tuple[int, str, int]
 
 
 class _Counters:
-    """The changes of every executor's queued and running counts, (ns, executor, d_queued, d_running), kept in
-    sorted chunks in a temporary file so that memory stays bounded, merged in time order at the end."""
+    """The changes of every executor's queued and running counts, (ns, executor, d_queued, d_running), held until
+    no change can come before them any more, then written in time order: nothing is left to merge when the file
+    is finished, so a file cut short holds exact counters up to its last flush.
+
+    A change is final once it is older than every task still queued or running (``ready(watermark)``). Past
+    ``CHUNK`` held changes (a task queued or running for long holds the watermark back) the oldest half is written
+    anyway; a change that comes later than what was written is written at the last time written (its value stays
+    exact, its time is late)."""
 
     def __init__(self) -> None:
         self.changes: list[tuple[int, int, int, int]] = []
-        self.spill: IO[bytes] | None = None
-        self.runs: list[tuple[int, int]] = []  # (offset, count) of each sorted chunk in ``spill``
+        # Changes the lifecycle hooks add as they happen, from any thread, without the writer's lock.
+        self.incoming: deque[tuple[int, int, int, int]] = deque()
+        self.written_ns = 0  # the time of the last change written
 
     def add(self, ns: int, executor: int, queued: int, running: int) -> None:
         self.changes.append((ns, executor, queued, running))
-        if len(self.changes) >= CHUNK:
-            self._spill()
 
-    def _spill(self) -> None:
-        if self.spill is None:
-            self.spill = tempfile.TemporaryFile()  # noqa: SIM115 (open until close(): chunks go on being added)
-        flat = array("q", itertools.chain.from_iterable(sorted(self.changes)))
-        self.runs.append((self.spill.seek(0, os.SEEK_END), len(self.changes)))
-        flat.tofile(self.spill)
-        self.changes = []
+    def held(self) -> int:
+        return len(self.changes) + len(self.incoming)
 
-    def _run(self, offset: int, count: int) -> Iterator[tuple[int, int, int, int]]:
-        assert self.spill is not None
-        step = 4096
-        for start in range(0, count, step):
-            block = array("q")
-            self.spill.seek(offset + start * 32)
-            block.fromfile(self.spill, 4 * min(step, count - start))
-            for i in range(0, len(block), 4):
-                yield block[i], block[i + 1], block[i + 2], block[i + 3]
+    def ready(self, watermark: int | None) -> list[tuple[int, int, int, int]]:
+        """The changes up to ``watermark`` (every one when None), in time order; they are taken out."""
+        changes = self.changes
+        incoming = self.incoming
+        for _ in range(len(incoming)):
+            changes.append(incoming.popleft())
+        changes.sort()
+        if watermark is None:
+            cut = len(changes)
+        else:
+            cut = bisect.bisect_right(changes, watermark, key=_ns)
+            if len(changes) - cut > CHUNK:
+                cut = len(changes) - CHUNK // 2
+        taken, self.changes = changes[:cut], changes[cut:]
+        if taken:
+            late = self.written_ns
+            if taken[0][0] < late:
+                taken = [(max(ns, late), *rest) for ns, *rest in taken]  # type: ignore[misc]
+            self.written_ns = taken[-1][0]
+        return taken
 
-    def merged(self) -> Iterator[tuple[int, int, int, int]]:
-        """Every change, in time order."""
-        self.changes.sort()
-        yield from heapq.merge(*(self._run(offset, count) for offset, count in self.runs), iter(self.changes))
 
-    def close(self) -> None:
-        if self.spill is not None:
-            self.spill.close()
-        self.changes = []
+def _ns(change: tuple[int, int, int, int]) -> int:
+    return change[0]
+
+
+class _Step:
+    """One executor's queued and running counters, written a ``COUNTER_EVERY_NS`` step at a time: each sample is
+    the mean of the counts over its step (the time each count lasted in it), at the step's start, so that their
+    time integrals stay exact (the busy worker-seconds a ``running`` track adds up to are the tasks' run time)
+    while the file holds at most two samples per step; a value that did not change is not written again (it holds
+    until the next sample)."""
+
+    __slots__ = ("area", "counts", "last", "name", "open", "written")
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # the executor's name, as JSON
+        self.counts = [0, 0]  # queued, running: now (after the last change read)
+        self.open = -1  # the step being summed up (its index), -1: none
+        self.last = 0  # the time up to which ``area`` sums the counts (ns)
+        self.area = [0, 0]  # the counts' integral (count ns) over the open step, up to ``last``
+        self.written = [-1.0, -1.0]  # the values written last
+
+    def change(self, writer: TimelineWriter, ns: int, queued: int, running: int) -> None:
+        step = ns // COUNTER_EVERY_NS
+        if step != self.open:
+            if self.open >= 0 and step < self.open:  # later than what was written: counted at the last time
+                ns, step = self.last, self.open
+            elif self.open >= 0:
+                self._end(writer, gap=step > self.open + 1)
+            if self.open < 0:
+                self.open, self.last = step, step * COUNTER_EVERY_NS
+        ns = max(ns, self.last)
+        counts, area = self.counts, self.area
+        area[0] += counts[0] * (ns - self.last)
+        area[1] += counts[1] * (ns - self.last)
+        self.last = ns
+        counts[0] += queued
+        counts[1] += running
+
+    def close(self, writer: TimelineWriter, watermark: int | None) -> None:
+        """Write the open step if no change can come in it any more (all of them when ``watermark`` is None)."""
+        if self.open >= 0 and (watermark is None or (self.open + 1) * COUNTER_EVERY_NS <= watermark):
+            self._end(writer, gap=True)
+
+    def _end(self, writer: TimelineWriter, gap: bool) -> None:
+        """Write the open step's means at its start, then, if the next step is not the one that opens now
+        (``gap``), the counts that hold from its end on; no step is open then."""
+        start = self.open * COUNTER_EVERY_NS
+        end = start + COUNTER_EVERY_NS
+        counts, area = self.counts, self.area
+        means = [
+            (area[0] + counts[0] * (end - self.last)) / COUNTER_EVERY_NS,
+            (area[1] + counts[1] * (end - self.last)) / COUNTER_EVERY_NS,
+        ]
+        self._write(writer, start, means)
+        if gap:
+            self._write(writer, end, [float(counts[0]), float(counts[1])])
+        self.open = -1
+        self.area = [0, 0]
+
+    def _write(self, writer: TimelineWriter, ns: int, values: list[float]) -> None:
+        for which, counter in enumerate(("queued", "running")):
+            value = round(values[which], 3)
+            if value != self.written[which]:
+                self.written[which] = value
+                writer._counter(counter, self.name, ns, int(value) if value.is_integer() else value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class _Ended(NamedTuple):
+    """A task that ended, as the writer draws it, from its span or from its future (``_TimelineHook``)."""
+
+    executor: str
+    kind: str
+    name: str  # the task span's name, "executor function" (the slices are named by the function alone)
+    function: str
+    batch: Any  # a joblib batch's size, else None
+    submitter: tuple[int, str]  # the submitting thread's id and name
+    submitted: int
+    running: int | None  # its real start (ns), None if it never ran
+    finished: int  # its real end
+    ended: int  # when its future ended here
+    outcome: str
+    error_type: str
+    ran_on: tuple[int, int, str] | None  # where it ran: pid, thread id, thread name
+    cpu_time: float | None
+    ids: tuple[str, str] | None  # its span's trace id and span id, if it has a span
 
 
 def _us(ns: int) -> str:
     """Nanoseconds as microseconds, exactly (no float rounding in the file)."""
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    return f"{sign}{ns // 1000}.{ns % 1000:03d}"
+    if ns < 0:
+        return "-" + _us(-ns)
+    return "%d.%03d" % divmod(ns, 1000)  # noqa: UP031 (one format of a tuple: the fastest, on every event)
 
 
 class TimelineWriter(SpanProcessor):
@@ -158,23 +288,33 @@ class TimelineWriter(SpanProcessor):
         self._origin = time.time_ns()
         self._pid = os.getpid()
         self._started: dict[int, _Started] = {}  # span id -> where and when it started
-        self._buffer: list[str] = ['{"traceEvents":[\n']
+        self._buffer: list[str] = ["[\n"]
         self._buffered = 0
-        self._first = True
         self._tids: dict[tuple[int, int, str], int] = {}  # (pid, thread id, thread name) -> the tid in the file
         self._named_pids = {self._pid}  # the processes named in the file so far
         self._names: dict[str, str] = {}  # span name -> as a JSON string
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
         self._executor_info: dict[str, dict[str, Any]] = {}
         self._counters = _Counters()
+        self._remote_hooks: weakref.WeakSet[_TimelineHook] = weakref.WeakSet()  # hooks of pools run elsewhere
+        self._ended_queue: deque[_Ended] = deque()  # tasks the lifecycle hooks ended, not written yet
+        self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
+        self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
+        self._steps: list[_Step] = []  # each executor's counters, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
         self._cpu_read = 0  # when it was last read (ns)
         self.drawn = 0
         self.left_out = 0
+        self._tasks = 0  # the tasks drawn: each one's number is its id in the file
         self._closed = False
+        head = {"writer": f"tracedfutures {__version__}", "origin_unix_ns": self._origin, "max_tasks": max_tasks}
+        self._event(self._own(HEAD, head))
         self._event(self._meta("process_name", self._pid, 0, _program_name()))
+        self._flush()
         with state.timelines_lock:
             state.timelines.add(self)
+        self._stop = threading.Event()
+        threading.Thread(target=self._flush_every_second, name="tracedfutures-timeline", daemon=True).start()
 
     @property
     def executors(self) -> tuple[str, ...]:
@@ -198,28 +338,101 @@ class TimelineWriter(SpanProcessor):
         started = self._started.pop(context.span_id, None) if context is not None else None
         if started is None or self._closed:
             return
+        self._take(self._call if span.name in _CALLS else self._task, span, started)
+
+    def _take(self, write: Any, *args: Any) -> None:
+        """``write(*args)`` under the lock, then the buffer to the file if it is full; a failure loses events,
+        never the program's spans or tasks."""
         try:
             with self._lock:
                 if self._closed:
                     return
-                if span.name in _CALLS:
-                    self._call(span, started)
-                else:
-                    self._task(span, started)
+                write(*args)
                 if self._buffered >= BUFFER_BYTES:
+                    self._write_counters(self._watermark())
                     self._flush()
         except Exception as exc:  # a timeline that fails loses events, never the program's spans
-            from tracedfutures._telemetry import telemetry_failed
-
             telemetry_failed("TimelineWriter", exc)
 
+    # -- fed by the lifecycle (tracedfutures record) -----------------------------------------------------------
+    def lifecycle_hook(self, executor: str, kind: str) -> _TimelineHook:
+        """The hook that feeds this writer the tasks of ``executor`` from its lifecycle, without a span: what
+        ``tracedfutures record`` sets up (``state.timeline_hook``)."""
+        if kind in ("thread", "interpreter"):
+            return _TimedTimelineHook(self, executor, kind)
+        hook = _TimelineHook(self, executor, kind)
+        self._remote_hooks.add(hook)  # its tasks' starts come home with their outcome: they hold the watermark
+        return hook
+
+    def _queue_ended(self, task: _Ended, executor: str) -> None:
+        """A task that a lifecycle hook heard end, in the task's thread: queued for the writer's thread, but for
+        what must be read now (the workers' CPU, every ``CPU_EVERY_NS``: the pool may end soon; the processes of a
+        pool that broke)."""
+        if task.ended - self._cpu_read >= CPU_EVERY_NS:
+            self._take(self._read_cpu, task.ended)
+        queue = self._ended_queue
+        if task.error_type.endswith(BROKEN_POOL) and executor not in self._broken:
+            self._take(self._drain)  # now, while the pool's processes are as the break found them
+            self._take(self._ended, task)
+        else:
+            queue.append(task)  # written by the writer's thread, off the task's path
+            if len(queue) > MAX_QUEUED:  # the writer's thread is behind: this task's thread helps
+                self._take(self._drain)
+
+    def call_ended(self, name: str, start: int, end: int, attributes: Any) -> None:
+        """A ``wait`` / ``as_completed`` call (span name ``name``) ended in this thread (``state.timeline_call``)."""
+        if not self._closed:
+            thread = threading.current_thread()
+            self._take(self._call_ended, name, (thread.ident or 0, thread.name), start, end, attributes, None)
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Write out what is buffered."""
-        """Write the events buffered so far to the file (the file is still unfinished)."""
+        """Write the events buffered so far, and the counters' changes that are final, to the file (which stays
+        readable as it is: see ``tracedfutures._cli.timeline_reader``)."""
         with self._lock:
             if not self._closed:
+                self._drain()
+                now = time.time_ns()
+                self._read_cpu(now)
+                # The program's CPU seconds at every flush: a file cut short says how long it covers.
+                self._event(
+                    f'{{"ph":"C","name":"program_cpu","id":"program","pid":{self._pid},'
+                    f'"ts":{_us(now - self._origin)},"args":{{"program":{time.process_time():.6f}}}}}'
+                )
+                self._write_counters(self._watermark())
                 self._flush()
         return True
+
+    def _flush_every_second(self) -> None:
+        """The writer's thread: it writes the events of the tasks the lifecycle hooks queued (``_ended_queue``)
+        every ``DRAIN_EVERY_S``, off the tasks' path, and what it holds goes to the file every ``FLUSH_EVERY_S``, so
+        that a program killed (``os._exit``, SIGKILL, a crash) leaves a file that holds all but its last second."""
+        flushed = time.monotonic()
+        while not self._stop.wait(DRAIN_EVERY_S):
+            try:
+                if time.monotonic() - flushed >= FLUSH_EVERY_S:
+                    flushed = time.monotonic()
+                    self.force_flush()
+                elif self._ended_queue:
+                    self._take(self._drain)
+            except Exception as exc:  # a timeline that fails loses events, never the program's work
+                telemetry_failed("TimelineWriter", exc)
+            if self._closed:
+                return
+
+    def _drain(self) -> None:
+        """Write the tasks the lifecycle hooks queued (under ``_lock``)."""
+        queue, ended = self._ended_queue, self._ended
+        for _ in range(len(queue)):
+            ended(queue.popleft())
+
+    def _watermark(self) -> int:
+        """The time before which no counter change can come any more: the submit of the oldest task still queued
+        or running (its start and its end come later), and not the last ``HOLD_NS``."""
+        now = time.time_ns() - HOLD_NS
+        oldest = min((started[2] for started in list(self._started.values())), default=now)
+        for hook in list(self._remote_hooks):  # a task run elsewhere starts after its submit, and is heard of later
+            oldest = min(oldest, min((future.submitted_ns for future in list(hook.pending)), default=oldest))
+        return min(now, oldest - HOLD_NS)
 
     def shutdown(self) -> None:
         """Write the counters, the names and ``otherData``, and close the file (once; later calls do nothing)."""
@@ -227,105 +440,165 @@ class TimelineWriter(SpanProcessor):
             if self._closed:
                 return
             self._closed = True
+            self._stop.set()
             try:
+                self._drain()
                 self._read_cpu(time.time_ns())
-                self._write_counters()
-                other = {
-                    "writer": f"tracedfutures {__version__}",
-                    "origin_unix_ns": self._origin,
-                    "max_tasks": self.max_tasks,
-                    "drawn": self.drawn,
-                    "left_out": self.left_out,
-                    "executors": self._executor_info,
-                }
-                self._buffer.append(f'\n],"displayTimeUnit":"ms","otherData":{json.dumps(other)}}}\n')
+                self._write_counters(None)
+                # The last event has no comma after it: the array is closed.
+                self._buffer.append(self._own(END, {"drawn": self.drawn, "left_out": self.left_out}) + "\n]\n")
                 self._flush()
             finally:
                 os.close(self._fd)
-                self._counters.close()
                 self._started.clear()
+
+    def shutdown_on_signal(self, timeout: float = 2.0) -> None:
+        """Finish the file from a signal handler, which may have interrupted this writer in its own thread: wait
+        for the lock at most ``timeout`` seconds (else the file keeps what its last flush wrote)."""
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            self.shutdown()
 
     # -- what a span becomes ---------------------------------------------------------------------------------
     def _task(self, span: ReadableSpan, started: _Started) -> None:
+        """A task span, as a task that ended."""
         attributes = span.attributes or {}
-        executor = str(attributes.get(EXECUTOR_NAME, ""))
-        index = self._executor(executor, attributes)
-        submitted, ended = span.start_time or 0, span.end_time or 0
         running = next((e.timestamp for e in span.events if e.name == RUNNING_EVENT), None)
-        self._counters.add(submitted, index, 1, 0)
-        if running is None:  # cancelled, or refused, before it started
-            self._counters.add(ended, index, -1, 0)
-        else:
-            run_for = attributes.get(RUN_DURATION)
-            finished = running + round(float(run_for) * 1e9) if isinstance(run_for, float) else ended
-            self._counters.add(running, index, -1, 1)
-            self._counters.add(finished, index, 0, -1)
-        if ended - self._cpu_read >= CPU_EVERY_NS:
-            self._read_cpu(ended)
-        if not self._draw():
-            return
+        run_for = attributes.get(RUN_DURATION)
+        ended = span.end_time or 0
+        worker_pid, thread_id = attributes.get(PROCESS_PID), attributes.get(THREAD_ID)
+        error = attributes.get(ERROR_TYPE)
         context = span.context
         assert context is not None
-        span_id = f"{context.span_id:016x}"
-        name = self._name(span.name)
-        outcome = "error" if ERROR_TYPE in attributes else "cancelled" if attributes.get(TASK_CANCELLED) else "success"
-        pid = self._pid
-        submitter = self._tid(pid, started[0], started[1])
-        queued_args = {"executor": executor, "outcome": outcome, "span_id": span_id}
-        self._event(
-            f'{{"ph":"b","cat":"queued","name":{name},"id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{_us(submitted - self._origin)},"args":{json.dumps(queued_args)}}}'
+        cpu_time = attributes.get(TASK_CPU_TIME)
+        task = _Ended(
+                executor=str(attributes.get(EXECUTOR_NAME, "")),
+                kind=str(attributes.get(EXECUTOR_KIND, "")),
+                name=span.name,
+                function=str(attributes.get(CODE_FUNCTION, "")),
+                batch=attributes.get(BATCH_SIZE),
+                submitter=started[:2],
+                submitted=span.start_time or 0,
+                running=running,
+                finished=running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended,
+                ended=ended,
+                outcome="error" if error is not None else "cancelled" if attributes.get(TASK_CANCELLED) else "success",
+                error_type=str(error or ""),
+                ran_on=(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
+                if isinstance(worker_pid, int) and isinstance(thread_id, int)
+                else None,
+                cpu_time=cpu_time if isinstance(cpu_time, float) else None,
+                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
         )
-        self._event(
-            f'{{"ph":"e","cat":"queued","name":{name},"id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{_us((ended if running is None else running) - self._origin)}}}'
-        )
-        if running is None:
+        self._count(self._executor(task.executor, task.kind), task.submitted, task.running, task.finished)
+        if task.ended - self._cpu_read >= CPU_EVERY_NS:
+            self._read_cpu(task.ended)
+        self._ended(task)
+
+    def _ended(self, task: _Ended) -> None:
+        """Write a task that ended (under ``_lock``): its counters' changes, its queued slice and, if it ran, its
+        slice on the worker that ran it."""
+        self._executor(task.executor, task.kind)
+        running = task.running
+        outcome = task.outcome
+        broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
+        if broke and task.ran_on is None:
+            running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
+        if not self._draw():
             return
-        # The submit: a slice on the submitting thread (from the task's submit to its span's start, the part of
-        # submit before the task could start), which the flow arrow leaves from.
-        submit_ts = _us(submitted - self._origin)
+        self._tasks += 1
+        number = f"{self._tasks:x}"  # the task's id in the file: joins its queued slice to its slice
+        name = self._name(task.function)  # its slices are named by the function it ran
+        pid = self._pid
+        submitter = self._tid(pid, task.submitter[0], task.submitter[1])
+        head = f'{{"ph":"b","cat":"queued","name":{name},"id":"{number}","pid":{pid},"tid":{submitter}'
+        if running is None:  # it never ran: its queued slice is all there is of it
+            args: dict[str, Any] = {"executor": task.executor, "outcome": outcome, "ran": False}
+            if outcome == "error":
+                args["error.type"] = task.error_type
+            if task.ids is not None:
+                args["span_id"] = task.ids[1]
+            self._event(f'{head},"ts":{_us(task.submitted - self._origin)},"args":{_json(args)}}}')
+            self._event(f'{head.replace("b", "e", 1)},"ts":{_us(task.ended - self._origin)}}}')
+            return
+        run_ts = _us(running - self._origin)
+        # Its queued slice's begin and end, in one event of the buffer (one line each in the file).
         self._event(
-            f'{{"ph":"X","cat":"submit","name":"submit","pid":{pid},"tid":{submitter},"ts":{submit_ts},'
-            f'"dur":{_us(max(started[2] - submitted, 1))},"args":{{"span_id":"{span_id}"}}}}'
+            f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}'
         )
-        self._event(
-            f'{{"ph":"s","cat":"submit","name":"submit","id":"{span_id}","pid":{pid},"tid":{submitter},'
-            f'"ts":{submit_ts}}}'
-        )
-        worker_pid = attributes.get(PROCESS_PID)
-        thread_id = attributes.get(THREAD_ID)
-        if not isinstance(worker_pid, int) or not isinstance(thread_id, int):
-            worker_pid, thread_id = pid, 0  # where it ran is not on the span: an unnamed lane of this process
+        if task.ran_on is None:
+            worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
+        else:
+            worker_pid, thread_id, thread_name = task.ran_on
         if worker_pid not in self._named_pids:
             self._named_pids.add(worker_pid)
-            self._event(self._meta("process_name", worker_pid, 0, f"{executor} worker"))
-        tid = self._tid(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
-        args: dict[str, Any] = {
-            "executor": executor,
-            CODE_FUNCTION: attributes.get(CODE_FUNCTION, ""),
-            "outcome": outcome,
-            "thread.id": thread_id,
-            "trace_id": f"{context.trace_id:032x}",
-            "span_id": span_id,
-        }
-        if outcome == "error":
-            args["error.type"] = attributes[ERROR_TYPE]
-        batch = attributes.get(BATCH_SIZE)
-        if batch is not None:
-            args[BATCH_SIZE] = batch
-        cpu_time = attributes.get(TASK_CPU_TIME)
-        if isinstance(cpu_time, float):
-            args["cpu_time"] = cpu_time
-        run_ts = _us(running - self._origin)
+            self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
+        tid = self._tid(worker_pid, thread_id, thread_name)
+        self._last_tid[worker_pid] = tid
         self._event(
             f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
-            f'"dur":{_us(max(finished - running, 0))},"args":{json.dumps(args)}}}'
+            f'"dur":{_us(max(task.finished - running, 0))},"args":{{"id":"{number}",'
+            f'"executor":{self._name(task.executor)}{self._more_args(task)}}}}}'
         )
-        self._event(
-            f'{{"ph":"f","bp":"e","cat":"submit","name":"submit","id":"{span_id}","pid":{worker_pid},'
-            f'"tid":{tid},"ts":{run_ts}}}'
-        )
+
+    def _more_args(self, task: _Ended) -> str:
+        """The args of a task slice past its id, executor and function, each only where it says something."""
+        extra = ""
+        if task.outcome != "success":
+            extra += f',"outcome":"{task.outcome}"'
+            if task.outcome == "error":
+                extra += f',"error.type":{self._name(task.error_type)}'
+        if task.batch is not None:
+            extra += f',"{BATCH_SIZE}":{int(task.batch)}'
+        if task.cpu_time is not None:
+            extra += f',"cpu_time":{task.cpu_time!r}'
+        if task.ids is not None:
+            extra += f',"trace_id":"{task.ids[0]}","span_id":"{task.ids[1]}"'
+        return extra
+
+    def _count(self, index: int, submitted: int, running: int | None, finished: int) -> None:
+        """The changes of the queued and running counts that a task made."""
+        self._counters.add(submitted, index, 1, 0)
+        if running is None:  # cancelled, or refused, before it started
+            self._counters.add(finished, index, -1, 0)
+        else:
+            self._counters.add(running, index, -1, 1)
+            self._counters.add(finished, index, 0, -1)
+        if self._counters.held() > CHUNK:
+            self._write_counters(self._watermark())
+
+    def _broke(self, executor: str, error_type: str, ns: int) -> bool:
+        """Whether a task that failed with ``error_type`` was ended by its process pool's broken state; the first
+        such task of an executor marks the workers that died."""
+        if not error_type.endswith(BROKEN_POOL):
+            return False
+        if executor not in self._broken:
+            self._broken.add(executor)
+            self._worker_died(executor, ns)
+        return True
+
+    def _worker_died(self, executor: str, ns: int) -> None:
+        """An instant event (``"ph": "i"``, category ``worker``) where each worker process of ``executor`` that has
+        died ended, as its pool broke (its first task ended by ``BrokenProcessPool``): on the lane of the last task
+        it ran, with its exit code (a negative one: killed by that signal)."""
+        for _, pool in pools_by_name().get(executor, ()):
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                code = getattr(process, "exitcode", None)
+                pid = getattr(process, "pid", None)
+                if code is None or not isinstance(pid, int):
+                    continue
+                args: dict[str, Any] = {"executor": executor, "exit_code": code}
+                if code < 0:
+                    with contextlib.suppress(ValueError):
+                        args["signal"] = signal.Signals(-code).name
+                if pid not in self._named_pids:
+                    self._named_pids.add(pid)
+                    self._event(self._meta("process_name", pid, 0, f"{executor} worker"))
+                tid = self._last_tid.get(pid, 0)
+                self._event(
+                    f'{{"ph":"i","s":"p","cat":"worker","name":"worker died","pid":{pid},"tid":{tid},'
+                    f'"ts":{_us(ns - self._origin)},"args":{json.dumps(args)}}}'
+                )
 
     def _read_cpu(self, now: int) -> None:
         """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
@@ -355,18 +628,24 @@ class TimelineWriter(SpanProcessor):
         return True
 
     def _call(self, span: ReadableSpan, started: _Started) -> None:
-        if not self._draw():
-            return
         context = span.context
         assert context is not None
-        attributes = span.attributes or {}
-        args = {key: value for key, value in attributes.items() if key.startswith("futures.")}
-        args["trace_id"], args["span_id"] = f"{context.trace_id:032x}", f"{context.span_id:016x}"
-        start, end = span.start_time or 0, span.end_time or 0
-        tid = self._tid(self._pid, started[0], started[1])
+        ids = (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+        self._call_ended(span.name, started[:2], span.start_time or 0, span.end_time or 0, span.attributes, ids)
+
+    def _call_ended(
+        self, name: str, caller: tuple[int, str], start: int, end: int, attributes: Any, ids: tuple[str, str] | None
+    ) -> None:
+        """Write a ``wait`` / ``as_completed`` call that ended (under ``_lock``), on its caller's thread."""
+        if not self._draw():
+            return
+        args = {key: value for key, value in (attributes or {}).items() if key.startswith("futures.")}
+        if ids is not None:
+            args["trace_id"], args["span_id"] = ids
+        tid = self._tid(self._pid, caller[0], caller[1])
         self._event(
-            f'{{"ph":"X","cat":"futures","name":"{_CALLS[span.name]}","pid":{self._pid},"tid":{tid},'
-            f'"ts":{_us(start - self._origin)},"dur":{_us(max(end - start, 0))},"args":{json.dumps(args)}}}'
+            f'{{"ph":"X","cat":"futures","name":"{_CALLS[name]}","pid":{self._pid},"tid":{tid},'
+            f'"ts":{_us(start - self._origin)},"dur":{_us(max(end - start, 0))},"args":{_json(args)}}}'
         )
 
     # -- names, tracks and the file --------------------------------------------------------------------------
@@ -378,7 +657,8 @@ class TimelineWriter(SpanProcessor):
         tid = self._tids.get(key)
         if tid is None:
             tid = self._tids[key] = len(self._tids) + 1
-            self._event(self._meta("thread_name", pid, tid, name or f"thread {thread_id}"))
+            meta = self._meta("thread_name", pid, tid, name or f"thread {thread_id}")
+            self._event(f'{meta[:-2]},"thread.id":{thread_id}}}}}')
         return tid
 
     def _name(self, name: str) -> str:
@@ -389,26 +669,30 @@ class TimelineWriter(SpanProcessor):
                 self._names[name] = encoded
         return encoded
 
-    def _executor(self, name: str, attributes: Any) -> int:
+    def _executor(self, name: str, kind: str) -> int:
         index = self._executors.get(name)
         if index is None:
             index = self._executors[name] = len(self._executors)
             live = executors_now().get(name)  # (kind, max_workers) of the live executors of that name
-            self._executor_info[name] = {
-                "kind": str(attributes.get(EXECUTOR_KIND, "")),
+            info = self._executor_info[name] = {
+                "kind": kind,
                 "max_workers": live[1] if live is not None else None,
             }
+            self._event(self._own(EXECUTOR, {"name": name, **info}))
         return index
 
     @staticmethod
     def _meta(what: str, pid: int, tid: int, name: str) -> str:
         return f'{{"ph":"M","name":"{what}","pid":{pid},"tid":{tid},"args":{{"name":{json.dumps(name)}}}}}'
 
+    def _own(self, what: str, args: dict[str, Any]) -> str:
+        encoded = json.dumps(args, separators=(",", ":"))
+        return f'{{"ph":"M","name":"{what}","pid":{self._pid},"tid":0,"args":{encoded}}}'
+
     def _event(self, event: str) -> None:
-        if self._first:
-            self._first = False
-        else:
-            event = ",\n" + event
+        """One event, a line of its own ending with a comma: the file is a JSON array that the viewers (and the
+        report) read also without its end, cut at any line."""
+        event += ",\n"
         self._buffer.append(event)
         self._buffered += len(event)
 
@@ -419,44 +703,157 @@ class TimelineWriter(SpanProcessor):
         while view:
             view = view[os.write(self._fd, view) :]
 
-    def _write_counters(self) -> None:
-        """Each executor's queued and running counts at every change, in time order (one sample per change of
-        the time, for the executors that changed then)."""
+    def _write_counters(self, watermark: int | None) -> None:
+        """Each executor's queued and running counts, from the changes up to ``watermark`` (every change held when
+        None), in time order, as ``_Step`` writes them."""
+        steps = self._steps
         names = list(self._executors)
-        counts = [[0, 0] for _ in names]
-        changed: set[int] = set()
-        now = None
-        for ns, index, queued, running in itertools.chain(self._counters.merged(), [(None, 0, 0, 0)]):
-            if ns != now and changed:
-                assert now is not None
-                for changed_index in sorted(changed):
-                    self._counter_events(now, names[changed_index], counts[changed_index])
-                changed.clear()
-                if self._buffered >= BUFFER_BYTES:
-                    self._flush()
-            if ns is None:
-                break
-            now = ns
-            counts[index][0] += queued
-            counts[index][1] += running
-            changed.add(index)
+        while len(steps) < len(names):
+            steps.append(_Step(self._name(names[len(steps)])))
+        for ns, index, queued, running in self._counters.ready(watermark):
+            steps[index].change(self, ns, queued, running)
+        for step in steps:
+            step.close(self, watermark)
 
-    def _counter_events(self, ns: int, executor: str, counts: list[int]) -> None:
-        name = json.dumps(executor)
-        ts = _us(ns - self._origin)
-        for counter, value in zip(("queued", "running"), counts):
-            self._event(
-                f'{{"ph":"C","name":"{counter}","id":{name},"pid":{self._pid},"ts":{ts},"args":{{{name}:{value}}}}}'
-            )
+    def _counter(self, counter: str, name: str, ns: int, value: float) -> None:
+        self._event(
+            f'{{"ph":"C","name":"{counter}","id":{name},"pid":{self._pid},"ts":{_us(ns - self._origin)},'
+            f'"args":{{{name}:{value}}}}}'
+        )
 
     def after_fork(self) -> None:
         """In a forked child: the file is the parent's; the child writes nothing to it and keeps nothing of it."""
         self._closed = True
+        self._stop.set()
+        if state.timeline_hook == self.lifecycle_hook:  # the child's executors feed no timeline
+            state.timeline_hook = state.timeline_call = None
         self._buffer, self._buffered = [], 0
         self._started = {}
         self._counters = _Counters()
         self._cpu = {}
         self._lock = threading.Lock()
+
+
+class _TimelineHook:
+    """Feeds a ``TimelineWriter`` one executor's tasks from its lifecycle, without spans (``tracedfutures record``):
+    the submit (counted at once: queued + 1), the end (the task drawn, its start and end counted). A task costs a
+    dict entry while it lives and its events, written under the writer's lock when it ends."""
+
+    __slots__ = ("__weakref__", "executor", "index", "kind", "named", "pending", "writer")
+
+    def __init__(self, writer: TimelineWriter, executor: str, kind: str) -> None:
+        self.writer = writer
+        self.executor = executor
+        self.kind = kind
+        self.index = -1  # the executor's index in the writer's counters, once it has a task
+        self.named: dict[str, tuple[str, str]] = {}  # by the function's __qualname__: (slice name, function)
+        # The tasks queued or running: their slice name and function, joblib batch size, submitting thread and
+        # the thread's CPU time at their start (0: not read).
+        self.pending: dict[TracedFuture, list[Any]] = {}
+
+    def _naming(self, fn: Any) -> tuple[str, str, int | None]:
+        qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
+        naming = self.named.get(qualname) if type(qualname) is str else None
+        if naming is not None:
+            return naming[0], naming[1], None
+        function = function_name(fn)
+        naming = (f"{self.executor} {function}", function)
+        if type(qualname) is str:
+            if len(self.named) < 256:
+                self.named[qualname] = naming
+            return naming[0], naming[1], None
+        calls = joblib_calls(fn)
+        return naming[0], naming[1], len(calls) if calls is not None else None
+
+    def on_submit(self, future: TracedFuture, fn: Any) -> None:
+        writer = self.writer
+        if writer._closed:
+            return
+        try:
+            if self.index < 0:
+                with writer._lock:
+                    self.index = writer._executor(self.executor, self.kind)
+            thread = threading.current_thread()
+            self.pending[future] = [self._naming(fn), (thread.ident or 0, thread.name), 0]
+            writer._counters.incoming.append((future.submitted_ns, self.index, 1, 0))
+        except Exception as exc:
+            telemetry_failed("TimelineWriter", exc)
+
+    @not_listening
+    def on_start(self, future: TracedFuture) -> None:
+        """A task run elsewhere starts where it runs: its start comes home with its outcome."""
+
+    def on_finish(self, future: TracedFuture) -> None:
+        entry = self.pending.pop(future, None)
+        writer = self.writer
+        if entry is None or writer._closed:
+            return
+        try:
+            (name, function, batch), submitter, cpu_start = entry
+            running = future.started_ns or None
+            ran_for = future._tf_ran_for
+            finished = future.finished_ns
+            if cpu_start:  # a thread or interpreter pool's task: its start was counted when it started
+                cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
+            else:  # a task run elsewhere: its start and its CPU time (of a process pool's, say) came home
+                cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
+                if running is not None:
+                    writer._counters.incoming.append((running, self.index, -1, 1))
+            if running is not None:
+                if ran_for >= 0:
+                    finished = running + ran_for
+                writer._counters.incoming.append((finished, self.index, 0, -1))
+            else:
+                writer._counters.incoming.append((finished, self.index, -1, 0))
+            outcome = future.outcome
+            ran_on = future._tf_ran_on
+            where = None
+            if ran_on is not None:  # a thread pool's task ends on the worker thread that ran it, which names it
+                where = (ran_on[0], ran_on[1], ran_on[2] if ran_on[2] is not None else thread_name(ran_on[1]) or "")
+            exc = future._exception
+            context = future._tf_context
+            task = _Ended(
+                executor=self.executor,
+                kind=self.kind,
+                name=name,
+                function=function,
+                batch=batch,
+                submitter=submitter,
+                submitted=future.submitted_ns,
+                running=running,
+                finished=finished,
+                ended=future.finished_ns,
+                outcome=outcome,
+                error_type=error_type(type(exc)) if outcome == "error" and exc is not None else "",
+                ran_on=where,
+                cpu_time=cpu_time,
+                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None else None,
+            )
+        except Exception as exc:
+            telemetry_failed("TimelineWriter", exc)
+            return
+        writer._queue_ended(task, self.executor)
+
+    @not_listening
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        """A refused transition changes nothing drawn."""
+
+    @not_listening
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """Reading a result happens after the task ended."""
+
+
+class _TimedTimelineHook(_TimelineHook):
+    """The hook of a thread or interpreter pool, whose worker thread starts and ends each task: its start is counted
+    when it happens, and its own CPU time read (two clock reads a task)."""
+
+    __slots__ = ()
+
+    def on_start(self, future: TracedFuture) -> None:
+        entry = self.pending.get(future)
+        if entry is not None:
+            entry[2] = time.thread_time_ns() or 1
+            self.writer._counters.incoming.append((future.started_ns, self.index, -1, 1))
 
 
 def _program_name() -> str:

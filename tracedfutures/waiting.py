@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from tracedfutures import _config, _stdlib
+from tracedfutures._state import state
 from tracedfutures._telemetry import TelemetryScope, telemetry_failed
 from tracedfutures.metrics import RETURN_WHEN, MetricsBackend
 from tracedfutures.spans import (
@@ -73,10 +74,11 @@ def _timeout_attribute(attributes: dict[str, Any], timeout: object) -> None:
 class _Call:
     """The telemetry of one wait / as_completed call; every method swallows telemetry failures."""
 
-    __slots__ = ("backend", "links", "span", "start", "traced")
+    __slots__ = ("backend", "links", "name", "span", "start", "traced")
 
     def __init__(self, name: str, attributes: dict[str, Any], resolve: _Resolve) -> None:
         self.start = _clock()
+        self.name = name
         self.links = 0
         self.traced = 0
         self.span: Span = INVALID_SPAN
@@ -118,6 +120,9 @@ class _Call:
             attributes[FUTURES_LINKS_DROPPED] = self.traced - self.links
             with TelemetryScope():
                 _end_wait_span(self.span, end, attributes, error)
+            timeline = state.timeline_call
+            if timeline is not None:  # tracedfutures record: the call on the timeline, without a span
+                timeline(self.name, self.start, end, attributes)
         except Exception as exc:
             telemetry_failed("wait span", exc)
         return end

@@ -5,9 +5,11 @@ The program runs as a child process whose ``PYTHONPATH`` starts with a temporary
 ``sitecustomize`` module: at the child's start-up it sets up what ``opentelemetry-instrument`` would (an SDK
 tracer provider as the global one, the ``ConcurrentFuturesInstrumentor``), with a ``TimelineWriter`` as its span
 processor, then runs the ``sitecustomize`` the program would have run without it. The writer finishes the file when
-the provider shuts down at the program's exit: a normal end, ``sys.exit``, an uncaught exception, or Ctrl-C
-(``KeyboardInterrupt``). ``os._exit`` and a kill by a signal end the program before that: the file is then left
-unfinished. The environment variables that ask for the recording are removed at start-up, so the program's worker
+the provider shuts down at the program's exit: a normal end, ``sys.exit``, an uncaught exception, Ctrl-C
+(``KeyboardInterrupt``) or SIGTERM (when the program left it to the default, which it still gets after the file is
+finished). ``os._exit``, SIGKILL or a crash end the program before that: the file then holds what the writer
+flushed (at least once a second), readable as it is, and ``record`` says that it was cut short and how much it
+holds. The environment variables that ask for the recording are removed at start-up, so the program's worker
 processes (spawn, forkserver), which send their spans home as they always do, and its subprocesses record nothing
 of their own.
 
@@ -107,10 +109,41 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(site, ignore_errors=True)
     if output.exists():
-        print(f"tracedfutures record: timeline written to {output}", file=sys.stderr)
+        print(f"tracedfutures record: {_what_was_written(output, status)}", file=sys.stderr)
     else:
         print(f"tracedfutures record: no timeline was written (did {command[0]} run Python?)", file=sys.stderr)
     return status
+
+
+def _what_was_written(output: Path, status: int) -> str:
+    """The sentence that says what the timeline holds: all of the run, or, when the program was killed or ended
+    without finishing it (``os._exit``, a crash), how much of it (the writer flushes at least once a second)."""
+    from tracedfutures._cli import timeline_reader
+
+    try:
+        with output.open("rb") as stream:  # a finished file ends with the writer's end: nothing more to read
+            stream.seek(max(stream.seek(0, os.SEEK_END) - 512, 0))
+            if f'"name":"{timeline_reader.END}"'.encode() in stream.read():
+                return f"timeline written to {output}"
+        timeline = timeline_reader.read(output)
+    except timeline_reader.TimelineError as exc:
+        return f"the timeline in {output} cannot be read: {exc}"
+    if timeline.complete:
+        return f"timeline written to {output}"
+    if status > 128 and status - 128 in _SIGNALS:
+        how = f"the program was killed by signal {status - 128} ({_SIGNALS[status - 128]})"
+    else:
+        how = f"the program ended with status {status} without finishing its timeline (os._exit, or a crash)"
+    tasks = sum(timeline.ended().values())
+    held = max(timeline.end - timeline.origin, 0.0)
+    return (
+        f"{how}; the timeline in {output} was cut short at its last flush and holds the first {held:.1f} s: "
+        f"{tasks:,} task{'' if tasks == 1 else 's'}"
+    )
+
+
+#: The name of each signal, by number.
+_SIGNALS = {int(number): number.name for number in signal.Signals}
 
 
 def _run_child(command: list[str], env: dict[str, str]) -> int:

@@ -56,14 +56,17 @@ def write(trace: Path, output: Path, *, out: TextIO | None = None, err: TextIO |
     except timeline_reader.TimelineError as exc:
         print(f"tracedfutures report: {exc}", file=err)
         return EXIT_FAILED
-    page = report_page.render(report_data.report_data(timeline, trace.name))
+    data = report_data.report_data(timeline, trace.name)
+    page = report_page.render(data)
     try:
         output.write_text(page, encoding="utf-8")
     except OSError as exc:
         print(f"tracedfutures report: cannot write {output}: {exc.strerror or exc}", file=err)
         return EXIT_FAILED
     took = time.perf_counter() - began
-    print(f"wrote {output} ({len(timeline.tasks):,} tasks, {len(page) / 1e6:.1f} MB, {took:.1f} s)", file=out)
+    cut = "" if timeline.complete else ", cut short: the program was killed or ended abruptly"
+    tasks = data["summary"]["tasks"]
+    print(f"wrote {output} ({tasks:,} tasks, {len(page) / 1e6:.1f} MB, {took:.1f} s{cut})", file=out)
     if not timeline.tasks and not timeline.blocked:
         print(
             f"tracedfutures report: {trace} holds no task and no wait / as_completed call of a tracedfutures timeline"

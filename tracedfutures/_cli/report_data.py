@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tracedfutures._cli.timeline_reader import BLOCKED, ERROR, Timeline
+from tracedfutures._cli.timeline_reader import BLOCKED, CANCELLED, ERROR, Timeline
 
 #: Slices drawn one by one; past this, each worker's slices are merged into busy blocks (gaps shorter than a
 #: resolution that keeps the total under the cap are closed).
@@ -44,14 +44,22 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
     end = max(end, *(points[-1][0] for points in timeline.counters.values() if points), origin)
     wall = end - origin
     functions = _top_functions(t.function for t in tasks)
-    executors = sorted({t.executor for t in tasks} | {executor for executor, _ in timeline.counters})
-    outcomes = Counter(t.outcome for t in tasks)
+    ended = timeline.ended()
+    executors = sorted(
+        {t.executor for t in tasks} | {executor for executor, _ in timeline.counters} | {key[0] for key in ended}
+    )
+    outcomes: Counter[str] = Counter()
+    for (_, outcome, _), count in ended.items():
+        outcomes[outcome] += count
     return {
         "title": title,
         "summary": {
-            "tasks": len(tasks),
+            "tasks": sum(ended.values()),
+            "ran": len(tasks),
             "errors": outcomes[ERROR],
-            "cancelled": sum(timeline.cancelled.values()),
+            "cancelled": outcomes[CANCELLED],
+            "complete": timeline.complete,
+            "recorded": round(timeline.end - origin, DIGITS),
             "executors": len(executors),
             "workers": len({t.lane for t in tasks}),
             "wall": round(wall, DIGITS),
@@ -68,6 +76,14 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "slowest": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: -t.run)[:TOP]],
         "errors": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: t.start) if t.outcome == ERROR][:TOP],
         "blocked": _blocked_rows(timeline),
+        "deaths": [
+            {"executor": executor, "pid": pid, "at": _rel(timeline, ts), "exit_code": code, "signal": name}
+            for executor, pid, ts, code, name in timeline.deaths
+        ],
+        "outcomes": [
+            {"executor": executor, "outcome": outcome, "error_type": error_type, "tasks": count}
+            for (executor, outcome, error_type), count in sorted(ended.items())
+        ],
     }
 
 

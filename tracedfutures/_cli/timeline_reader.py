@@ -5,9 +5,9 @@ What is read (timestamps and durations in microseconds in the file, seconds here
 describes it:
 
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
-  with ``args`` ``executor``, ``code.function.name`` (``code.function`` in files written by 0.1.0), ``outcome``,
-  ``error.type``, ``trace_id``, ``span_id`` and, for a thread or interpreter pool's task, ``cpu_time`` (the CPU
-  seconds it used);
+  named by its function (in older files by its span's name, the function in ``args`` ``code.function.name`` or
+  ``code.function``), with ``args`` ``id``, ``executor``, ``outcome`` (none: a success), ``error.type``,
+  ``trace_id``, ``span_id`` and ``cpu_time`` (the CPU seconds it used);
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
@@ -16,8 +16,18 @@ describes it:
   ``cpu`` and ``cpu_wait``, the CPU seconds the executor's workers used so far and the seconds they waited for a
   CPU, read from time to time;
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
-- ``otherData``: each executor's ``kind`` and ``max_workers``, and the count of what the writer ``left_out`` past
-  its cap.
+- the writer's own ``"ph": "M"`` events: ``tracedfutures`` (its header), ``tracedfutures_executor`` (each
+  executor's ``name``, ``kind`` and ``max_workers``) and ``tracedfutures_end`` (the count of what it ``left_out``
+  past its cap; a file without it was cut short: the program was killed, or ended through ``os._exit``);
+- the ``queued`` async slices of tasks that never ran (``outcome`` ``cancelled``, or ``error`` with the
+  ``error.type`` of the exception that ended them: a broken pool, a pool shut down): counted by executor,
+  function, outcome and error type, as the metrics count them;
+- ``"ph": "i"`` instant events of category ``worker`` named ``worker died``: a worker process that died as its
+  pool broke, with its ``executor``, ``exit_code`` and ``signal``;
+- ``otherData`` of a file in the older layout (a ``traceEvents`` object): the same as the ``tracedfutures_*``
+  events.
+
+A file the writer did not finish is read up to its last whole event (the writer flushes at least once a second).
 
 The writer's module is not imported: it needs the OpenTelemetry SDK, which reading a file does not. A file that
 is not JSON, or not a trace, raises ``TimelineError`` with a sentence that says why.
@@ -66,6 +76,8 @@ class Task:
     span_id: str
     #: CPU seconds the task used in its worker thread, where the file says (a thread or interpreter pool's).
     cpu: float | None = None
+    #: What joins it to its queued slice: its number in the file (its span id in older files).
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,26 @@ class Timeline:
     origin: float = 0.0
     #: Events the writer left out past its cap.
     left_out: int = 0
+    #: Worker processes that died: (executor, pid, seconds, exit code, signal name or "").
+    deaths: list[tuple[str, int, float, int, str]] = field(default_factory=list)
+    #: Tasks that ended without running: (executor, function, outcome, error type) -> how many.
+    unrun: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    #: Whether the file was finished by its writer (False: cut short, the program was killed or ended abruptly).
+    complete: bool = True
+    #: The latest time in the file (seconds, as ``origin``).
+    end: float = 0.0
+
+    def ended(self) -> dict[tuple[str, str, str], int]:
+        """Every task that ended, ran or not: (executor, outcome, error type) -> how many, as the metrics'
+        ``executor_tasks_completed_total`` counts them (summed over functions)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for task in self.tasks:
+            key = (task.executor, task.outcome, task.error_type)
+            counts[key] = counts.get(key, 0) + 1
+        for (executor, _, outcome, error_type), count in self.unrun.items():
+            key = (executor, outcome, error_type)
+            counts[key] = counts.get(key, 0) + count
+        return counts
 
     def lane_name(self, lane: int) -> str:
         """``process name pid · thread name`` (``pid``, ``tid N`` where the file names neither)."""
@@ -108,8 +140,11 @@ class Timeline:
         return f"{process} {pid} · {thread}"
 
 
-#: The first line of a file that ``TimelineWriter`` wrote: one event a line follows, then the closing line.
-WRITER_HEAD = '{"traceEvents":['
+#: The first line of a file that ``TimelineWriter`` writes (a JSON array): one event a line follows, each ending
+#: with a comma but the last, then ``]``. ``OLD_WRITER_HEAD`` began the object layout of earlier versions.
+WRITER_HEAD, OLD_WRITER_HEAD = "[", '{"traceEvents":['
+#: The writer's own metadata events.
+HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_end"
 #: What marks a line of the writer's layout that holds nothing the report draws (submit slices, flow arrows).
 SKIPPED = '"cat":"submit"'
 _decode = json.JSONDecoder().raw_decode
@@ -125,7 +160,8 @@ def read(path: Path) -> Timeline:
     reader = _Reader(Timeline())
     try:
         with path.open(encoding="utf-8") as stream:
-            if stream.readline().strip() == WRITER_HEAD:
+            head = stream.readline().strip()
+            if head in (WRITER_HEAD, OLD_WRITER_HEAD):
                 other = _read_lines(stream, reader)
             else:
                 stream.seek(0)
@@ -151,11 +187,15 @@ def _read_lines(stream: TextIO, reader: _Reader) -> dict[str, Any]:
     """The events of the writer's layout, a line at a time, to ``reader``; returns the closing line's
     ``otherData``. A file the writer did not finish (the program was killed) ends without it, maybe in the middle
     of an event: what it holds up to there is read, and ``{}`` returned."""
+    reader.complete = False  # until its end is read
     for line in stream:
         event = line.rstrip(",\r\n")
         if event.startswith("]"):
-            tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
-            return tail.get("otherData") or {} if isinstance(tail, dict) else {}
+            if event.startswith("],"):  # the object layout's end: its otherData
+                tail = json.loads("{" + event[1:].lstrip(",") + stream.read())
+                reader.complete = True
+                return tail.get("otherData") or {} if isinstance(tail, dict) else {}
+            return {}
         if not event or SKIPPED in event:
             continue
         try:
@@ -176,6 +216,9 @@ class _Reader:
         self.opened: dict[Any, tuple[float, str]] = {}  # a queued slice's id -> its start and span id
         self.queued: dict[str, float] = {}  # span id -> seconds queued, until its task slice comes
         self.origin = math.inf
+        self.end = -math.inf
+        self.complete = True
+        self.other: dict[str, Any] = {}  # what the writer's own metadata events say
 
     def add_all(self, events: Iterable[Any]) -> None:
         for event in events:
@@ -195,9 +238,15 @@ class _Reader:
         phase = event.get("ph")
         args = event.get("args") or {}
         if phase == "M":
-            if event.get("name") == "process_name":
+            own = event.get("name")
+            if own in (HEAD, END):
+                self.other.update(args)
+                self.complete = own == END  # a file with the writer's header is cut short without its end
+            elif own == EXECUTOR:
+                self.other.setdefault("executors", {})[str(args.get("name", ""))] = args
+            elif own == "process_name":
                 timeline.process_names[int(event.get("pid", 0))] = str(args.get("name", ""))
-            elif event.get("name") == "thread_name":
+            elif own == "thread_name":
                 key = (int(event.get("pid", 0)), int(event.get("tid", 0)))
                 timeline.thread_names[key] = str(args.get("name", ""))
             return
@@ -205,6 +254,7 @@ class _Reader:
             return
         ts = float(event["ts"]) * US
         self.origin = min(self.origin, ts)
+        self.end = max(self.end, ts + float(event.get("dur", 0)) * US)
         category = event.get("cat")
         if phase == "X" and category == TASK_CATEGORY:
             self.task(event, args, ts)
@@ -212,15 +262,25 @@ class _Reader:
             name = str(event.get("name", ""))
             timeline.blocked.append(Blocked(name, self.lane(event), ts, float(event.get("dur", 0)) * US))
         elif phase == "b" and category == QUEUED_CATEGORY:
-            if args.get("outcome") == CANCELLED:  # never ran: no task slice to join
+            outcome = args.get("outcome")
+            if outcome == CANCELLED or args.get("ran") is False:  # never ran: no task slice to join
                 executor = str(args.get("executor", ""))
-                timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
-            else:
-                self.opened[event.get("id")] = (ts, str(args.get("span_id", "")))
+                if outcome == CANCELLED:
+                    timeline.cancelled[executor] = timeline.cancelled.get(executor, 0) + 1
+                function = str(args.get("code.function") or event.get("name", ""))  # older files: the span name
+                unrun = (executor, function, str(outcome), str(args.get("error.type", "")))
+                timeline.unrun[unrun] = timeline.unrun.get(unrun, 0) + 1
+            else:  # joined to its task's slice by its id (the task's number; its span id in older files)
+                self.opened[event.get("id")] = (ts, str(event.get("id", "")))
         elif phase == "e" and category == QUEUED_CATEGORY:
             begin = self.opened.pop(event.get("id"), None)
             if begin is not None and begin[1]:
                 self.queued[begin[1]] = ts - begin[0]
+        elif phase == "i" and category == "worker":
+            timeline.deaths.append(
+                (str(args.get("executor", "")), int(event.get("pid", 0)), ts, int(args.get("exit_code", 0)),
+                 str(args.get("signal", "")))
+            )  # fmt: skip
         elif phase == "C" and event.get("name") in COUNTERS:
             for executor, value in args.items():
                 timeline.counters.setdefault((str(executor), str(event["name"])), []).append((ts, float(value)))
@@ -229,6 +289,7 @@ class _Reader:
         executor = str(args.get("executor", ""))
         name = str(event.get("name", ""))
         span_id = str(args.get("span_id", ""))
+        key = str(args["id"]) if "id" in args else span_id
         self.timeline.tasks.append(
             Task(
                 lane=self.lane(event),
@@ -238,12 +299,13 @@ class _Reader:
                 ),
                 start=ts,
                 run=float(event.get("dur", 0)) * US,
-                queue=self.queued.pop(span_id, None),
+                queue=self.queued.pop(key, None),
                 outcome=str(args.get("outcome", "success")),
                 error_type=str(args.get("error.type", "")),
                 trace_id=str(args.get("trace_id", "")),
                 span_id=span_id,
                 cpu=float(args["cpu_time"]) if "cpu_time" in args else None,
+                key=key,
             )
         )
 
@@ -251,17 +313,24 @@ class _Reader:
         """After the last event: queue times that came after their task's slice, the counters in time order,
         and what ``otherData`` says (each executor's ``max_workers``, the events ``left_out``)."""
         timeline = self.timeline
+        other = {**other, **self.other}
+        timeline.complete = self.complete
+        timeline.end = self.end if math.isfinite(self.end) else 0.0
         if self.queued:
             timeline.tasks = [
-                replace(task, queue=self.queued.get(task.span_id)) if task.queue is None else task
+                replace(task, queue=self.queued.get(task.key)) if task.queue is None else task
                 for task in timeline.tasks
             ]
         timeline.origin = self.origin if math.isfinite(self.origin) else 0.0
         for points in timeline.counters.values():
-            points.sort()
+            points.sort(key=_time)  # stable: of two samples at one time, the later one in the file holds
         timeline.left_out = int(other.get("left_out", 0) or 0)
         for executor, info in (other.get("executors") or {}).items():
             if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
                 timeline.max_workers[str(executor)] = info["max_workers"]
             if isinstance(info, dict) and isinstance(info.get("kind"), str):
                 timeline.kinds[str(executor)] = info["kind"]
+
+
+def _time(point: tuple[float, float]) -> float:
+    return point[0]

@@ -115,6 +115,19 @@
     setText("summary-blocked", duration(s.blocked));
     setText("summary-left-out", count(s.left_out));
     if (!s.left_out) document.getElementById("summary-left-out-box").style.display = "none";
+    const deaths = document.getElementById("deaths");
+    for (const d of data.deaths) {
+      const broken = data.outcomes.filter((r) => r.executor === d.executor && r.error_type.endsWith("BrokenProcessPool"))
+        .reduce((n, r) => n + r.tasks, 0);
+      const how = d.signal ? `killed by ${d.signal}` : `exit code ${d.exit_code}`;
+      deaths.appendChild(document.createElement("li")).textContent =
+        `A worker process of ${d.executor} (pid ${d.pid}) died (${how}) at ${duration(d.at)}: its pool broke, ` +
+        `${count(broken)} tasks ended with BrokenProcessPool.`;
+    }
+    if (!s.complete) {
+      setText("cut-short", `The run was cut short: the program was killed or ended abruptly before its timeline ` +
+        `was finished. The timeline holds its first ${duration(s.recorded)}: ${count(s.tasks)} tasks.`);
+    }
   }
 
   // -- the per-worker timeline ------------------------------------------------------------------------------------
@@ -392,6 +405,12 @@
     if (data.summary.errors > data.errors.length) {
       setText("errors-note", `The first ${data.errors.length} of ${count(data.summary.errors)} errors.`);
     }
+    table("outcomes-table", [
+      ["executor", (r) => r.executor],
+      ["outcome", (r) => r.outcome],
+      ["exception", (r) => r.error_type],
+      ["tasks", (r) => count(r.tasks), "num"],
+    ], data.outcomes);
     table("blocked-table", [
       ["call", (r) => r.kind],
       ["caller", (r) => r.caller],

@@ -1,0 +1,189 @@
+"""``tracedfutures record`` when things go wrong (tests/recordworkload.py): a program killed by SIGKILL or ended
+through ``os._exit`` after 200 tasks and a pause (the writer flushes every second) leaves a timeline that holds
+those tasks, ``record`` passes its status through and says the run was cut short, and the report (read in
+Chromium) shows the tasks and says so too; SIGTERM left to the default finishes the file; tasks that never ran
+(a broken process pool, a cancelling shutdown, submits refused) are on the page in the numbers ``/metrics`` gives;
+a program with tracing of its own keeps its task spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from browsersupport import Page, chromium
+from clisupport import tracedfutures
+from prometheus_client.parser import text_string_to_metric_families
+from timelinesupport import trace_document
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT = 120
+
+needs_chromium = pytest.mark.skipif(chromium() is None, reason="needs chromium (Debian: apt-get install chromium)")
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with Page() as opened:
+        yield opened
+
+
+def record(tmp_path: Path, *program: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    trace = tmp_path / "trace.json"
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--"]
+    command += [sys.executable, str(TESTS / "recordworkload.py"), str(tmp_path / "truth.json"), *program]
+    done = subprocess.run(command, cwd=TESTS, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    return done, trace
+
+
+def summary(page: Page) -> dict[str, str]:
+    found: dict[str, str] = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.summary dd')].map((d) => [d.id, d.textContent]))"
+    )
+    return found
+
+
+def table(page: Page, table_id: str) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = page.evaluate(
+        f"""(() => {{
+            const t = document.getElementById({json.dumps(table_id)});
+            const heads = [...t.tHead.rows[0].cells].map((c) => c.textContent);
+            const row = (r) => Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]));
+            return [...t.tBodies[0].rows].map(row);
+        }})()"""
+    )
+    return rows
+
+
+@needs_chromium
+@pytest.mark.parametrize(
+    ("how", "status", "said"),
+    [
+        ("killed", 128 + signal.SIGKILL, "the program was killed by signal 9 (SIGKILL)"),
+        ("exit", 3, "the program ended with status 3 without finishing its timeline (os._exit, or a crash)"),
+    ],
+)
+def test_a_crash_keeps_the_timeline_up_to_the_last_flush(
+    tmp_path: Path, page: Page, how: str, status: int, said: str
+) -> None:
+    done, trace = record(tmp_path, str(status), how)
+    assert done.returncode == status, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"tracedfutures record: {said}; the timeline in {trace} was cut short"), line
+    # 200 tasks, then a pause of 1.5 s: the last flush (once a second) was at 1 s, or at 2 s on a slow start.
+    assert re.search(r"holds the first [12]\.\d s: 200 tasks$", line), line
+
+    # Chrome's and Perfetto's reading: a JSON array without its end, one whole event a line.
+    text = trace.read_text(encoding="utf-8")
+    assert text.startswith("[\n") and text.endswith(",\n")
+    events = json.loads(text.rstrip(",\n") + "]")
+    tasks = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"]
+    assert len(tasks) == 200 and {e["args"]["executor"] for e in tasks} == {"before"}
+    running = [e["args"]["before"] for e in events if e["ph"] == "C" and e["name"] == "running"]
+    assert running and running[-1] == 0  # the counters were written as they came, up to the end of the tasks
+
+    report = tmp_path / "report.html"
+    made = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "cut short" in made.stdout
+    page.open(report)
+    assert page.errors == []
+    shown = summary(page)
+    assert (shown["summary-tasks"], shown["summary-errors"], shown["summary-cancelled"]) == ("200", "0", "0")
+    note = page.evaluate("document.getElementById('cut-short').textContent")
+    assert note.startswith("The run was cut short") and note.endswith(": 200 tasks."), note
+
+
+def test_sigterm_finishes_the_timeline(tmp_path: Path) -> None:
+    trace, ready = tmp_path / "trace.json", tmp_path / "ready"
+    command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--", sys.executable]
+    command += [str(TESTS / "recordworkload.py"), str(tmp_path / "truth.json"), "0", "interrupt", str(ready)]
+    recorder = subprocess.Popen(command, cwd=TESTS, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(int(ready.read_text()), signal.SIGTERM)  # the program, as a service manager would
+    _, stderr = recorder.communicate(timeout=TIMEOUT)
+    assert recorder.returncode == 128 + signal.SIGTERM, stderr
+    assert f"timeline written to {trace}" in stderr
+    document = trace_document(trace)  # finished: it closes with the writer's end
+    slices = [e for e in document["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
+    assert [s["name"] for s in slices] == ["quick"] * 4
+    assert document["otherData"]["left_out"] == 0
+
+
+def samples(metrics: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == name and sample.value
+    }
+
+
+@needs_chromium
+def test_tasks_that_never_ran_are_counted_as_the_metrics_count_them(tmp_path: Path, page: Page) -> None:
+    done, trace = record(tmp_path, "0", "failures")
+    assert done.returncode == 0, done.stderr
+    assert f"timeline written to {trace}" in done.stderr
+    metrics = json.loads((tmp_path / "truth.json").read_text())["executors"][0]["metrics"]
+    ended = samples(metrics, "executor_tasks_ended_total")
+    completed = samples(metrics, "executor_tasks_completed_total")
+    by_type: Counter[tuple[str, str, str]] = Counter()
+    for labels, value in completed.items():
+        found = dict(labels)
+        by_type[found["executor"], found["outcome"], found["error_type"]] += int(value)
+    broken = "concurrent.futures.process.BrokenProcessPool"
+    # What the program made happen, as /metrics says it: a broken pool (its killed worker's task, those queued
+    # behind it and the submit after it end with BrokenProcessPool), 5 cancelled in the queue of a shut-down pool,
+    # and a submit it refused.
+    assert by_type["ProcessPoolExecutor", "error", broken] >= 2
+    assert by_type["stopped", "cancelled", ""] == 5 and by_type["stopped", "error", "RuntimeError"] == 1
+    assert by_type["stopped", "success", ""] == 2
+
+    report = tmp_path / "report.html"
+    made = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    page.open(report)
+    assert page.errors == []
+    shown = summary(page)
+    assert shown["summary-tasks"] == str(int(sum(ended.values())))
+    assert shown["summary-errors"] == str(sum(n for (_, outcome, _), n in by_type.items() if outcome == "error"))
+    assert shown["summary-cancelled"] == str(sum(n for (_, outcome, _), n in by_type.items() if outcome == "cancelled"))
+    rows = {(r["executor"], r["outcome"], r["exception"]): int(r["tasks"]) for r in table(page, "outcomes-table")}
+    assert rows == dict(by_type)
+
+    # The worker that died is marked where it died.
+    deaths = page.evaluate("[...document.querySelectorAll('#deaths li')].map((li) => li.textContent)")
+    assert len(deaths) == 1 and "(killed by SIGKILL)" in deaths[0], deaths
+    assert deaths[0].endswith(f"{by_type['ProcessPoolExecutor', 'error', broken]} tasks ended with BrokenProcessPool.")
+    events: list[dict[str, Any]] = trace_document(trace)["traceEvents"]
+    (died,) = [e for e in events if e["ph"] == "i"]
+    assert (died["name"], died["args"]["exit_code"], died["args"]["signal"]) == ("worker died", -9, "SIGKILL")
+    pool = "ProcessPoolExecutor"
+    worker_pids = {e["pid"] for e in events if e.get("cat") == "task" and e["args"]["executor"] == pool}
+    assert died["pid"] in worker_pids  # on the lane of the tasks it ran
+
+
+def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:
+    """The recording makes no span and sets no tracer provider: a program that sets up its own gets every task span
+    exported where it said, and each slice carries its span's ids."""
+    done, trace = record(tmp_path, "0", "traced")
+    assert done.returncode == 0, done.stderr
+    spans = json.loads((tmp_path / "truth.json").read_text())["executors"]
+    assert sorted(span["name"] for span in spans) == ["mine quick"] * 5
+    slices = [e for e in trace_document(trace)["traceEvents"] if e["ph"] == "X" and e.get("cat") == "task"]
+    assert sorted((s["args"]["trace_id"], s["args"]["span_id"]) for s in slices) == sorted(
+        (span["trace_id"], span["span_id"]) for span in spans
+    )
+
