@@ -142,20 +142,26 @@ def _what_was_written(output: Path, status: int) -> str:
     )
 
 
+def _default_ctrl_c() -> None:
+    """In the child, before it runs the command: Ctrl-C as the shell would leave it (the default)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 #: The name of each signal, by number.
 _SIGNALS = {int(number): number.name for number in signal.Signals}
 
 
 def _run_child(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` to its end with Ctrl-C left to it; its exit status as a shell gives it."""
-    try:
-        child = subprocess.Popen(command, env=env)
-    except OSError as exc:
-        print(f"tracedfutures record: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_NOT_STARTED
-    # Ignored here once the child runs (a child started with it ignored would keep ignoring it).
+    # Ignored here from before the child starts (a Ctrl-C in between must not end record and leave the child
+    # running); the child starts with the default (one started with it ignored would keep ignoring it).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        try:
+            child = subprocess.Popen(command, env=env, preexec_fn=_default_ctrl_c)  # record runs no thread
+        except OSError as exc:
+            print(f"tracedfutures record: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_NOT_STARTED
         status = child.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
