@@ -323,8 +323,8 @@ class TimelineWriter(SpanProcessor):
 
     # -- the span processor ----------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Note where and when a task or wait span started (its thread, and the clock)."""
-        """Note the thread a task span or a wait / as_completed span starts on (the submitting or calling one)."""
+        """Note the thread a task span or a wait / as_completed span starts on (the submitting or calling one), and
+        when."""
         attributes = span.attributes or {}
         if span.name in _CALLS or EXECUTOR_NAME in attributes:
             thread = threading.current_thread()
@@ -332,8 +332,8 @@ class TimelineWriter(SpanProcessor):
             self._started[context.span_id] = (thread.ident or 0, thread.name, time.time_ns())
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Write the events of a task or wait span that ended; a failure loses events, never the span."""
-        """Write the events of a span this processor saw start; count it as left out past ``max_tasks``."""
+        """Write the events of a task or wait span this processor saw start; a failure loses events, never the
+        span."""
         context = span.context
         started = self._started.pop(context.span_id, None) if context is not None else None
         if started is None or self._closed:
