@@ -87,8 +87,20 @@ def opentelemetry_own(method: MethodType) -> bool:
     have held at the fork, and never be released there (the child hangs). Callers ask only for bound methods
     (``type(fn) is MethodType``): a plain function, the usual task, costs no call.
     """
-    classes = type(method.__self__).__mro__
-    return _own(method.__func__.__module__) or any(_own(cls.__module__) for cls in classes)
+    if _own(method.__func__.__module__):
+        return True
+    cls = type(method.__self__)
+    own = _own_classes.get(cls)
+    if own is None:  # once per class: the walk of its MRO
+        own = any(_own(klass.__module__) for klass in cls.__mro__)
+        if len(_own_classes) < _MAX_CLASSES:
+            _own_classes[cls] = own
+    return own
+
+
+#: Whether each class seen (up to ``_MAX_CLASSES``) is the SDK's or a subclass of one.
+_MAX_CLASSES = 1024
+_own_classes: dict[type, bool] = {}
 
 
 def _own(module: object) -> bool:
