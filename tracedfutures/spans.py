@@ -172,7 +172,8 @@ class _SpanHook:
         )
         context = span.get_span_context()
         if context.is_valid:
-            future._tf_span = span
+            if span.is_recording():  # a span the sampler dropped: nothing to add or end, only its ids travel
+                future._tf_span = span
             future._tf_context = context
             if not self.remote:
                 future._tf_caller = trace.set_span_in_context(span, parent)
