@@ -17,14 +17,22 @@ from tracedfutures._state import state
 
 _log = logging.getLogger("tracedfutures")
 
-_telemetry = threading.local()
+
+class _Scope(threading.local):
+    """This thread's telemetry flag; ``False`` until a scope sets it (a class attribute: reading it in a thread
+    that never set it costs no AttributeError, as ``getattr(local, name, default)`` does)."""
+
+    active = False
+
+
+_telemetry = _Scope()
 
 
 def in_telemetry() -> bool:
     """Whether this thread is inside tracedfutures' own telemetry (a hook, a wait span): a span processor or
     exporter that submits to an instrumented executor from there must get the stdlib's submit, untraced, or
     every span would make another task and another span (recursion, or a loop that never ends)."""
-    return getattr(_telemetry, "active", False)
+    return _telemetry.active
 
 
 class TelemetryScope:
@@ -33,7 +41,7 @@ class TelemetryScope:
     __slots__ = ("outer",)
 
     def __enter__(self) -> None:
-        self.outer = getattr(_telemetry, "active", False)
+        self.outer = _telemetry.active
         _telemetry.active = True
 
     def __exit__(self, *exc_info: object) -> None:
