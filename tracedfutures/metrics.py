@@ -430,10 +430,11 @@ class ExecutorStats:
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._local.counts.submitted += 1
         if type(fn) is FunctionType or type(fn) is MethodType:  # seen before: an attribute read and a lookup
-            label = self.function_label.labels.get(fn.__qualname__)
-            if label is not None:
-                future._tf_function = label
+            try:
+                future._tf_function = self.function_label.labels[fn.__qualname__]
                 return
+            except KeyError:  # its first task
+                pass
         future._tf_function = self.function_label(fn)  # anything else: named once, by its key (name_key)
 
     def started(self, future: TracedFuture) -> None:
