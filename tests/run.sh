@@ -145,6 +145,14 @@ unit_tests() {  # unit_tests VENV PYTEST-ARGS...
     tf_py "$1" -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus "${@:2}"
 }
 
+instruction_gate() {  # instruction_gate VENV: every row of benchmarks/budgets.toml for VENV's Python within budget
+    # valgrind: the host's, installed when missing; a venv in the sid root uses the root's (TF_SID_PACKAGES).
+    if [ "$(cat "$1/.tf-runner" 2>/dev/null)" = tf_on_host ] && ! command -v valgrind >/dev/null; then
+        tf_apt_install valgrind || return 1
+    fi
+    tf_py "$1" benchmarks/instructions.py --check
+}
+
 suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfutures substituted (by default)
     local watch status=0
     watch=$(mktemp "$TF_SID_REPO/.tf-suite-watch.XXXXXX")  # in the repository: the sid root sees it there
@@ -192,6 +200,9 @@ stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
 stage "unit tests 3.12" if_venv .venv-3.12 unit_tests .venv-3.12
 stage "unit tests 3.13" if_venv .venv-3.13 unit_tests .venv-3.13
+# The cost per task, counted (callgrind, about 2 minutes each on 2 cores): over a budget fails.
+stage "instruction gate 3.11" instruction_gate .venv-3.11
+stage "instruction gate 3.14" instruction_gate .venv-3.14
 # Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
 stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
 stage "docs: mkdocs build --strict" tf_py .venv-docs -m mkdocs build --strict --quiet -d "$logs/site"

@@ -141,3 +141,40 @@ def test_traced_of_traced_keeps_the_inner_name(telemetry: Telemetry, make: str) 
 def test_traced_needs_an_executor() -> None:
     with pytest.raises(TypeError, match=r"^traced\(\) needs a concurrent\.futures\.Executor, got int$"):
         tracedfutures.traced(5)  # type: ignore[arg-type]
+
+
+class _Named:
+    """A callable object named by its class, and one that carries a ``__qualname__`` of its own."""
+
+    def method(self) -> None:
+        """A bound method's task."""
+
+    def __call__(self) -> None:
+        """A callable object's task."""
+
+
+def _own_name() -> _Named:
+    named = _Named()
+    named.__qualname__ = "own.name"  # type: ignore[attr-defined]
+    return named
+
+
+def test_name_key_names_as_function_name() -> None:
+    """Names are cached by ``name_key``: every callable with a key is named by it exactly as ``function_name``
+    names the callable itself, and two callables with one key have one name."""
+    import functools
+
+    from tracedfutures._naming import clean, function_name, name_key
+
+    callables: list[Any] = [
+        square, lambda: None, _Named().method, _Named(), _Named, functools.partial(square, 2),
+        functools.partial(_Named().method), functools.partial(functools.partial(_Named()), 1), print, _own_name(),
+    ]  # fmt: skip
+    for fn in callables:
+        key = name_key(fn)
+        if key is None:
+            continue
+        named_by_key = clean(key) if isinstance(key, str) else clean(key.__qualname__)  # type: ignore[attr-defined]
+        assert named_by_key == function_name(fn), fn
+    assert name_key(_own_name()) is None  # its own name, not its class's: named each time
+    assert name_key(functools.partial(square, 3)) == name_key(square)

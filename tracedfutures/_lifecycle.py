@@ -119,7 +119,17 @@ class Lifecycle:
         self.on_submit(future, fn)
 
 
-class TracedFuture(_stdlib.choose("future transitions"), Future[T]):  # type: ignore[misc]
+if TYPE_CHECKING:  # the transitions are ``Future``'s own methods: TracedFuture is typed as a Future with its fields
+
+    class _Transitions:
+        def _settle(self, method: str, result: Any, exception: BaseException | None, data: Any) -> None: ...
+        def _claim_read(self) -> bool: ...
+
+else:  # the version-keyed copy of the stdlib's transition bodies (``_stdlib``)
+    _Transitions = _stdlib.choose("future transitions")
+
+
+class TracedFuture(_Transitions, Future[T]):
     """A ``concurrent.futures.Future`` that reports its transitions to the hooks of the executor that made it.
 
     Generic as ``Future`` is: ``TracedFuture[int]`` is the future of a task that returns an ``int``.

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from tracedfutures._naming import error_type, function_name
+from tracedfutures._naming import error_type, function_name, name_key
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -225,26 +226,27 @@ class FunctionLabels(CappedLabels):
     """The capped ``function`` label of a task's callable: the qualified name its span carries
     (``_naming.function_name``), the first ``MAX_FUNCTIONS`` names per executor, then ``other``.
 
-    Functions, methods and classes are looked up by their ``__qualname__`` (one dict lookup a task); partials and
-    other callables, which have none, are named each time, as spans name them."""
+    Each callable is named once (``_naming.name_key``: a function's ``__qualname__``, a partial's or a chunk's
+    function, a callable object's class) and looked up by that key after; a callable that must be named each
+    time (a joblib batch) is."""
 
     __slots__ = ("labels",)
 
     def __init__(self) -> None:
         super().__init__(MAX_FUNCTIONS, OTHER_FUNCTION)
-        #: The label of each ``__qualname__`` resolved so far (the metrics look it up before calling this).
-        self.labels: dict[str, str] = {}
+        #: The label of each key resolved so far (the metrics look it up before calling this).
+        self.labels: dict[Hashable, str] = {}
 
     def __call__(self, fn: Any) -> str:
         """The label of ``fn``; never raises (it runs in ``submit``): a callable that cannot be named is other."""
         try:
-            qualname = getattr(fn, "__qualname__", None)
-            label = self.labels.get(qualname) if type(qualname) is str else None
+            key = name_key(fn)
+            label = self.labels.get(key) if key is not None else None
             if label is not None:
                 return label
             label = self._admit(function_name(fn))
-            if type(qualname) is str and len(self.labels) < 2 * MAX_FUNCTIONS:
-                self.labels[qualname] = label  # the kept names and a few of those counted as other
+            if key is not None and len(self.labels) < 2 * MAX_FUNCTIONS:
+                self.labels[key] = label  # the kept names and a few of those counted as other
             return label
         except Exception:
             return self._other

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import re
+from collections.abc import Hashable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import process as _process
+from types import FunctionType, MethodType
 from typing import Any
 
 from tracedfutures._stdlib import run_chunk
@@ -75,6 +77,51 @@ def function_name(fn: Any) -> str:
     if calls is not None:
         return function_name(calls[0][0])
     return clean(type(fn).__qualname__)
+
+
+#: The most classes ``name_key`` remembers whether their instances are named by their class.
+MAX_CLASSES = 1024
+_class_keys: dict[type, bool] = {}
+
+
+def name_key(fn: Any) -> Hashable | None:
+    """A key that names ``fn`` as ``function_name`` does, cheap to take on every task: the ``__qualname__`` of a
+    function, a method or anything else that has one (a partial's, a process-pool chunk's, ``asyncio.to_thread``'s
+    unwrapped first), the class of a callable object named by its class; None for what must be named each time (a
+    joblib batch, an object whose name is its own). ``function_name(fn)`` is ``clean(key)`` for a string key,
+    ``clean(key.__qualname__)`` for a class; callers cache names by this key, so each callable is named once."""
+    cls = type(fn)
+    if cls is FunctionType or cls is MethodType:
+        return fn.__qualname__  # type: ignore[no-any-return]
+    if cls is functools.partial:
+        inner = fn.func
+        if type(inner) is FunctionType and inner not in _CHUNK_RUNNERS and inner.__name__ != "_process_chunk":
+            return inner.__qualname__  # the usual partial: no chunk, no Context.run
+        if fn.args and (inner in _CHUNK_RUNNERS or is_context_run(fn) or _is_loky_chunk(inner)):
+            return name_key(fn.args[0])
+        return name_key(inner)
+    plain = _class_keys.get(cls)
+    if plain is None:
+        plain = _named_by_class(cls)
+        if len(_class_keys) < MAX_CLASSES:
+            _class_keys[cls] = plain
+    if plain:
+        own = getattr(fn, "__dict__", None)
+        if own is None or "__qualname__" not in own:
+            return cls  # type: ignore[return-value]  # classes are hashable
+        return None
+    name = getattr(fn, "__qualname__", None)
+    return name if type(name) is str else None
+
+
+def _named_by_class(cls: type) -> bool:
+    """Whether instances of ``cls`` are named by their class: no ``__qualname__`` of the class's own, no attribute
+    hook that could make one, no joblib batch."""
+    if cls.__name__ == "BatchedCalls" and cls.__module__ == "joblib.parallel":
+        return False
+    if getattr(cls, "__getattribute__", None) is not object.__getattribute__:
+        return False
+    return not any("__qualname__" in vars(klass) or "__getattr__" in vars(klass) for klass in cls.__mro__)
 
 
 def _is_loky_chunk(fn: Any) -> bool:

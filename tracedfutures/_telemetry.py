@@ -17,14 +17,22 @@ from tracedfutures._state import state
 
 _log = logging.getLogger("tracedfutures")
 
-_telemetry = threading.local()
+
+class _Scope(threading.local):
+    """This thread's telemetry flag; ``False`` until a scope sets it (a class attribute: reading it in a thread
+    that never set it costs no AttributeError, as ``getattr(local, name, default)`` does)."""
+
+    active = False
+
+
+_telemetry = _Scope()
 
 
 def in_telemetry() -> bool:
     """Whether this thread is inside tracedfutures' own telemetry (a hook, a wait span): a span processor or
     exporter that submits to an instrumented executor from there must get the stdlib's submit, untraced, or
     every span would make another task and another span (recursion, or a loop that never ends)."""
-    return getattr(_telemetry, "active", False)
+    return _telemetry.active
 
 
 class TelemetryScope:
@@ -33,7 +41,7 @@ class TelemetryScope:
     __slots__ = ("outer",)
 
     def __enter__(self) -> None:
-        self.outer = getattr(_telemetry, "active", False)
+        self.outer = _telemetry.active
         _telemetry.active = True
 
     def __exit__(self, *exc_info: object) -> None:
@@ -87,8 +95,20 @@ def opentelemetry_own(method: MethodType) -> bool:
     have held at the fork, and never be released there (the child hangs). Callers ask only for bound methods
     (``type(fn) is MethodType``): a plain function, the usual task, costs no call.
     """
-    classes = type(method.__self__).__mro__
-    return _own(method.__func__.__module__) or any(_own(cls.__module__) for cls in classes)
+    if _own(method.__func__.__module__):
+        return True
+    cls = type(method.__self__)
+    own = _own_classes.get(cls)
+    if own is None:  # once per class: the walk of its MRO
+        own = any(_own(klass.__module__) for klass in cls.__mro__)
+        if len(_own_classes) < _MAX_CLASSES:
+            _own_classes[cls] = own
+    return own
+
+
+#: Whether each class seen (up to ``_MAX_CLASSES``) is the SDK's or a subclass of one.
+_MAX_CLASSES = 1024
+_own_classes: dict[type, bool] = {}
 
 
 def _own(module: object) -> bool:

@@ -30,7 +30,7 @@ import concurrent.futures
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
-from types import MethodType
+from types import FunctionType, MethodType
 from typing import Any
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
@@ -129,7 +129,8 @@ class _Instrumentation:
         # The SDK's own work: not even a lifecycle for the pool, this may run in a child's at-fork hook.
         if type(fn) is MethodType and opentelemetry_own(fn):
             return wrapped(*args, **kwargs)
-        _, life, route, stock = self.route(instance, library)
+        found = instance.__dict__.get("_tf_route")  # the route made at its first submit (``route``), looked up inline
+        _, life, route, stock = found if found is not None and found[0] is self else self.route(instance, library)
         if route.enqueue is None and not library:  # the fallback: the stdlib's own submit, not another wrapper
             wrapped = partial(stock, instance)
         return _submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
@@ -211,8 +212,10 @@ def _without_threading_wrapper(fn: Any) -> Any:
     exactly as when the threading instrumentation is not there (or instrumented before us: then our wrapper
     runs first and never calls its).
     """
-    code = getattr(fn, "__code__", None)
-    if code is None or code.co_name != "wrapped_func":
+    if type(fn) is not FunctionType:  # its wrapper is a closure; nothing else costs a failed attribute look-up
+        return fn
+    code = fn.__code__
+    if code.co_name != "wrapped_func":
         return fn
     if getattr(fn, "__module__", None) != "opentelemetry.instrumentation.threading":
         return fn

@@ -19,6 +19,7 @@ import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -63,6 +64,7 @@ from tracedfutures._metric_definitions import (
     FunctionLabels as FunctionLabels,
     TaskTrace as TaskTrace,
 )
+
 # isort: on
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
@@ -427,10 +429,13 @@ class ExecutorStats:
 
     def submitted(self, future: TracedFuture, fn: Any) -> None:
         self._local.counts.submitted += 1
-        try:  # a function or method seen before: one attribute read and one lookup, no call
-            future._tf_function = self.function_label.labels[fn.__qualname__]
-        except Exception:  # anything else (a partial, a callable object): named as its span names it
-            future._tf_function = self.function_label(fn)
+        if type(fn) is FunctionType or type(fn) is MethodType:  # seen before: an attribute read and a lookup
+            try:
+                future._tf_function = self.function_label.labels[fn.__qualname__]
+                return
+            except KeyError:  # its first task
+                pass
+        future._tf_function = self.function_label(fn)  # anything else: named once, by its key (name_key)
 
     def started(self, future: TracedFuture) -> None:
         self._local.counts.started += 1

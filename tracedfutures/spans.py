@@ -6,9 +6,9 @@ attributes (an exception's message appears only in its ``exception`` event).
 
 from __future__ import annotations
 
-import functools
 import time
 import traceback
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -18,7 +18,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import CODE_FUNCTION as CODE_FUNCTION  # code.function.name, shared with the metrics
-from tracedfutures._naming import error_type, function_name, joblib_calls
+from tracedfutures._naming import error_type, function_name, joblib_calls, name_key
 from tracedfutures._running import thread_name as _thread_name
 from tracedfutures._state import state
 from tracedfutures._telemetry import run_telemetry, telemetry_failed
@@ -123,22 +123,22 @@ class _SpanHook:
         self.name = name
         self.remote = remote
         self.attributes = {EXECUTOR_NAME: name, EXECUTOR_KIND: kind}
-        self.named: dict[str, _TaskNaming] = {}  # by the function's __qualname__
+        self.named: dict[Hashable, _TaskNaming] = {}  # by _naming.name_key
         self.proxy = isinstance(tracer, trace.ProxyTracer)
         self.drops_unsampled = _drops_unsampled_children(tracer)
         self.messages = record_exception_messages
 
     def _naming(self, fn: Any) -> _TaskNaming:
-        """The span name and attributes of a task running ``fn`` (kept by qualname for functions and methods;
-        a partial or a joblib batch is unwrapped by ``function_name`` each time, a batch counted)."""
-        qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
-        naming = self.named.get(qualname) if type(qualname) is str else None
+        """The span name and attributes of a task running ``fn``, made once per callable (kept by
+        ``_naming.name_key``); a callable named each time (a joblib batch) gets its batch counted."""
+        key = name_key(fn)
+        naming = self.named.get(key) if key is not None else None
         if naming is None:
             fname = function_name(fn)
             naming = (f"{self.name} {fname}", {**self.attributes, CODE_FUNCTION: fname})
-            if type(qualname) is str:
+            if key is not None:
                 if len(self.named) < _MAX_TASK_NAMES:
-                    self.named[qualname] = naming
+                    self.named[key] = naming
             else:
                 calls = joblib_calls(fn)
                 if calls is not None:
@@ -172,7 +172,8 @@ class _SpanHook:
         )
         context = span.get_span_context()
         if context.is_valid:
-            future._tf_span = span
+            if span.is_recording():  # a span the sampler dropped: nothing to add or end, only its ids travel
+                future._tf_span = span
             future._tf_context = context
             if not self.remote:
                 future._tf_caller = trace.set_span_in_context(span, parent)
