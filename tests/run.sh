@@ -153,15 +153,40 @@ instruction_gate() {  # instruction_gate VENV: every row of benchmarks/budgets.t
     tf_py "$1" benchmarks/instructions.py --check
 }
 
-suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfutures substituted (by default)
-    local watch status=0
-    watch=$(mktemp "$TF_SID_REPO/.tf-suite-watch.XXXXXX")  # in the repository: the sid root sees it there
-    TF_SUITE_WATCH=$watch tf_py "$1" tests/cpython/run_stdlib_suite.py "${@:2}" || status=$?
-    if [ "$status" -ne 0 ] && [ "$(wc -l <"$watch")" -gt 1 ]; then cat "$watch"; fi  # it timed out: which test
-    rm -f "$watch"
+suite() {  # suite VENV ARGS...: CPython's test_concurrent_futures with tracedfutures substituted (by default), in
+    # TF_SUITE_SHARDS shards side by side (the suite mostly sleeps and waits on its children): each shard's output
+    # in turn, then their sum in one line
+    local n=${TF_SUITE_SHARDS:-3} k status=0 pids=() watches=() outs=() line passed=0 failed=0 skipped=0 about=
+    for ((k = 0; k < n; k++)); do
+        watches[k]=$(mktemp "$TF_SID_REPO/.tf-suite-watch.XXXXXX")  # in the repository: the sid root sees it there
+        outs[k]=$(mktemp)
+        TF_SUITE_WATCH=${watches[k]} tf_py "$1" tests/cpython/run_stdlib_suite.py --shard "$k/$n" "${@:2}" \
+            >"${outs[k]}" 2>&1 &
+        pids[k]=$!
+    done
+    for ((k = 0; k < n; k++)); do
+        if ! wait "${pids[k]}"; then
+            status=1
+            if [ "$(wc -l <"${watches[k]}")" -gt 1 ]; then cat "${watches[k]}" >>"${outs[k]}"; fi  # timed out: which
+        fi
+        echo "--- shard $k/$n"
+        cat "${outs[k]}"
+        line=$(grep '^stdlib-suite: ' "${outs[k]}" | tail -n 1)
+        if [[ $line =~ ([0-9]+)\ passed.*\ ([0-9]+)\ failed,\ ([0-9]+)\ skipped\ \((.*)\)$ ]]; then
+            passed=$((passed + BASH_REMATCH[1])) failed=$((failed + BASH_REMATCH[2]))
+            skipped=$((skipped + BASH_REMATCH[3])) about=${BASH_REMATCH[4]}
+        else
+            status=1
+        fi
+        rm -f "${watches[k]}" "${outs[k]}"
+    done
+    echo "stdlib-suite, $n shards: $passed passed, $failed failed, $skipped skipped ($about)"
     return "$status"
 }
 
+# The venvs are made 4 at a time (pip waits on the disk and the network as much as on a core).
+jobs=$TF_JOBS
+TF_JOBS=$((TF_JOBS > 4 ? TF_JOBS : 4))
 # Needed by what follows: the venvs (the 3.14 and 3.15 ones may wait for the sid root), promtool, which
 # tests/test_security.py runs too, and chromium and tmux (tests/test_cli_report.py, tests/test_cli_top.py).
 stage --always "venv 3.14" venv --tests 3.14 .venv-3.14 tests/requirements.txt
@@ -177,34 +202,35 @@ stage --always "venv 3.13 with its test package" optional_venv --tests 3.13 .ven
 stage "prometheus + promtool" tf_prometheus
 stage "chromium + tmux" tf_report_tools
 all_ended
+TF_JOBS=$jobs
 
-# Longest first, so that the two lanes end together.
-stage "CPython suite 3.15" suite .venv-3.15
-stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
-stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
-stage "CPython suite 3.14" suite .venv-3.14
-stage "CPython suite 3.11" suite .venv-3.11-debian
-stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
-# Stress (about 60 s and 120 s alone on 2 cores): 200,000 tasks from 16 threads, exact counts; 1,000,000 tasks,
-# flat memory.
-stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
-stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
-stage "stress: 10,000 pool names" tf_py .venv-3.11 tests/stress/pool_names.py 10000
-# tests/stress/free_threaded.py, written for free-threaded builds (3.14t, 3.15t), which cannot be had here: it runs on
-# 3.15 with the GIL (it prints sys._is_gil_enabled()), every piece of shared state from 16 threads at once, exact
-# counts afterwards. Named for what it runs: a free-threaded build would be a stage of its own.
-stage "stress: shared state from 16 threads, 3.15 with the GIL" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
+# Longest first, so that the two lanes end together (each CPython suite runs as TF_SUITE_SHARDS shards side by side,
+# about 70 s where it took 200 s in one).
 stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
 stage "unit tests 3.14" unit_tests .venv-3.14
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
 stage "unit tests 3.12" if_venv .venv-3.12 unit_tests .venv-3.12
 stage "unit tests 3.13" if_venv .venv-3.13 unit_tests .venv-3.13
+# Stress: 1,000,000 tasks, flat memory; 200,000 tasks from 16 threads, exact counts; 10,000 pool names, bounded.
+stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
+# Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
+stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
 # The cost per task, counted (callgrind, about 2 minutes each on 2 cores): over a budget fails.
 stage "instruction gate 3.11" instruction_gate .venv-3.11
 stage "instruction gate 3.14" instruction_gate .venv-3.14
-# Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
-stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pytest tests/prometheus -q -p no:randomly
+stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
+stage "CPython suite 3.15" suite .venv-3.15
+stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
+stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
+stage "CPython suite 3.14" suite .venv-3.14
+stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
+stage "CPython suite 3.11" suite .venv-3.11-debian
+# tests/stress/free_threaded.py, written for free-threaded builds (3.14t, 3.15t), which cannot be had here: it runs on
+# 3.15 with the GIL (it prints sys._is_gil_enabled()), every piece of shared state from 16 threads at once, exact
+# counts afterwards. Named for what it runs: a free-threaded build would be a stage of its own.
+stage "stress: shared state from 16 threads, 3.15 with the GIL" tf_py .venv-3.15 tests/stress/free_threaded.py 100000
+stage "stress: 10,000 pool names" tf_py .venv-3.11 tests/stress/pool_names.py 10000
 stage "docs: mkdocs build --strict" tf_py .venv-docs -m mkdocs build --strict --quiet -d "$logs/site"
 stage "mypy" tf_py .venv-3.11 -m mypy
 stage "ruff" tf_py .venv-3.11 -m ruff check tracedfutures tests examples benchmarks dashboards

@@ -1,6 +1,7 @@
 """Run CPython's own ``test_concurrent_futures`` with tracedfutures in place of the standard library's objects.
 
     python tests/cpython/run_stdlib_suite.py [--mode substitute|instrumentor|stock] [-v] [--match TEXT ...]
+                                             [--shard K/N]
 
 The suite is read from this interpreter's ``test`` package (a single module on 3.11, a package from 3.12 on),
 never copied. Before it is imported:
@@ -25,6 +26,8 @@ minute of sleeping: ``test_map_timeout`` and ``test_timeout`` wait out 5 to 6 se
 Exclusions live in ``exclusions.py`` only. The last line is ``stdlib-suite: N passed, N failed, N skipped``
 with the Python version; the exit status is non-zero on any failure, error, or environment change (dangling
 threads or processes, unraisable exceptions, exceptions in threads, as regrtest's ``--fail-env-changed``).
+``--shard K/N`` runs every N-th test from the K-th (0-based) in the suite's order: the test command runs the N
+shards side by side (the suite mostly sleeps and waits on its children), each with its own last line.
 A failed test is run once more, alone, in a fresh process, as CPython's CI runs this suite (regrtest
 ``--rerun``): one that passes then is reported as ``PASSED ON RERUN`` (and its first failure stays in the log),
 not as a failure; a class or module fixture that failed is not re-run.
@@ -364,10 +367,22 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--match", action="append", default=[], help="run only tests whose id contains TEXT")
     parser.add_argument("--no-exclusions", action="store_true", help="run the excluded tests too")
     parser.add_argument("--exact", action="append", default=[], help="run only the test with this id")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N", help="every N-th test from the K-th")
     parser.add_argument(
         "--rerun", action="store_true", help="this run re-runs failures (internal): no telemetry minimum, no rerun"
     )
     return parser.parse_args(argv)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """``K/N`` as (K, N), 0 <= K < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not K/N: {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N: {text!r}")
+    return index, count
 
 
 def in_place(mode: str) -> bool:
@@ -400,7 +415,8 @@ def select(
         sys.path.remove(HERE)
     selected = []
     excluded = {}
-    for test in tests:
+    index, count = options.shard
+    for test in tests[index::count]:
         test_id = test.id()
         if options.match and not any(text in test_id for text in options.match):
             continue
@@ -514,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.exact and len(selected) != len(set(options.exact)):
         print(f"--exact: no such test among {options.exact}", file=sys.stderr)
         return 2
-    print(f"{version} ({sys.executable}), mode {mode}, {len(selected)} tests, resources {RESOURCES}")
+    shard = f", shard {options.shard[0]}/{options.shard[1]}" if options.shard[1] > 1 else ""
+    print(f"{version} ({sys.executable}), mode {mode}{shard}, {len(selected)} tests, resources {RESOURCES}")
     print(f"start methods: {', '.join(__import__('multiprocessing').get_all_start_methods())}", flush=True)
     if options.mode != "stock":
         from tracedfutures import _stdlib
