@@ -248,3 +248,16 @@ class Page:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def table(page: Page, table_id: str) -> list[dict[str, str]]:
+    """The rows of a table of the page, each as {column title: cell text}."""
+    rows: list[dict[str, str]] = page.evaluate(
+        f"""(() => {{
+            const t = document.getElementById({json.dumps(table_id)});
+            const heads = [...t.tHead.rows[0].cells].map((c) => c.textContent);
+            const row = (r) => Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]));
+            return [...t.tBodies[0].rows].map(row);
+        }})()"""
+    )
+    return rows

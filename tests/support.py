@@ -7,9 +7,11 @@ Kept apart from conftest.py so that spawned workers import this small module, no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
@@ -116,3 +118,24 @@ class UserExecutor(Executor):
         if wait:
             for thread in self._threads:
                 thread.join()
+
+
+@contextlib.contextmanager
+def pools_named_per_job(setup: str, registry: Any) -> Iterator[Callable[[int], Executor]]:
+    """``make(n)``, a pool of one worker named ``job-<n>`` counted in ``registry``: the drop-in class
+    (``setup="traced"``) or the stock class under the instrumentor (``"instrumentor"``, uninstrumented after)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tracedfutures
+    from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
+
+    if setup == "traced":
+        yield lambda n: tracedfutures.TracedThreadPoolExecutor(1, name=f"job-{n}", registry=registry)
+        return
+    tracedfutures.reset_defaults()
+    instrumentor = ConcurrentFuturesInstrumentor()
+    instrumentor.instrument(registry=registry)
+    try:
+        yield lambda n: ThreadPoolExecutor(1, thread_name_prefix=f"job-{n}")
+    finally:
+        instrumentor.uninstrument()

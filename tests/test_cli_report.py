@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browsersupport import Page, chromium
+from browsersupport import Page, chromium, table
 from clisupport import tracedfutures
 from timelinesupport import trace_document
 
@@ -65,19 +65,6 @@ def events(trace: Path) -> list[dict[str, Any]]:
 def page() -> Iterator[Page]:
     with Page() as opened:
         yield opened
-
-
-def table(page: Page, table_id: str) -> list[dict[str, str]]:
-    """The rows of a table of the page, each as {column title: cell text}."""
-    rows: list[dict[str, str]] = page.evaluate(
-        f"""(() => {{
-            const t = document.getElementById({json.dumps(table_id)});
-            const heads = [...t.tHead.rows[0].cells].map((c) => c.textContent);
-            const row = (r) => Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]));
-            return [...t.tBodies[0].rows].map(row);
-        }})()"""
-    )
-    return rows
 
 
 @needs_chromium

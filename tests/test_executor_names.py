@@ -7,16 +7,14 @@ from __future__ import annotations
 import gc
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from support import square
+from support import pools_named_per_job, square
 
 import tracedfutures
 import tracedfutures.metrics
-from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
 from tracedfutures.metrics import MAX_EXECUTORS, OTHER_EXECUTOR
 
 #: Pools with distinct names in the cap test: enough to show that nothing grows after the first MAX_EXECUTORS.
@@ -56,30 +54,14 @@ def test_thousands_of_pool_names_are_capped(setup: str, caplog: pytest.LogCaptur
     """Thousands of pools named per job, no scrape in between: the first MAX_EXECUTORS names keep their series, every
     later task counts under ``other``; the exposition and the memory stop growing at the cap."""
     registry = CollectorRegistry()
-    instrumentor = ConcurrentFuturesInstrumentor()
-    if setup == "instrumentor":
-        tracedfutures.reset_defaults()
-        instrumentor.instrument(registry=registry)
-
-        def make(n: int) -> Any:
-            return ThreadPoolExecutor(1, thread_name_prefix=f"job-{n}")
-    else:
-
-        def make(n: int) -> Any:
-            return tracedfutures.TracedThreadPoolExecutor(1, name=f"job-{n}", registry=registry)
-
-    try:
-        with caplog.at_level(logging.WARNING, logger="tracedfutures"):
-            one_task_pools(1_000, 0, make)
-            blocks = allocated()
-            one_task_pools(POOLS - 1_000, 1_000, make)
-            grown = allocated() - blocks
-            samples = scrape(registry)
-            one_task_pools(1_000, POOLS, make)  # and as many again: the one scrape, no longer
-            again = scrape(registry)
-    finally:
-        if setup == "instrumentor":
-            instrumentor.uninstrument()
+    with pools_named_per_job(setup, registry) as make, caplog.at_level(logging.WARNING, logger="tracedfutures"):
+        one_task_pools(1_000, 0, make)
+        blocks = allocated()
+        one_task_pools(POOLS - 1_000, 1_000, make)
+        grown = allocated() - blocks
+        samples = scrape(registry)
+        one_task_pools(1_000, POOLS, make)  # and as many again: the one scrape, no longer
+        again = scrape(registry)
     counts = submitted(registry, samples)
     assert set(counts) == {f"job-{n}" for n in range(MAX_EXECUTORS)} | {OTHER_EXECUTOR}
     assert all(counts[f"job-{n}"] == 1 for n in range(MAX_EXECUTORS))

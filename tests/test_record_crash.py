@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browsersupport import Page, chromium
+from browsersupport import Page, chromium, table
 from clisupport import tracedfutures
 from prometheus_client.parser import text_string_to_metric_families
 from timelinesupport import trace_document
@@ -51,18 +51,6 @@ def summary(page: Page) -> dict[str, str]:
         "Object.fromEntries([...document.querySelectorAll('.summary dd')].map((d) => [d.id, d.textContent]))"
     )
     return found
-
-
-def table(page: Page, table_id: str) -> list[dict[str, str]]:
-    rows: list[dict[str, str]] = page.evaluate(
-        f"""(() => {{
-            const t = document.getElementById({json.dumps(table_id)});
-            const heads = [...t.tHead.rows[0].cells].map((c) => c.textContent);
-            const row = (r) => Object.fromEntries([...r.cells].map((c, i) => [heads[i], c.textContent]));
-            return [...t.tBodies[0].rows].map(row);
-        }})()"""
-    )
-    return rows
 
 
 @needs_chromium

@@ -10,17 +10,14 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client import CollectorRegistry
-from support import square
+from support import pools_named_per_job, square
 
-import tracedfutures
-from tracedfutures.instrumentor import ConcurrentFuturesInstrumentor
 from tracedfutures.metrics import MAX_EXECUTORS, OTHER_EXECUTOR
 
 EVERY = 1_000
@@ -29,21 +26,9 @@ EVERY = 1_000
 def run(setup: str, pools: int) -> list[str]:
     """Run the pools under ``setup``; what went wrong (nothing: an empty list)."""
     registry = CollectorRegistry()
-    instrumentor = ConcurrentFuturesInstrumentor()
-    if setup == "instrumentor":
-        tracedfutures.reset_defaults()
-        instrumentor.instrument(registry=registry)
-
-        def make(n: int) -> Any:
-            return ThreadPoolExecutor(1, thread_name_prefix=f"job-{n}")
-    else:
-
-        def make(n: int) -> Any:
-            return tracedfutures.TracedThreadPoolExecutor(1, name=f"job-{n}", registry=registry)
-
     rows = []  # (pools so far, samples, memory blocks, scrape seconds)
     last_samples: list[Any] = []
-    try:
+    with pools_named_per_job(setup, registry) as make:
         for n in range(pools):
             with make(n) as pool:
                 assert pool.submit(square, n).result() == n * n
@@ -55,9 +40,6 @@ def run(setup: str, pools: int) -> list[str]:
                 last_samples = [s for metric in registry.collect() for s in metric.samples]
                 seconds = time.perf_counter() - start
                 rows.append((n + 1, len(last_samples), blocks, seconds))
-    finally:
-        if setup == "instrumentor":
-            instrumentor.uninstrument()
     problems = []
     print(f"{setup}: pools  samples  memory blocks  scrape ms")
     for done, count, blocks, seconds in rows:
