@@ -101,6 +101,11 @@ tf_sid_complete() {  # install what the root lacks of TF_SID_PACKAGES (from the 
 }
 
 tf_sid_mount_at() {  # tf_sid_mount_at TARGET MOUNT-ARGS...: mount unless something is mounted there already
+    # ...but not a bind mount that a killed run left of a directory since deleted (a clone removed and made again
+    # at the same path): processes would start in a directory that no longer exists ("[Errno 2]" from getcwd).
+    if mountpoint -q "$1" && [[ $(findmnt -n -o FSROOT --mountpoint "$1" | tail -n 1) == *//deleted ]]; then
+        umount --lazy "$1"
+    fi
     mountpoint -q "$1" && return 0
     mount "${@:2}" "$1" && echo "$1" >>"$TF_SID_MOUNTED"
 }
