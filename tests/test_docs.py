@@ -263,3 +263,15 @@ def test_parser() -> None:
         (25, "tilde()\n", None),
     ]
     assert [(m.line, m.reason, m.used) for m in markers] == [(1, "needs a collector", True), (21, "", False)]
+
+
+def test_the_readmes_metric_table_lists_every_series() -> None:
+    """Every metric tracedfutures exposes has a row in the README's table, under its exposed name (a counter with
+    its ``_total``), and the table names nothing else."""
+    from tracedfutures.metrics import EXECUTOR_METRICS, WAIT_METRICS
+
+    table = (ROOT / "README.md").read_text(encoding="utf-8").split("| metric | type | what it measures |")[1]
+    rows = [line for line in table.split("\n\n")[0].splitlines() if line.startswith("| `")]
+    named = {name for row in rows for name in re.findall(r"`([a-z_]+)`", row.split(" | ")[0])}
+    exposed = {d.name + ("_total" if d.type == "counter" else "") for d in (*EXECUTOR_METRICS, *WAIT_METRICS)}
+    assert named == exposed
