@@ -21,9 +21,10 @@ __all__ = [
     "expected",
 ]
 
-#: Computed from the clock at each collection: an OTel and a Prometheus reading a moment apart differ.
+#: Computed from the clock at each collection: an OTel and a Prometheus reading a moment apart differ (the workers'
+#: CPU too: a worker that wakes between them adds to it).
 CLOCKED = ("executor_workers_busy_seconds", "executor_workers_available_seconds",
-           "executor_oldest_running_task_age_seconds")  # fmt: skip
+           "executor_oldest_running_task_age_seconds", "executor_workers_cpu_seconds")  # fmt: skip
 
 #: (OTel name, attributes) -> {"value": v} or {"count": n, "sum": s, "cumulative": [bucket counts, +Inf last]}
 Expected = dict[tuple[str, frozenset[tuple[str, Any]]], dict[str, Any]]

@@ -217,7 +217,7 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
     last: dict[tuple[str, str], float] = {}
     for event in sorted((e for e in events if e["ph"] == "C"), key=lambda e: e["ts"]):
         ((executor, value),) = event["args"].items()
-        assert event["id"] == executor and value >= 0
+        assert event["id"] == executor and value >= 0, event
         if event["name"] in ("cpu", "cpu_wait"):  # seconds so far: never down
             assert value >= last.get((executor, event["name"]), 0), event
         else:

@@ -358,10 +358,9 @@ class TimelineWriter(SpanProcessor):
     def lifecycle_hook(self, executor: str, kind: str) -> _TimelineHook:
         """The hook that feeds this writer the tasks of ``executor`` from its lifecycle, without a span: what
         ``tracedfutures record`` sets up (``state.timeline_hook``)."""
-        if kind in ("thread", "interpreter"):
-            return _TimedTimelineHook(self, executor, kind)
-        hook = _TimelineHook(self, executor, kind)
-        self._remote_hooks.add(hook)  # its tasks' starts come home with their outcome: they hold the watermark
+        hook = (_TimedTimelineHook if kind in ("thread", "interpreter") else _TimelineHook)(self, executor, kind)
+        if kind != "thread":  # its tasks' starts come home with their outcome (an interpreter pool's real start in
+            self._remote_hooks.add(hook)  # its interpreter, too): they hold the watermark
         return hook
 
     def _queue_ended(self, task: _Ended, executor: str) -> None:
@@ -747,8 +746,8 @@ class _TimelineHook:
         self.kind = kind
         self.index = -1  # the executor's index in the writer's counters, once it has a task
         self.named: dict[str, tuple[str, str]] = {}  # by the function's __qualname__: (slice name, function)
-        # The tasks queued or running: their slice name and function, joblib batch size, submitting thread and
-        # the thread's CPU time at their start (0: not read).
+        # The tasks queued or running: their slice name and function, joblib batch size, submitting thread, the
+        # thread's CPU time at their start (0: not read) and whether their start was counted.
         self.pending: dict[TracedFuture, list[Any]] = {}
 
     def _naming(self, fn: Any) -> tuple[str, str, int | None]:
@@ -774,7 +773,7 @@ class _TimelineHook:
                 with writer._lock:
                     self.index = writer._executor(self.executor, self.kind)
             thread = threading.current_thread()
-            self.pending[future] = [self._naming(fn), (thread.ident or 0, thread.name), 0]
+            self.pending[future] = [self._naming(fn), (thread.ident or 0, thread.name), 0, False]
             writer._counters.incoming.append((future.submitted_ns, self.index, 1, 0))
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
@@ -789,16 +788,16 @@ class _TimelineHook:
         if entry is None or writer._closed:
             return
         try:
-            (name, function, batch), submitter, cpu_start = entry
+            (name, function, batch), submitter, cpu_start, counted = entry
             running = future.started_ns or None
             ran_for = future._tf_ran_for
             finished = future.finished_ns
-            if cpu_start:  # a thread or interpreter pool's task: its start was counted when it started
+            if cpu_start:  # a thread or interpreter pool's task: its own CPU, read on its worker thread
                 cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
-            else:  # a task run elsewhere: its start and its CPU time (of a process pool's, say) came home
+            else:  # a task run elsewhere: its CPU time (of a process pool's, say) came home with its outcome
                 cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
-                if running is not None:
-                    writer._counters.incoming.append((running, self.index, -1, 1))
+            if running is not None and not counted:  # its start came home with its outcome
+                writer._counters.incoming.append((running, self.index, -1, 1))
             if running is not None:
                 if ran_for >= 0:
                     finished = running + ran_for
@@ -853,7 +852,9 @@ class _TimedTimelineHook(_TimelineHook):
         entry = self.pending.get(future)
         if entry is not None:
             entry[2] = time.thread_time_ns() or 1
-            self.writer._counters.incoming.append((future.started_ns, self.index, -1, 1))
+            if future.started_ns:  # an interpreter pool's real start comes home with the outcome: counted then
+                entry[3] = True
+                self.writer._counters.incoming.append((future.started_ns, self.index, -1, 1))
 
 
 def _program_name() -> str:
