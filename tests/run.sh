@@ -141,8 +141,8 @@ forced_fallback() {  # forced_fallback COMMAND...: the library's public-API fall
     TRACEDFUTURES_FORCE_FALLBACK=1 "$@"
 }
 
-unit_tests() {  # unit_tests VENV PYTEST-ARGS...
-    tf_py "$1" -m pytest tests -q --ignore=tests/cpython --ignore=tests/prometheus "${@:2}"
+unit_tests() {  # unit_tests VENV PYTEST-ARGS...: and the slowest tests, where the stage's time goes
+    tf_py "$1" -m pytest tests -q --durations=12 --ignore=tests/cpython --ignore=tests/prometheus "${@:2}"
 }
 
 instruction_gate() {  # instruction_gate VENV: every row of benchmarks/budgets.toml for VENV's Python within budget
@@ -204,14 +204,21 @@ stage "chromium + tmux" tf_report_tools
 all_ended
 TF_JOBS=$jobs
 
-# Longest first, so that the two lanes end together (each CPython suite runs as TF_SUITE_SHARDS shards side by side,
-# about 70 s where it took 200 s in one).
+# Longest first, so that the two lanes end together, each unit-test stage (busy on a core) beside a CPython suite
+# (which mostly sleeps and waits on its children: run as TF_SUITE_SHARDS shards side by side, about 70 s where it
+# took 200 s in one).
 stage "unit tests 3.11" unit_tests .venv-3.11 -p no:randomly
+stage "CPython suite 3.15" suite .venv-3.15
 stage "unit tests 3.14" unit_tests .venv-3.14
+stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
 stage "unit tests 3.15" unit_tests .venv-3.15
+stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
 stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
+stage "CPython suite 3.14" suite .venv-3.14
 stage "unit tests 3.12" if_venv .venv-3.12 unit_tests .venv-3.12
+stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
 stage "unit tests 3.13" if_venv .venv-3.13 unit_tests .venv-3.13
+stage "CPython suite 3.11" suite .venv-3.11-debian
 # Stress: 1,000,000 tasks, flat memory; 200,000 tasks from 16 threads, exact counts; 10,000 pool names, bounded.
 stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
 # Both Prometheus versions scrape one program; Prometheus 3's binary (and promtool) from the sid root runs here as is.
@@ -220,12 +227,6 @@ stage "dashboards, alert rules, real Prometheus 2 and 3" tf_py .venv-3.11 -m pyt
 stage "instruction gate 3.11" instruction_gate .venv-3.11
 stage "instruction gate 3.14" instruction_gate .venv-3.14
 stage "stress: load, 200,000 tasks" tf_py .venv-3.11 tests/stress/load.py 200000
-stage "CPython suite 3.15" suite .venv-3.15
-stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
-stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
-stage "CPython suite 3.14" suite .venv-3.14
-stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
-stage "CPython suite 3.11" suite .venv-3.11-debian
 # tests/stress/free_threaded.py, written for free-threaded builds (3.14t, 3.15t), which cannot be had here: it runs on
 # 3.15 with the GIL (it prints sys._is_gil_enabled()), every piece of shared state from 16 threads at once, exact
 # counts afterwards. Named for what it runs: a free-threaded build would be a stage of its own.
