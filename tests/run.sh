@@ -145,6 +145,20 @@ unit_tests() {  # unit_tests VENV PYTEST-ARGS...: and the slowest tests, where t
     tf_py "$1" -m pytest tests -q --durations=12 --ignore=tests/cpython --ignore=tests/prometheus "${@:2}"
 }
 
+# The unit tests whose subject is the same on every interpreter and every path through the stdlib (pages in
+# Chromium, top in tmux, the docs' blocks, exporters and receivers, text bounds, static checks): run in full on
+# 3.11, 3.14 and 3.15, left out where a stage is there for the interpreter or the fallback path (3.12, 3.13, the
+# forced fallback).
+SAME_EVERYWHERE=(test_cli_report test_cli_top test_cli_dashboards test_docs test_layering test_security
+                 test_otlp_export test_otel_metrics_export test_record_crash test_record_libraries
+                 test_executor_names test_setup_tracing test_config test_exemplars test_load)
+
+version_tests() {  # version_tests VENV: the unit tests less SAME_EVERYWHERE
+    local name ignore=()
+    for name in "${SAME_EVERYWHERE[@]}"; do ignore+=("--ignore=tests/$name.py"); done
+    unit_tests "$1" "${ignore[@]}"
+}
+
 instruction_gate() {  # instruction_gate VENV: every row of benchmarks/budgets.toml for VENV's Python within budget
     # valgrind: the host's, installed when missing; a venv in the sid root uses the root's (TF_SID_PACKAGES).
     if [ "$(cat "$1/.tf-runner" 2>/dev/null)" = tf_on_host ] && ! command -v valgrind >/dev/null; then
@@ -213,11 +227,11 @@ stage "unit tests 3.14" unit_tests .venv-3.14
 stage "CPython suite 3.15, instrumentor" suite .venv-3.15 --mode instrumentor
 stage "unit tests 3.15" unit_tests .venv-3.15
 stage "CPython suite 3.15, forced fallback" forced_fallback suite .venv-3.15
-stage "unit tests 3.15, forced fallback" forced_fallback unit_tests .venv-3.15
+stage "unit tests 3.15, forced fallback, path-dependent" forced_fallback version_tests .venv-3.15
 stage "CPython suite 3.14" suite .venv-3.14
-stage "unit tests 3.12" if_venv .venv-3.12 unit_tests .venv-3.12
+stage "unit tests 3.12, interpreter-dependent" if_venv .venv-3.12 version_tests .venv-3.12
 stage "CPython suite 3.13" if_venv .venv-3.13 suite .venv-3.13
-stage "unit tests 3.13" if_venv .venv-3.13 unit_tests .venv-3.13
+stage "unit tests 3.13, interpreter-dependent" if_venv .venv-3.13 version_tests .venv-3.13
 stage "CPython suite 3.11" suite .venv-3.11-debian
 # Stress: 1,000,000 tasks, flat memory; 200,000 tasks from 16 threads, exact counts; 10,000 pool names, bounded.
 stage "stress: soak, 1,000,000 tasks" tf_py .venv-3.11 tests/stress/soak.py 1000000
