@@ -594,7 +594,8 @@ class ExecutorStats:
         if cpu_ns is not None:
             families[CPU].add_metric([name], cpu_ns / 1e9, created)
         with self.lock:
-            self.capacity_ns = self._capacity_ns(time.time_ns())
+            # Offered up to the same moment as busy (not after the CPU read): a pool busy throughout reads 100%.
+            self.capacity_ns = self._capacity_ns(now_ns)
             families[BUSY].add_metric([name], self._exposed_busy_ns(busy_ns) / 1e9, created)
             families[AVAILABLE].add_metric([name], self.capacity_ns / 1e9, created)
             families[MAX_WORKERS].add_metric([name], self.max_workers)
