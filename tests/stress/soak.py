@@ -1,4 +1,4 @@
-"""Soak: at least 1,000,000 traced tasks (default 1,000,000) through thread pools and a user's executor, with
+"""Soak: traced tasks (default 1,000,000; the test command runs 500,000) through thread pools and a user's executor, with
 failures (some never read), cancellations, wait / as_completed, and executors made and dropped all along.
 
 Prints RSS, gc object counts and the size of every internal table at each tenth of the run, and exits non-zero
