@@ -1,5 +1,5 @@
-"""Soak: traced tasks (default 1,000,000; the test command runs 500,000) through thread pools and a user's executor, with
-failures (some never read), cancellations, wait / as_completed, and executors made and dropped all along.
+"""Soak: traced tasks (default 1,000,000; the test command runs 500,000) through thread pools and a user's
+executor, with failures (some never read), cancellations, wait / as_completed, and executors made and dropped all along.
 
 Prints RSS, gc object counts and the size of every internal table at each tenth of the run, and exits non-zero
 if memory or objects grow past small bounds after warm-up, if any table grows, if any executor the program
