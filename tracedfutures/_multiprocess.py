@@ -66,7 +66,7 @@ from tracedfutures._metric_definitions import (
 )
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
-from tracedfutures._worker_cpu import ThreadExit, WorkerCpu
+from tracedfutures._worker_cpu import ThreadExit, WorkerCpu, live_pools
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
@@ -251,9 +251,7 @@ class MultiprocessSeries:
         end, at most every ``CPU_EVERY_SECONDS``, and as a pool shuts down, never per task. The workers are threads
         or processes of this process, which only it can read; the collector adds the processes' last writes up."""
         self.cpu_read_at = time.monotonic()
-        tables = list(self.tables)
-        pools = [(table.kind, ref()) for table in tables if (ref := table.executor) is not None]
-        cpu_ns = self.cpu.read([(kind, executor) for kind, executor in pools if executor is not None])
+        cpu_ns = self.cpu.read(live_pools(list(self.tables)))
         if cpu_ns is not None:
             self.live.write(((self.name, "cpu", cpu_ns / 1e9),))
 

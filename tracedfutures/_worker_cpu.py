@@ -49,6 +49,13 @@ def process_cpu_ns(pid: int) -> tuple[int, int] | None:
     return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // _TICKS, int(fields[19])
 
 
+def live_pools(tables: Iterable[Any]) -> list[tuple[str, Any]]:
+    """The kind and the object of each executor still alive among ``tables`` (each an executor's running-tasks
+    table, with its ``kind`` and a weak ``executor``): what ``WorkerCpu.read`` reads the workers of."""
+    refs = [(table.kind, table.executor) for table in tables]
+    return [(kind, executor) for kind, ref in refs if ref is not None and (executor := ref()) is not None]
+
+
 class ThreadExit:
     """Kept in a thread's own thread-local counts: when the thread ends, its thread-local data is cleared on that
     thread, and this hands the thread's final CPU time to ``WorkerCpu``. Does nothing when cleared from another

@@ -68,7 +68,7 @@ from tracedfutures._metric_definitions import (
 # isort: on
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
-from tracedfutures._worker_cpu import ThreadExit, WorkerCpu
+from tracedfutures._worker_cpu import ThreadExit, WorkerCpu, live_pools
 
 if TYPE_CHECKING:
     from tracedfutures._lifecycle import TracedFuture
@@ -495,8 +495,7 @@ class ExecutorStats:
         """The kind and the object of each live executor of this name, whose workers' CPU is read."""
         with self.lock:
             tables = list(self.running)
-        refs = [(table.kind, table.executor) for table in tables]
-        return [(kind, executor) for kind, ref in refs if ref is not None and (executor := ref()) is not None]
+        return live_pools(tables)
 
     def _running_now(self) -> tuple[list[int], int]:
         """The real start (unix ns) of every task running now in the executors of this name, and how many of the
