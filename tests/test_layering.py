@@ -41,7 +41,7 @@ IMPORTS: dict[str, set[str]] = {
     "tracedfutures.version": set(),
     "tracedfutures.package": set(),
     # the lifecycle
-    "tracedfutures._lifecycle": {"tracedfutures._stdlib", "tracedfutures._wire"},
+    "tracedfutures._lifecycle": {"tracedfutures._state", "tracedfutures._stdlib", "tracedfutures._wire"},
     # the hooks (spans, metrics) and what travels to workers
     "tracedfutures._worker_spans": {"tracedfutures._state", "tracedfutures._telemetry"},
     "tracedfutures._running": {"tracedfutures._lifecycle", "tracedfutures._naming", "tracedfutures._state"},
@@ -62,7 +62,9 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._worker_spans",
         "tracedfutures.version",
     },
-    "tracedfutures._metric_definitions": {"tracedfutures._naming"},
+    "tracedfutures._metric_definitions": {
+        "tracedfutures._lifecycle", "tracedfutures._naming", "tracedfutures._telemetry",
+    },
     "tracedfutures._multiprocess": {
         "tracedfutures._lifecycle",
         "tracedfutures._metric_definitions",

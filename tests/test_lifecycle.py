@@ -4,7 +4,7 @@ refuses them."""
 
 from __future__ import annotations
 
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from conftest import EXECUTOR_KIND, Telemetry, labels, span_shape
 from support import CustomError, square
 
 from tracedfutures._lifecycle import Lifecycle, TracedFuture, not_listening
+from tracedfutures._running import RunningTasks
 
 TIMEOUT = 30
 
@@ -289,9 +290,9 @@ class _DeafToStartAndReads(_Recorder):
 def test_a_hook_method_marked_not_listening_is_never_called() -> None:
     listening, deaf = _Recorder(), _DeafToStartAndReads()
     for hooks in ((listening, deaf), (deaf,)):
-        life = Lifecycle("pool", "other", hooks, remote=False)
-        future = TracedFuture()
-        life.submit(future, square)
+        table = RunningTasks(ThreadPoolExecutor(1), "pool", "other")
+        life = Lifecycle("pool", "other", hooks, remote=False, table=table)
+        future = life.submit(square, TracedFuture)
         assert future.set_running_or_notify_cancel() is True
         future.set_result(4)
         assert future.result() == 4

@@ -4,7 +4,7 @@ exception(timeout=0): the same return values, the same exceptions (type and mess
 address in a repr), the same callback order and the same log records; and after every step the telemetry (the
 task span, the counters, the gauges, invalid transitions, result lag) agrees with what happened.
 
-The TracedFuture belongs to a real traced executor's lifecycle (its SpanHook and MetricsHook, recording to an
+The TracedFuture belongs to a real traced executor's lifecycle (its SpanHook and its metrics series, recording to an
 SDK tracer provider and a registry of its own), as if that executor had just accepted the task: a thread pool's
 (the start is local) or a process pool's (the start is reported by the worker).
 """
@@ -75,8 +75,7 @@ class FutureAgainstStdlib(RuleBasedStateMachine):
         # A process pool's start board (its own submit body; not under the public-API fallback): see telemetry_agrees.
         self.boarded = bool(life.board)
         pool.shutdown()  # nothing was submitted through it: only its lifecycle is used
-        self.traced = TracedFuture()
-        life.submit(self.traced, self.make)  # what submit() does before handing the task to the pool
+        self.traced = life.submit(self.make, TracedFuture)  # what submit() does before handing the task to the pool
         self.stock: Future[Any] = Future()
         self.calls: dict[str, list[Any]] = {"traced": [], "stock": []}
         self.handler = RecordingHandler()

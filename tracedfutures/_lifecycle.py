@@ -8,12 +8,14 @@ This module imports no telemetry vendor.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, Future
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from tracedfutures import _stdlib
+from tracedfutures._state import state
 from tracedfutures._wire import Envelope, take_remote_data
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ else:
     T = TypeVar("T")
 
 _clock = time.time_ns
+_get_ident = threading.get_ident
 
 Kind = Literal["thread", "process", "interpreter", "other"]
 
@@ -92,18 +95,34 @@ def _dispatch(methods: tuple[Callable[..., None], ...]) -> Callable[..., None]:
     return each
 
 
+class Table(Protocol):
+    """An executor's table of running tasks (``_running.RunningTasks``)."""
+
+    @property
+    def tasks(self) -> dict[TracedFuture, int]: ...
+
+
 class Lifecycle:
-    """One executor's view of its tasks: its name, kind and, for each transition, the hooks that record it."""
+    """One executor's view of its tasks: its name, kind, the tasks running now and, for each transition, the hooks
+    that record it."""
 
     __slots__ = (
-        "board", "kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote"
+        "board", "here", "kind", "name", "on_finish", "on_refused", "on_retrieved", "on_start", "on_submit", "remote",
+        "table", "tasks",
     )  # fmt: skip
 
-    def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool) -> None:
+    def __init__(self, name: str, kind: Kind, hooks: tuple[LifecycleHook, ...], remote: bool, table: Table) -> None:
         self.name = name
         self.kind: Kind = kind
         # Remote tasks run their callable elsewhere: the real start and worker data come back with the outcome.
         self.remote = remote
+        # Thread and interpreter pools start a task in the worker thread that runs it: where it runs is known then.
+        self.here = kind in ("thread", "interpreter")
+        # The executor's table of running tasks (``_running.RunningTasks``), which lives as long as its lifecycle,
+        # and its ``tasks``: the future of each task running now and its start in unix ns. The transitions add and
+        # remove them (single dict operations: atomic with the GIL and locked per dict without it).
+        self.table = table
+        self.tasks = table.tasks
         # A process pool's shared board where its workers say which task runs now ("": none, see _start_board).
         self.board = ""
         self.on_submit = _dispatch(tuple(hook.on_submit for hook in hooks))
@@ -112,11 +131,29 @@ class Lifecycle:
         self.on_refused = _dispatch(tuple(hook.on_refused for hook in hooks))
         self.on_retrieved = _dispatch(tuple(hook.on_retrieved for hook in hooks))
 
-    def submit(self, future: TracedFuture, fn: Any) -> None:
-        future._tf_life = self
-        future._tf_fn = fn  # until the task ends, to name it while it runs (``_running`` lets it go)
-        future.submitted_ns = _clock()
+    def submit(self, fn: Any, make: Callable[[Lifecycle, Any], TracedFuture]) -> TracedFuture:
+        """A task that calls ``fn`` is submitted now: its future (``make(self, fn)``, a ``TracedFuture`` or one of
+        its subclasses), told to the hooks."""
+        future = make(self, fn)
         self.on_submit(future, fn)
+        return future
+
+    def started(self, future: TracedFuture) -> None:
+        """The future entered RUNNING in this process: it runs now (the transitions' copies do this inline)."""
+        if self.remote:
+            started = future.started_ns or _clock()
+        else:
+            started = future.started_ns = _clock()
+        self.tasks[future] = started
+        if self.here:
+            future._tf_ran_on = (state.pid, _get_ident(), None)
+        self.on_start(future)
+
+    def ended(self, future: TracedFuture) -> None:
+        """The future finished or was cancelled: it runs no more, and its function is let go."""
+        self.tasks.pop(future, None)
+        future._tf_fn = None
+        self.on_finish(future)
 
 
 if TYPE_CHECKING:  # the transitions are ``Future``'s own methods: TracedFuture is typed as a Future with its fields
@@ -127,6 +164,11 @@ if TYPE_CHECKING:  # the transitions are ``Future``'s own methods: TracedFuture 
 
 else:  # the version-keyed copy of the stdlib's transition bodies (``_stdlib``)
     _Transitions = _stdlib.choose("future transitions")
+
+
+#: The base ``__init__`` of a TracedFuture, called directly: the fallback's (which registers its done-callback) or
+#: the stdlib's.
+_future_init: Callable[[Any], None] = vars(_Transitions).get("__init__", Future.__init__)
 
 
 class TracedFuture(_Transitions, Future[T]):
@@ -154,28 +196,36 @@ class TracedFuture(_Transitions, Future[T]):
         "submitted_ns",
     )
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._tf_life: Lifecycle | None = None
+    def __init__(self, life: Lifecycle | None = None, fn: Any = None) -> None:
+        """A future of ``life``'s executor for a task that calls ``fn``, submitted now (None: outside an executor,
+        or the SDK's own work, which tells no lifecycle)."""
+        _future_init(self)
+        self._tf_life = life
         self._tf_worker: Any = None  # what else came home from a worker process (its spans), for the span hook
         self._tf_span: Span | None = None
         # What a thread pool's task runs in, when a context must travel: the caller's, with the task span current.
         self._tf_caller: Context | None = None
         self._tf_context: SpanContext | None = None  # kept after the span ends, for links from wait spans
-        self._tf_fn: Any = None  # the function of a queued or running task, to name it (see ``_running``)
+        self._tf_fn: Any = fn  # the function of a queued or running task, to name it (see ``_running``)
         self._tf_function = ""  # its capped ``function`` label, set by the metrics side at submit
         # Where the task ran, once known: (process id, thread id, thread name or None: named on that thread), see
         # ``_running``.
         self._tf_ran_on: tuple[int, int, str | None] | None = None
         self._tf_ran_for = -1  # ns the callable of a task run elsewhere ran there, by the worker's clock (-1: not)
         self._tf_cpu = -1  # the CPU ns it used on its worker's thread, for a task run elsewhere (-1: not known)
-        self.submitted_ns = 0
+        self.submitted_ns = _clock() if life is not None else 0
         self.started_ns = 0
         self.finished_ns = 0
         # True once the future entered RUNNING in this process: tells "left the queue" from "ended after start".
         self.ran = False
         self._tf_read = False  # a caller has read the result or exception
         self._tf_unretrieved: Any = None  # the metrics side's finalizer for an exception nobody reads
+
+    if TYPE_CHECKING:  # the stdlib's reads, from ``_stdlib``: the first one is timed (result lag) and clears the
+        # "unretrieved exception" mark
+
+        def result(self, timeout: float | None = None) -> T: ...
+        def exception(self, timeout: float | None = None) -> BaseException | None: ...
 
     # -- helpers for the hooks ----------------------------------------------------------------------------------
     @property
@@ -203,21 +253,6 @@ class TracedFuture(_Transitions, Future[T]):
         life = self._tf_life
         if life is not None:
             life.on_retrieved(self)
-
-    # -- reads: the first one is timed (result lag) and clears the "unretrieved exception" mark --------------------
-    def result(self, timeout: float | None = None) -> T:
-        try:
-            return Future.result(self, timeout)
-        finally:
-            if not self._tf_read:
-                self._retrieved()
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
-            return Future.exception(self, timeout)
-        finally:
-            if not self._tf_read:
-                self._retrieved()
 
     def _accept_remote(self, life: Lifecycle, data: Any) -> None:
         """Take the worker's data that travelled back with the outcome (see ``_wire.Envelope``)."""

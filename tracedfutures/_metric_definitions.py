@@ -1,22 +1,28 @@
-"""The metric definitions (names, help, labels), the label caps and the capped error labels: what the in-process
-backend (``metrics``) and the multiprocess backend (``_multiprocess``) share, so that neither imports the other's
-module for them. ``tracedfutures.metrics`` exposes every name defined here.
+"""The metric definitions (names, help, labels), the label caps and the capped error labels, and what a task that
+ended gives its metrics: what the in-process backend (``metrics``) and the multiprocess backend
+(``_multiprocess``) share, so that neither imports the other's module for them. ``tracedfutures.metrics`` exposes
+every name defined here.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Hashable
+from concurrent.futures._base import FINISHED
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from tracedfutures._naming import error_type, function_name, name_key
+from tracedfutures._telemetry import telemetry_failed
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
+
+    from tracedfutures._lifecycle import TracedFuture
 
 #: Distinct ``error_type`` values per executor before further types are counted as ``other``.
 MAX_ERROR_TYPES = 20
@@ -169,7 +175,6 @@ WAIT_METRICS = (WAIT, AS_COMPLETED, AS_COMPLETED_NEXT)
 TaskTrace = tuple["SpanContext", int]
 
 
-
 class CappedLabels:
     """The values of one label, capped per executor: the first ``cap`` distinct names are kept, later ones are
     ``other``. Admitting a name takes the lock; the subclasses cache what they resolved so a task rarely does."""
@@ -272,3 +277,52 @@ class ExecutorNames(CappedLabels):
                 "role, not by job)", MAX_EXECUTORS, name, OTHER_EXECUTOR,
             )  # fmt: skip
         return label
+
+
+# -- what a task that ended gives its metrics ---------------------------------------------------------------------
+class Unretrieved(Protocol):
+    def unretrieved(self, label: str) -> None:
+        """A failed task's future was collected and nobody had read its exception."""
+
+
+def task_ended(future: TracedFuture, error_label: ErrorLabels) -> tuple[str, str, int, int, TaskTrace | None]:
+    """What the metrics take from a task that ended: its outcome, its ``error_type`` label, its queue and run
+    durations in ns (-1 both where its start is not known: cancelled, or never started here) and the exemplar that
+    points at its span (sampled spans only). Wall clocks may step back: a negative duration counts as 0."""
+    exception = future._exception
+    if future._state != FINISHED:
+        return "cancelled", "", -1, -1, None
+    outcome, label = ("success", "") if exception is None else ("error", error_label(exception))
+    started = future.started_ns
+    if not started:
+        return outcome, label, -1, -1, None
+    queue_ns = started - future.submitted_ns
+    ran_for = future._tf_ran_for  # a task run in another process: timed there, result transfer left out
+    run_ns = ran_for if ran_for >= 0 else future.finished_ns - started
+    context = future._tf_context
+    exemplar = (context, future.finished_ns) if context is not None and context.trace_flags.sampled else None
+    return outcome, label, (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0), exemplar
+
+
+def watch_unretrieved(future: TracedFuture, recorder: Unretrieved, label: str) -> None:
+    """A failed task: counted as unretrieved when its future is collected unless a caller reads it first."""
+    finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
+    finalizer.atexit = False
+    future._tf_unretrieved = finalizer
+    if future._tf_read:
+        finalizer.detach()
+
+
+def read_at_last(future: TracedFuture) -> None:
+    """A failed task's first read: its exception will not count as unretrieved."""
+    finalizer, future._tf_unretrieved = future._tf_unretrieved, None
+    if finalizer is not None:
+        finalizer.detach()
+
+
+def _count_unretrieved(recorder: Unretrieved, label: str) -> None:
+    """The finalizer of a failed future nobody read: runs from garbage collection, so it must never raise."""
+    try:
+        recorder.unretrieved(label)
+    except Exception as exc:
+        telemetry_failed("metrics", exc)

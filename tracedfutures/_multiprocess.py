@@ -63,13 +63,16 @@ from tracedfutures._metric_definitions import (
     ExecutorNames,
     FunctionLabels,
     TaskTrace,
+    read_at_last,
+    task_ended,
+    watch_unretrieved,
 )
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import ThreadExit, WorkerCpu, live_pools
 
 if TYPE_CHECKING:
-    from tracedfutures._lifecycle import TracedFuture
+    from tracedfutures._lifecycle import LifecycleHook, TracedFuture
 
 #: The live state each process keeps per executor name in its own file, and what the collector derives from it.
 LIVE_GAUGES = {"queued": QUEUED, "running": RUNNING_GAUGE, "workers": MAX_WORKERS}
@@ -214,7 +217,7 @@ class MultiprocessSeries:
                 live.write(values)
             future._tf_function = self.function_label(fn)
         except Exception as exc:
-            telemetry_failed("MetricsHook", exc)
+            telemetry_failed("metrics", exc)
 
     def started(self, future: TracedFuture) -> None:
         try:
@@ -224,7 +227,7 @@ class MultiprocessSeries:
                 self.queued -= 1
                 live.write(((self.name, "queued", self.queued), *self._running()))
         except Exception as exc:
-            telemetry_failed("MetricsHook", exc)
+            telemetry_failed("metrics", exc)
 
     def finished(
         self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
@@ -260,6 +263,38 @@ class MultiprocessSeries:
 
     def retrieved(self, lag_ns: int) -> None:
         self._lag.observe(lag_ns / 1e9)
+
+    # -- the lifecycle hook: this name's series are its executors' metrics side ----------------------------------
+    on_submit = submitted
+    on_start = started
+
+    def on_finish(self, future: TracedFuture) -> None:
+        try:
+            outcome, label, queue_ns, run_ns, exemplar = task_ended(future, self.error_label)
+            self.finished(future.ran, future._tf_function, outcome, label, queue_ns, run_ns, exemplar)
+            if outcome == "error":
+                watch_unretrieved(future, self, label)
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        try:
+            self.refused(method)
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def on_retrieved(self, future: TracedFuture) -> None:
+        try:
+            if future._tf_unretrieved is not None:
+                read_at_last(future)
+            lag_ns = time.time_ns() - future.finished_ns  # only a FINISHED future's first read is reported
+            self.retrieved(lag_ns if lag_ns > 0 else 0)
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def hook(self) -> LifecycleHook:
+        """The metrics side of this name's executors' lifecycle: these series themselves."""
+        return self
 
     def unretrieved(self, label: str) -> None:
         self.metrics[UNRETRIEVED].labels(self.name, label).inc()
@@ -351,7 +386,6 @@ class MultiprocessMetrics:
             if series is None:
                 series = self._series[name] = MultiprocessSeries(self.metrics, name, self.live)
             return series
-
 
 
 def _alive(pid: int, recorded_start: float) -> bool:
@@ -462,9 +496,7 @@ class MultiprocessCollector:
                 running = values.get(f"{name}\0running", 0.0)
                 yield f"{name}\0busy", running * now - values.get(f"{name}\0starts", 0.0), now
 
-    def _derive(
-        self, merged: list[Metric], live: list[dict[str, float]], archive: Any, now: float
-    ) -> list[Metric]:
+    def _derive(self, merged: list[Metric], live: list[dict[str, float]], archive: Any, now: float) -> list[Metric]:
         """The families derived from the live processes' state and the archive (clamped there, see above)."""
         totals: dict[str, dict[str, float]] = {}  # executor name -> field -> sum over the live processes
         oldest: dict[str, float] = {}

@@ -1,12 +1,13 @@
 """The tasks running now, per executor, and where each task ran: what ``GET /tasks`` serves.
 
-Every executor's lifecycle has one ``RunningTasks`` hook. It holds the futures of the tasks running now (with
-their start), lets go of the function that ``Lifecycle.submit`` keeps on each future until its task ends (to name
-it, never its arguments), and, where a task starts in the worker thread that runs it (thread and interpreter
-pools), records where it runs: ``future._tf_ran_on``, (process id, thread id, None: the thread's name is read on
-that thread when the task ends, or by a reader of the table while it runs). A task that runs in another process
-brings the same triple home with its outcome, the name filled in (``_calls``). The span of a task carries it as
-the semantic conventions' ``process.pid``, ``thread.id`` and ``thread.name``.
+Every executor has one ``RunningTasks`` table, whose ``tasks`` dict its lifecycle writes as tasks start and end
+(``_lifecycle.Lifecycle``): the futures of the tasks running now, with their start. The lifecycle lets go of the
+function it keeps on each future (to name it, never its arguments) as the task ends, and, where a task starts in
+the worker thread that runs it (thread and interpreter pools), records where it runs: ``future._tf_ran_on``,
+(process id, thread id, None: the thread's name is read on that thread when the task ends, or by a reader of the
+table while it runs). A task that runs in another process brings the same triple home with its outcome, the name
+filled in (``_calls``). The span of a task carries it as the semantic conventions' ``process.pid``, ``thread.id``
+and ``thread.name``.
 
 A task counts as running from the moment its future enters RUNNING in this process until it ends: for a process
 pool, from its hand-off to the pool's call queue; its worker is known only when it ends. (The metrics count a
@@ -26,7 +27,6 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import function_name
 from tracedfutures._state import state
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 SCHEMA = "tracedfutures.tasks/1"
 
 _current_thread = threading.current_thread
-_get_ident = threading.get_ident
-_clock = time.time_ns
 
 
 def ran_on_here() -> tuple[int, int, str | None]:
@@ -59,13 +57,13 @@ def thread_name(thread_id: int) -> str | None:
 
 
 class RunningTasks:
-    """One executor's running tasks: the lifecycle hook that keeps them, and what ``/tasks`` reads of them.
+    """One executor's running tasks, as its lifecycle keeps them, and what ``/tasks`` reads of them.
 
     ``tasks`` maps the future of each running task to its start in this process, in ns (insertion and removal
     are single dict operations: atomic with the GIL and locked per dict without it); a reader copies it.
     """
 
-    __slots__ = ("__weakref__", "executor", "kind", "name", "on_start", "tasks")
+    __slots__ = ("__weakref__", "executor", "kind", "name", "tasks")
 
     def __init__(self, executor: Executor, name: str, kind: Kind) -> None:
         self.name = name
@@ -75,36 +73,8 @@ class RunningTasks:
             self.executor: weakref.ref[Executor] | None = weakref.ref(executor)
         except TypeError:  # an executor that cannot be weakly referenced: its capacity is not known
             self.executor = None
-        # Thread and interpreter pools start a task in the worker thread that runs it: where it runs is known now.
-        self.on_start = self._start_here if kind in ("thread", "interpreter") else self._start
         with state.running_lock:
             state.running.add(self)
-
-    @not_listening
-    def on_submit(self, future: TracedFuture, fn: Any) -> None:
-        """``Lifecycle.submit`` keeps the task's function on its future (``_tf_fn``), without a call."""
-
-    def _start(self, future: TracedFuture) -> None:
-        # A task that runs elsewhere (its real start comes home with its outcome) started here now.
-        self.tasks[future] = future.started_ns or _clock()
-
-    def _start_here(self, future: TracedFuture) -> None:
-        # The thread's name is read where it is needed (cheaper than here, for every task): at the task's end on
-        # that same thread, and by a reader of the table while the thread runs the task.
-        future._tf_ran_on = (state.pid, _get_ident(), None)
-        self.tasks[future] = future.started_ns or _clock()
-
-    def on_finish(self, future: TracedFuture) -> None:
-        future._tf_fn = None
-        self.tasks.pop(future, None)
-
-    @not_listening
-    def on_refused(self, future: TracedFuture, method: str) -> None:
-        """A refused transition changes no task's state."""
-
-    @not_listening
-    def on_retrieved(self, future: TracedFuture) -> None:
-        """Reading a result happens after the task ended."""
 
     def alive(self) -> bool:
         """Whether the executor lives and is not shut down (an executor that cannot be weakly referenced counts
@@ -124,7 +94,7 @@ class RunningTasks:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's running tasks do not run here."""
-        self.tasks = {}
+        self.tasks.clear()
 
 
 class RunningTask(TypedDict):

@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import textwrap
+import threading
 import time
 import tokenize
 from collections.abc import Callable, Iterable, Iterator
@@ -53,12 +54,15 @@ from tracedfutures._state import state
 T = TypeVar("T")
 _log = logging.getLogger("tracedfutures")
 _clock = time.time_ns
+_get_ident = threading.get_ident
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _FINISHED_STATES = (CANCELLED_AND_NOTIFIED, FINISHED)
 # The stdlib's private helpers, which typeshed does not declare.
 _private: Any = _base
 _thread_private: Any = _thread
 _process_private: Any = _process
+#: The process-wide state, under a name that the transitions' local ``state`` (the future's) leaves alone.
+_shared = state
 
 #: Set to 1 to use every public-API fallback whatever the interpreter (how the tests run the fallback).
 FORCE_FALLBACK_ENV = "TRACEDFUTURES_FORCE_FALLBACK"
@@ -198,8 +202,9 @@ def choose(part: str) -> Any:
 
 
 # -- the future's transitions ---------------------------------------------------------------------------------------
-# They expect, on the future: ``_tf_life`` (the lifecycle to tell, or None), ``finished_ns``, ``started_ns`` and
-# ``ran``, and the methods ``_refused(method)`` and ``_accept_remote(life, data)`` (see ``TracedFuture``).
+# They expect, on the future: ``_tf_life`` (the lifecycle to tell, or None; see ``_lifecycle.Lifecycle``), ``_tf_fn``,
+# ``_tf_ran_on``, ``finished_ns``, ``started_ns`` and ``ran``, and the methods ``_refused(method)`` and
+# ``_accept_remote(life, data)`` (see ``TracedFuture``).
 
 
 @mirrors(
@@ -210,6 +215,9 @@ def choose(part: str) -> Any:
         "concurrent.futures._base:Future.set_running_or_notify_cancel": "815f98f1438d308e",
         "concurrent.futures._base:Future.set_result": "61ba1775e7688002",
         "concurrent.futures._base:Future.set_exception": "39df47f162921e52",
+        "concurrent.futures._base:Future.result": "a2c6bd496c37df0e",
+        "concurrent.futures._base:Future.exception": "06f5285d63a0b339",
+        "concurrent.futures._base:Future._Future__get_result": ("a72cbcdaedb6aceb", "28850a28cb1b4e4f"),
     },
 )
 class FutureTransitions:
@@ -227,8 +235,10 @@ class FutureTransitions:
             self._state = CANCELLED
             self.finished_ns = _clock()  # tf: when it ended
             self._condition.notify_all()
-        life = self._tf_life  # tf: tell the lifecycle
+        life = self._tf_life  # tf: tell the lifecycle (``Lifecycle.ended``, inline)
         if life is not None:
+            life.tasks.pop(self, None)
+            self._tf_fn = None
             life.on_finish(self)
         self._invoke_callbacks()
         return True
@@ -249,10 +259,15 @@ class FutureTransitions:
             self._refused("set_running_or_notify_cancel")
             raise RuntimeError("Future in unexpected state")
         self.ran = True  # tf: it started here, now (a remote task's real start comes home with its outcome)
-        life = self._tf_life
+        life = self._tf_life  # tf: tell the lifecycle (``Lifecycle.started``, inline)
         if life is not None:
-            if not life.remote:
-                self.started_ns = _clock()
+            if life.remote:
+                started = self.started_ns or _clock()
+            else:
+                started = self.started_ns = _clock()
+            life.tasks[self] = started
+            if life.here:
+                self._tf_ran_on = (_shared.pid, _get_ident(), None)
             life.on_start(self)
         return True
 
@@ -274,12 +289,55 @@ class FutureTransitions:
         if state in _DONE:  # tf: the stdlib raises under the lock; counted here, after it
             self._refused(method)
             raise InvalidStateError(f"{state}: {self!r}")
-        life = self._tf_life  # tf
+        life = self._tf_life  # tf: tell the lifecycle (``Lifecycle.ended``, inline)
         if life is not None:
             if data is not None:
                 self._accept_remote(life, data)
+            life.tasks.pop(self, None)
+            self._tf_fn = None
             life.on_finish(self)
         self._invoke_callbacks()
+
+    def result(self: Any, timeout: float | None = None) -> Any:
+        try:
+            with self._condition:
+                if self._state in [CANCELLED, CANCELLED_AND_NOTIFIED]:
+                    raise _base.CancelledError()
+                elif self._state != FINISHED:  # tf: the stdlib's second look, once: FINISHED goes on below
+                    self._condition.wait(timeout)
+                    if self._state in [CANCELLED, CANCELLED_AND_NOTIFIED]:
+                        raise _base.CancelledError()
+                    elif self._state != FINISHED:
+                        raise _base.TimeoutError()
+                first = not self._tf_read  # tf: the first read, claimed under the lock
+                self._tf_read = True  # tf
+            if first:  # tf: told after the lock is released
+                life = self._tf_life
+                if life is not None:
+                    life.on_retrieved(self)
+            return self._Future__get_result()
+        finally:
+            # Break a reference cycle with the exception in self._exception
+            self = None
+
+    def exception(self: Any, timeout: float | None = None) -> BaseException | None:
+        with self._condition:
+            if self._state in [CANCELLED, CANCELLED_AND_NOTIFIED]:
+                raise _base.CancelledError()
+            elif self._state != FINISHED:  # tf: as in ``result``
+                self._condition.wait(timeout)
+                if self._state in [CANCELLED, CANCELLED_AND_NOTIFIED]:
+                    raise _base.CancelledError()
+                elif self._state != FINISHED:
+                    raise _base.TimeoutError()
+            first = not self._tf_read  # tf: as in ``result``
+            self._tf_read = True  # tf
+        if first:  # tf
+            life = self._tf_life
+            if life is not None:
+                life.on_retrieved(self)
+        exception: BaseException | None = self._exception
+        return exception
 
     def _claim_read(self: Any) -> bool:
         """Whether this read of the FINISHED future is the first (marked ``_tf_read``, under the future's lock)."""
@@ -294,14 +352,12 @@ class FutureTransitions:
             condition.release()
 
 
-
-
 def _ended(future: Any) -> None:
     """The fallback's done-callback, the first one registered: the future finished or was cancelled."""
     future.finished_ns = _clock()
     life = future._tf_life
     if life is not None:
-        life.on_finish(future)
+        life.ended(future)
 
 
 @fallback("future transitions")
@@ -324,9 +380,7 @@ class PublicTransitions:
             self.ran = True
             life = self._tf_life
             if life is not None:
-                if not life.remote:
-                    self.started_ns = _clock()
-                life.on_start(self)
+                life.started(self)
         return running
 
     def _settle(self: Any, method: str, result: Any, exception: BaseException | None, data: Any) -> None:
@@ -341,6 +395,20 @@ class PublicTransitions:
         except InvalidStateError:
             self._refused(method)
             raise
+
+    def result(self: Any, timeout: float | None = None) -> Any:
+        try:
+            return Future.result(self, timeout)
+        finally:
+            if not self._tf_read:
+                self._retrieved()
+
+    def exception(self: Any, timeout: float | None = None) -> BaseException | None:
+        try:
+            return Future.exception(self, timeout)
+        finally:
+            if not self._tf_read:
+                self._retrieved()
 
     def _claim_read(self: Any) -> bool:
         if not self.done() or self.cancelled():

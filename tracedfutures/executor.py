@@ -34,7 +34,7 @@ from tracedfutures._running import RunningTasks
 from tracedfutures._start_board import StartBoard
 from tracedfutures._state import state
 from tracedfutures._telemetry import opentelemetry_own
-from tracedfutures.metrics import ExecutorRecorder, MetricsHook
+from tracedfutures.metrics import ExecutorRecorder
 from tracedfutures.package import _instruments_optional
 from tracedfutures.spans import _span_hook, _task_cpu_hook
 
@@ -129,7 +129,7 @@ def _make_lifecycle(
     stats = backend.executor(label) if backend is not None else None
     spans = _span_hook(tracer, label, kind, remote, options.record_exception_messages)
     running = RunningTasks(executor, label, kind)
-    hooks: list[LifecycleHook] = [running]
+    hooks: list[LifecycleHook] = []
     if spans is not None:
         timed = _task_cpu_hook(kind)
         if timed is not None:  # before the span side, which ends the span
@@ -138,14 +138,14 @@ def _make_lifecycle(
     board = None
     if stats is not None:
         stats.watch(running)
-        hooks.append(MetricsHook(stats))
+        hooks.append(stats.hook())
         board = _worker_board(executor, kind, running)
         if board is not None:
             hooks.append(board)
             stats.watch_board(board)
     if state.timeline_hook is not None:  # tracedfutures record: the timeline, fed by the lifecycle
         hooks.append(state.timeline_hook(label, kind))
-    life = Lifecycle(label, kind, tuple(hooks), remote)
+    life = Lifecycle(label, kind, tuple(hooks), remote, running)
     if board is not None:
         life.board = board.path
     return life, _capacity(executor, stats)
@@ -238,8 +238,8 @@ class _ChainedFuture(TracedFuture):
 
     __slots__ = ("_tf_inner", "_tf_submitter")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, life: Lifecycle | None = None, fn: Any = None) -> None:
+        super().__init__(life, fn)
         self._tf_inner: Future[Any] | None = None
         self._tf_submitter: otel_context.Context | None = None
 
@@ -321,7 +321,7 @@ class _Route(NamedTuple):
 
     enqueue: _stdlib.Enqueue | None
     make_call: Callable[[TracedFuture, Any, Any, Any], _Call]
-    future: Callable[[], TracedFuture]
+    future: Callable[[Lifecycle | None, Any], TracedFuture]
     remote: bool
     follow: Callable[[TracedFuture, Future[Any]], None] = _chain
 
@@ -350,19 +350,19 @@ def _submit_task(
     fn: Callable[..., T], args: Any, kwargs: Any,
 ) -> TracedFuture[T]:  # fmt: skip
     """Submit ``fn(*args, **kwargs)`` by ``route``: into ``executor`` through its pool's submit body, or through
-    ``submit`` (the executor's own) with the returned future chained to the caller's."""
-    future = route.future()
+    ``submit`` (the executor's own; None: a drop-in pool's stock ``submit``) with the returned future chained to the
+    caller's."""
     # The SDK's own work (its detectors' bound methods): a future that tells no lifecycle, the call as it is.
     own = type(fn) is MethodType and opentelemetry_own(fn)
-    if not own:
-        life.submit(future, fn)
+    future = route.future(None, fn) if own else life.submit(fn, route.future)
     try:
         if callable(fn) and not own:  # anything else fails as the stdlib makes it fail
             fn, args, kwargs = route.make_call(future, fn, args, kwargs)
         if route.enqueue is not None:
             route.enqueue(executor, future, fn, args, kwargs)
         else:
-            assert submit is not None
+            if submit is None:  # made here, per task: the pool holds no call that holds it
+                submit = partial(cast("_TracedPool", executor)._tf_stock_submit, executor)
             route.follow(future, submit(fn, *args, **kwargs))
     except BaseException as exc:
         if not future.done():  # a refused submit ends its task as an error with the exception the caller gets
@@ -520,13 +520,6 @@ class _TracedPool(Executor):
         options = _config.Options(tracer_provider, registry, meter_provider=meter_provider)  # checked by ``_check``
         self._tf_life, self._tf_capacity = _make_lifecycle(self, name, self._tf_kind, remote, options)
 
-    def _tf_submit(self, fn: Callable[..., T], args: Any, kwargs: Any) -> TracedFuture[T]:
-        """Each drop-in class's ``submit`` (which has its own name, for the stdlib's errors)."""
-        route = self._tf_route
-        # Through the pool's own submit where there is no copy of its body (made here: the pool holds no call).
-        submit = None if route.enqueue is not None else partial(self._tf_stock_submit, self)
-        return _submit_task(route, self, submit, self._tf_life, fn, args, kwargs)
-
     def _tf_shutdown(self, wait: bool, cancel_futures: bool) -> None:
         """Each drop-in class's ``shutdown``: the pool's, then its workers stop counting as capacity."""
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
@@ -557,7 +550,7 @@ class TracedThreadPoolExecutor(_TracedPool, ThreadPoolExecutor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
         """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
-        return self._tf_submit(fn, args, kwargs)
+        return _submit_task(self._tf_route, self, None, self._tf_life, fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """The pool's ``shutdown``; then its workers stop counting as capacity."""
@@ -590,7 +583,7 @@ class TracedProcessPoolExecutor(_TracedPool, ProcessPoolExecutor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TracedFuture[T]:
         """The pool's ``submit``, the task traced: returns a ``TracedFuture``."""
-        return self._tf_submit(fn, args, kwargs)
+        return _submit_task(self._tf_route, self, None, self._tf_life, fn, args, kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """The pool's ``shutdown``; then its workers stop counting as capacity."""

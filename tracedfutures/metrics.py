@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,6 +63,9 @@ from tracedfutures._metric_definitions import (
     ExecutorNames as ExecutorNames,
     FunctionLabels as FunctionLabels,
     TaskTrace as TaskTrace,
+    read_at_last,
+    task_ended,
+    watch_unretrieved,
 )
 
 # isort: on
@@ -71,7 +74,7 @@ from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import ThreadExit, WorkerCpu, live_pools
 
 if TYPE_CHECKING:
-    from tracedfutures._lifecycle import TracedFuture
+    from tracedfutures._lifecycle import LifecycleHook, TracedFuture
 
 __all__ = [
     "AS_COMPLETED",
@@ -172,6 +175,9 @@ class ExecutorRecorder(Protocol):
     def error_label(self) -> ErrorLabels:
         """The capped ``error_type`` label of an exception."""
 
+    def hook(self) -> LifecycleHook:
+        """The metrics side of the lifecycle of this name's executors, recording here."""
+
 
 class RunningTable(Protocol):
     """One executor's running tasks as ``_running.RunningTasks`` keeps them: each task's future and its start in
@@ -183,6 +189,7 @@ class RunningTable(Protocol):
     def tasks(self) -> dict[Any, int]: ...
     def alive(self) -> bool:
         """Whether the executor lives and is not shut down."""
+
     @property
     def executor(self) -> weakref.ref[Any] | None:
         """The executor, weakly (None where it cannot be weakly referenced): its workers' CPU is read from it."""
@@ -439,6 +446,71 @@ class ExecutorStats:
 
     def started(self, future: TracedFuture) -> None:
         self._local.counts.started += 1
+
+    # -- the lifecycle hook: an in-process executor's stats are its metrics side (see ``hook``) -------------------
+    on_submit = submitted
+    on_start = started
+
+    def on_finish(self, future: TracedFuture) -> None:
+        """A task ended: its counts and, where it started, its queue and run durations, in this thread's counts
+        (one call: the histograms' buckets written here unless there is an exemplar to keep)."""
+        try:
+            outcome, label, queue_ns, run_ns, exemplar = task_ended(future, self.error_label)
+            counts = self._local.counts
+            function = future._tf_function
+            if future.ran:
+                counts.ended_after_start += 1
+            else:
+                counts.unstarted += 1
+            key = (function, outcome, label)
+            completed = counts.completed
+            count = completed.get(key)
+            if count is None:  # this thread's first task of these labels: when the series may have been born
+                counts.created[key] = time.time()
+                completed[key] = 1
+            else:
+                completed[key] = count + 1
+            if run_ns >= 0:
+                queue = counts.queue
+                by_function = counts.run[outcome]
+                run = by_function.get(function)
+                if run is None:
+                    run = by_function[function] = _Histogram(self.buckets)
+                if exemplar is None:
+                    queue.counts[bisect_left(queue.bounds, queue_ns)] += 1
+                    queue.sum += queue_ns
+                    run.counts[bisect_left(run.bounds, run_ns)] += 1
+                    run.sum += run_ns
+                else:
+                    queue.observe(queue_ns, exemplar)
+                    run.observe(run_ns, exemplar)
+            if outcome == "error":
+                watch_unretrieved(future, self, label)
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def on_refused(self, future: TracedFuture, method: str) -> None:
+        try:
+            self.refused(method)
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def on_retrieved(self, future: TracedFuture) -> None:
+        """A finished task's first read: its result lag."""
+        try:
+            if future._tf_unretrieved is not None:
+                read_at_last(future)
+            lag_ns = time.time_ns() - future.finished_ns
+            lag_ns = lag_ns if lag_ns > 0 else 0
+            hist = self._local.counts.result_lag
+            hist.counts[bisect_left(hist.bounds, lag_ns)] += 1
+            hist.sum += lag_ns
+        except Exception as exc:
+            telemetry_failed("metrics", exc)
+
+    def hook(self) -> LifecycleHook:
+        """The metrics side of this name's executors' lifecycle: these stats themselves."""
+        return self
 
     def finished(
         self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
@@ -718,69 +790,6 @@ class MetricsCollector:
         self.names.after_fork()
 
 
-# -- the hook -------------------------------------------------------------------------------------------------------
-class MetricsHook:
-    """The metrics side of the lifecycle: turns one executor's transitions into its recorder's series."""
-
-    __slots__ = ("on_start", "on_submit", "recorder")
-
-    def __init__(self, recorder: ExecutorRecorder) -> None:
-        self.recorder = recorder
-        # The two transitions every task makes go straight to the recorder: no call in between.
-        self.on_submit: Callable[[TracedFuture, Any], None] = recorder.submitted
-        self.on_start: Callable[[TracedFuture], None] = recorder.started
-
-    def on_finish(self, future: TracedFuture) -> None:
-        try:
-            recorder = self.recorder
-            outcome = future.outcome
-            label = recorder.error_label(future._exception) if outcome == "error" else ""  # type: ignore[arg-type]
-            started = future.started_ns
-            queue_ns = run_ns = -1
-            if started and outcome != "cancelled":  # wall clocks may step back: a negative duration counts as 0
-                queue_ns = started - future.submitted_ns
-                ran_for = future._tf_ran_for  # a task run in another process: timed there, result transfer left out
-                run_ns = ran_for if ran_for >= 0 else future.finished_ns - started
-                queue_ns, run_ns = (queue_ns if queue_ns > 0 else 0), (run_ns if run_ns > 0 else 0)
-            context = future._tf_context
-            exemplar = (context, future.finished_ns) if context is not None and context.trace_flags.sampled else None
-            recorder.finished(future.ran, future._tf_function, outcome, label, queue_ns, run_ns, exemplar)
-            if outcome == "error":
-                # Counted when the future is collected unless a caller reads it first (see on_retrieved).
-                finalizer = weakref.finalize(future, _count_unretrieved, recorder, label)
-                finalizer.atexit = False
-                future._tf_unretrieved = finalizer
-                if future._tf_read:
-                    finalizer.detach()
-        except Exception as exc:
-            telemetry_failed("MetricsHook", exc)
-
-    def on_refused(self, future: TracedFuture, method: str) -> None:
-        try:
-            self.recorder.refused(method)
-        except Exception as exc:
-            telemetry_failed("MetricsHook", exc)
-
-    def on_retrieved(self, future: TracedFuture) -> None:
-        try:
-            finalizer = future._tf_unretrieved
-            if finalizer is not None:
-                future._tf_unretrieved = None
-                finalizer.detach()
-            lag_ns = time.time_ns() - future.finished_ns  # only a FINISHED future's first read is reported
-            self.recorder.retrieved(lag_ns if lag_ns > 0 else 0)
-        except Exception as exc:
-            telemetry_failed("MetricsHook", exc)
-
-
-def _count_unretrieved(recorder: ExecutorRecorder, label: str) -> None:
-    """The finalizer of a failed future nobody read: runs from garbage collection, so it must never raise."""
-    try:
-        recorder.unretrieved(label)
-    except Exception as exc:
-        telemetry_failed("MetricsHook", exc)
-
-
 # -- one backend per registry -------------------------------------------------------------------------------------
 def backend_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) -> MetricsBackend | None:
     """The backend recording into ``registry`` (prometheus_client's ``REGISTRY`` if None), made on first use.
@@ -811,4 +820,3 @@ def backend_for(registry: CollectorRegistry | None, buckets: tuple[float, ...]) 
             collector = None
         state.collectors[registry] = collector
         return collector
-
