@@ -169,8 +169,9 @@ def traced() -> list[dict[str, Any]]:
 
 def spans() -> list[dict[str, Any]]:
     """A program with tracing of its own whose tasks make spans: on a thread pool two nested ones (``resize``
-    holding ``encode``), on a process pool (fork and spawn) one (``compress``); every span the program got (the
-    task spans, the tasks' own and those its worker processes sent home), by name, ids and times."""
+    holding ``encode``), on a process pool (fork and spawn) and, from 3.14, an interpreter pool one (``compress``);
+    every span the program got (the task spans, the tasks' own and those its workers sent home), by name, ids and
+    times."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -185,6 +186,10 @@ def spans() -> list[dict[str, Any]]:
     for method in ("fork", "spawn"):
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method)) as executor:
             assert executor.submit(compress, 1).result() == 1
+    if "InterpreterPoolExecutor" in concurrent.futures.__all__:
+        pool = concurrent.futures.InterpreterPoolExecutor(1, "interp", importable, (HERE,))  # type: ignore[attr-defined]
+        with pool:
+            assert pool.submit(compress, 1).result() == 1
     return [
         {
             "name": span.name,

@@ -7,6 +7,7 @@ cap counts what it left out."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import os
@@ -28,6 +29,8 @@ from tracedfutures import _stdlib
 FORCED = os.environ.get(_stdlib.FORCE_FALLBACK_ENV, "") not in ("", "0")
 
 TESTS = Path(__file__).resolve().parent
+#: Whether this Python has ``InterpreterPoolExecutor`` (3.14 and later), which the workload then runs too.
+INTERPRETERS = "InterpreterPoolExecutor" in concurrent.futures.__all__
 TIMEOUT = 120
 #: How much longer than the task measured itself its slice may be: the call around it, under a loaded machine.
 SLACK_NS = 25_000_000
@@ -283,24 +286,30 @@ def drawn_as_their_tasks_made_them(
 
 def test_the_spans_tasks_make_are_drawn_inside_their_slices(tmp_path: Path) -> None:
     """A program with tracing of its own (its SDK tracer provider set as the global one) whose tasks make spans: a
-    thread pool's task two nested ones (``resize`` holding ``encode``), a process pool's (fork, spawn) one
-    (``compress``, which comes home with the outcome). Each is a slice of category ``span`` on its task's lane,
-    inside its task's slice, at the span's own times, named by the span and joined to its task by the task's number:
-    nothing else of it is written. Task spans are not drawn as spans."""
+    thread pool's task two nested ones (``resize`` holding ``encode``), a process pool's (fork, spawn) and, from
+    3.14, an interpreter pool's one (``compress``, which comes home with the outcome). Each is a slice of category
+    ``span`` on its task's lane, inside its task's slice, at the span's own times, named by the span and joined to
+    its task by the task's number: nothing else of it is written. Task spans are not drawn as spans."""
     status, truth, path = record(tmp_path, "0", "spans")
     assert status == 0
     document = validated(path)  # the lanes' slices nest, the spans' with them
     spans = {span["span_id"]: span for span in truth["executors"]}
     tasks = {s["args"]["span_id"]: s for s in task_slices(document)}
-    assert sorted(spans[span_id]["name"] for span_id in tasks) == ["ProcessPoolExecutor compress"] * 2 + [
-        "images resize"
-    ] * 3  # fmt: skip
+    interpreters = ["interp compress"] if INTERPRETERS else []
+    assert sorted(spans[span_id]["name"] for span_id in tasks) == [
+        "ProcessPoolExecutor compress", "ProcessPoolExecutor compress", "images resize", "images resize",
+        "images resize", *interpreters,
+    ]  # fmt: skip
     drawn = drawn_as_their_tasks_made_them(document, spans)
-    assert sorted(e["name"] for e in drawn) == ["compress"] * 2 + ["encode"] * 3 + ["resize"] * 3
+    assert sorted(e["name"] for e in drawn) == ["compress"] * (2 + len(interpreters)) + ["encode"] * 3 + ["resize"] * 3
     assert not any("spans_left_out" in task["args"] for task in tasks.values())
+    by_number = {s["args"]["id"]: s for s in tasks.values()}
     threads = names(document, "thread_name")
-    assert {threads[e["pid"], e["tid"]][:7] for e in drawn if e["name"] != "compress"} == {"images_"}
-    workers = {e["pid"] for e in drawn if e["name"] == "compress"}
+    lanes = Counter((by_number[e["args"]["task"]]["args"]["executor"], threads[e["pid"], e["tid"]][:7]) for e in drawn)
+    assert lanes.keys() == {("images", "images_"), ("ProcessPoolExecutor", "MainThr")} | (
+        {("interp", "interp_")} if INTERPRETERS else set()
+    )  # a thread pool's worker threads, the worker processes' main thread, an interpreter pool's worker thread
+    workers = {e["pid"] for e in drawn if by_number[e["args"]["task"]]["args"]["executor"] == "ProcessPoolExecutor"}
     assert len(workers) == 2 and truth["pid"] not in workers  # the two worker processes
     assert "spans_left_out" not in document["otherData"]
 
