@@ -317,12 +317,14 @@ class _SpansInTasks(SpanProcessor):
         context = span.context
         if context is None:
             return
-        task = self._owners.pop(context.span_id, None)
+        task = self._owners.pop(context.span_id, None) if self._owners else None
         if task is not None:
             if not task.is_recording():  # its task span ended before it: the task may have been drawn
                 return
             task_id = task.get_span_context().span_id
         else:
+            if span.parent is None:  # a root span (a task span, say): no task's
+                return
             home = _worker_spans.home_task()  # a span a worker process made for the task that ends now?
             if home is None or span.name in _CALLS or EXECUTOR_NAME in (span.attributes or {}):
                 return
