@@ -208,6 +208,10 @@ class Page:
             session=self.session,
         )
 
+    def move(self, x: float, y: float) -> None:
+        """Move the mouse to (``x``, ``y``) of the viewport."""
+        self.call("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=self.session)
+
     def double_click(self, x: float, y: float) -> None:
         """Double-click the left button at (``x``, ``y``) of the viewport."""
         for clicks in (1, 2):

@@ -3,7 +3,7 @@ forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and
 ``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
 the second.
 
-    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced]
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced|spans]
 
 ``killed`` and ``exit`` run 200 tasks, pause long enough for the timeline's writer to flush, then end as a crash
 would: SIGKILL, ``os._exit(STATUS)``. ``failures`` serves ``/metrics`` while tasks end without running: a process
@@ -25,7 +25,7 @@ import urllib.request
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from timelinesupport import TASKS, KnownError, blocker, dies_at, failing, importable, quick
+from timelinesupport import TASKS, KnownError, blocker, compress, dies_at, failing, importable, quick, resize
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -110,7 +110,6 @@ def cut_short(how: str, status: int) -> None:
     os._exit(status)
 
 
-
 def refused(pool: Any, error: type[BaseException]) -> None:
     """A pool that must refuse a task (broken, shut down) raises ``error``, as the stdlib's does."""
     try:
@@ -118,6 +117,7 @@ def refused(pool: Any, error: type[BaseException]) -> None:
     except error:
         return
     raise AssertionError(f"{pool!r} took a task")
+
 
 def failures() -> list[dict[str, Any]]:
     from concurrent.futures.process import BrokenProcessPool
@@ -167,6 +167,41 @@ def traced() -> list[dict[str, Any]]:
     ]
 
 
+def spans() -> list[dict[str, Any]]:
+    """A program with tracing of its own whose tasks make spans: on a thread pool two nested ones (``resize``
+    holding ``encode``), on a process pool (fork and spawn) and, from 3.14, an interpreter pool one (``compress``);
+    every span the program got (the task spans, the tasks' own and those its workers sent home), by name, ids and
+    times."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    with ThreadPoolExecutor(2, thread_name_prefix="images") as executor:
+        assert list(executor.map(resize, range(3))) == list(range(3))
+    for method in ("fork", "spawn"):
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method)) as executor:
+            assert executor.submit(compress, 1).result() == 1
+    if "InterpreterPoolExecutor" in concurrent.futures.__all__:
+        pool = concurrent.futures.InterpreterPoolExecutor(1, "interp", importable, (HERE,))  # type: ignore[attr-defined]
+        with pool:
+            assert pool.submit(compress, 1).result() == 1
+    return [
+        {
+            "name": span.name,
+            "span_id": f"{span.context.span_id:016x}",
+            "parent_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+            "start": span.start_time,
+            "end": span.end_time,
+        }
+        for span in exporter.get_finished_spans()
+    ]
+
+
 def main(argv: list[str]) -> int:
     truth, status, mode = argv[0], int(argv[1]), argv[2]
     found: Any
@@ -182,6 +217,8 @@ def main(argv: list[str]) -> int:
         found = failures()
     elif mode == "traced":
         found = traced()
+    elif mode == "spans":
+        found = spans()
     elif mode == "raise":
         raise KnownError("uncaught")
     with open(truth, "w") as out:

@@ -225,6 +225,67 @@ def test_the_cpu_sentence_of_each_pool(tmp_path: Path, page: Page, capsys: pytes
     page.screenshot(keep(tmp_path / "report-cpu.png", capsys))
 
 
+@needs_chromium
+def test_the_spans_tasks_make_are_on_the_page(tmp_path: Path, page: Page, capsys: pytest.CaptureFixture[str]) -> None:
+    """tests/recordworkload.py's program whose tasks make spans (a thread pool's two nested ones, ``resize`` holding
+    ``encode``; a process pool's one, ``compress``, for a forked and a spawned worker), recorded: the page counts
+    them, draws each inside its task's bar (the hover over one, zoomed in, names it) and sums them up per function
+    and span name against the time their tasks ran, as the file says."""
+    trace, report = tmp_path / "trace.json", tmp_path / "report.html"
+    program = (sys.executable, ROOT / "tests" / "recordworkload.py", tmp_path / "truth.json", "0", "spans")
+    done = tracedfutures("record", "-o", trace, "--", *program, cwd=ROOT / "tests")
+    assert done.returncode == 0, done.stderr
+    done = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page.open(report)
+    assert page.errors == []
+    assert page.evaluate("document.getElementById('summary-spans').textContent") == "8"
+
+    # The table, from the file's own slices: per (executor, function, span), the spans, their tasks, their time
+    # and its share of those tasks' run time.
+    trace_events = events(trace)
+    tasks = {e["args"]["id"]: e for e in trace_events if e.get("cat") == "task"}
+    made: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for span in (e for e in trace_events if e.get("cat") == "span"):
+        task = tasks[span["args"]["task"]]
+        made.setdefault((task["args"]["executor"], task["name"], span["name"]), []).append(span)
+    assert set(made) == {("images", "resize", "resize"), ("images", "resize", "encode"),
+                         ("ProcessPoolExecutor", "compress", "compress")}  # fmt: skip
+    rows = {(row["executor"], row["function"], row["span"]): row for row in table(page, "spans-table")}
+    assert rows.keys() == made.keys()
+    for key, spans in made.items():
+        row, run = rows[key], sum(tasks[s["args"]["task"]]["dur"] for s in spans)
+        assert (row["spans"], row["in tasks"]) == (str(len(spans)), str(len({s["args"]["task"] for s in spans})))
+        # The share, to the tenth the page shows (rounded twice: to 4 places in the data, to 1 on the page).
+        share = float(row["of the tasks' run"].removesuffix(" %"))
+        assert share == pytest.approx(100 * sum(s["dur"] for s in spans) / run, abs=0.056), key
+
+    # Zoomed in on an encode span (inside resize, inside its task), the hover names it.
+    data = page.evaluate("JSON.parse(document.getElementById('report-data').textContent).timeline")
+    encode = next(i for i, label in enumerate(data["label"]) if data["labels"][label] == "encode")
+    assert data["outcomes"][data["outcome"][encode]] == "span" and data["depth"][encode] == 2
+    middle = data["start"][encode] + data["dur"][encode] / 2
+
+    def where() -> tuple[float, float]:
+        x, y, width, height = page.evaluate(
+            "(() => { const r = document.querySelector('#timeline .u-over').getBoundingClientRect();"
+            " return [r.x, r.y, r.width, r.height]; })()"
+        )
+        low, high = (float(v) for v in page.evaluate("document.getElementById('timeline').dataset.range").split())
+        lanes, lane = len(data["lanes"]), data["lane"][encode]
+        return x + (middle - low) / (high - low) * width, y + (lane + 0.5) / lanes * height
+
+    for _ in range(12):
+        page.wheel(*where(), delta_y=-300)
+    page.move(*where())
+    hover = page.evaluate("document.getElementById('timeline-hover').textContent")
+    lane = data["lanes"][data["lane"][encode]]
+    assert hover.startswith(f"{lane} · encode · span · from "), hover
+    page.settle()
+    assert page.errors == []
+    page.screenshot(keep(tmp_path / "report-spans.png", capsys))
+
+
 def test_a_file_that_is_not_a_timeline_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "notes.json").write_text("{not json", encoding="utf-8")
     done = tracedfutures("report", "notes.json", "-o", "out.html", cwd=tmp_path)
@@ -366,6 +427,51 @@ def test_counters_and_merged_slices_keep_their_totals(thousand: Path, monkeypatc
     assert len(merged["lane"]) <= 100 + len(merged["lanes"])
     errors = {i for i, outcome in enumerate(merged["outcome"]) if outcome == merged["outcomes"].index("error")}
     assert errors  # a bar that holds an error is drawn as one
+
+
+def test_spans_are_drawn_at_their_depth_and_merged_apart_from_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 tasks that each make a span holding another one, written by the real TimelineWriter: each span is a bar
+    at its depth in its task (1, then 2); past ``MAX_SLICES`` each worker's spans are merged apart from its tasks,
+    every slice counted once."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    import tracedfutures
+    from tracedfutures._cli import report_data, timeline_reader
+    from tracedfutures.timeline import TimelineWriter
+
+    trace = tmp_path / "trace.json"
+    provider = TracerProvider()
+    provider.add_span_processor(TimelineWriter(trace))
+    tracer = provider.get_tracer("app")
+
+    def work(i: int) -> int:
+        with tracer.start_as_current_span("step"), tracer.start_as_current_span("inner"):
+            return i
+
+    with tracedfutures.TracedThreadPoolExecutor(2, name="steps", tracer_provider=provider) as pool:
+        wait([pool.submit(work, i) for i in range(200)])
+    provider.shutdown()
+    timeline = timeline_reader.read(trace)
+    assert (len(timeline.tasks), len(timeline.spans), timeline.spans_left_out) == (200, 400, 0)
+    assert {task.key for task in timeline.tasks} == {span.task for span in timeline.spans}
+    data = report_data.report_data(timeline, "steps")
+    assert (data["summary"]["spans"], data["summary"]["spans_left_out"]) == (400, 0)
+    drawn = data["timeline"]
+    span_code = drawn["outcomes"].index("span")
+    kinds = Counter((drawn["labels"][label], outcome == span_code, depth)
+                    for label, outcome, depth in zip(drawn["label"], drawn["outcome"], drawn["depth"]))  # fmt: skip
+    assert kinds == {(work.__qualname__, False, 0): 200, ("step", True, 1): 200, ("inner", True, 2): 200}
+    [row] = [row for row in data["spans"] if row["span"] == "inner"]
+    assert (row["function"], row["spans"], row["tasks"]) == (work.__qualname__, 200, 200)
+
+    monkeypatch.setattr(report_data, "MAX_SLICES", 50)
+    merged = report_data.report_data(timeline, "steps")["timeline"]
+    assert merged["merged"] and sum(merged["count"]) == merged["slices"] == 600
+    spans = [count for outcome, count in zip(merged["outcome"], merged["count"]) if outcome == span_code]
+    assert sum(spans) == 400 and len(spans) < 400
+    assert all((outcome == span_code) == (depth > 0) for outcome, depth in zip(merged["outcome"], merged["depth"]))
 
 
 @needs_chromium

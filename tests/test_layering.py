@@ -108,6 +108,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures._worker_cpu",
+        "tracedfutures._worker_spans",
         "tracedfutures.spans",
         "tracedfutures.version",
     },

@@ -7,6 +7,7 @@ cap counts what it left out."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import os
@@ -28,6 +29,8 @@ from tracedfutures import _stdlib
 FORCED = os.environ.get(_stdlib.FORCE_FALLBACK_ENV, "") not in ("", "0")
 
 TESTS = Path(__file__).resolve().parent
+#: Whether this Python has ``InterpreterPoolExecutor`` (3.14 and later), which the workload then runs too.
+INTERPRETERS = "InterpreterPoolExecutor" in concurrent.futures.__all__
 TIMEOUT = 120
 #: How much longer than the task measured itself its slice may be: the call around it, under a loaded machine.
 SLACK_NS = 25_000_000
@@ -241,6 +244,76 @@ def test_every_task_that_ran_has_one_slice_on_a_worker_of_its_pool(tmp_path: Pat
     assert document["otherData"]["executors"]["threads"] == {"kind": "thread", "max_workers": 3}
 
 
+def ns(us: float) -> int:
+    """A time of the file (microseconds, written to the nanosecond) in nanoseconds."""
+    return round(us * 1000)
+
+
+def drawn_as_their_tasks_made_them(
+    document: dict[str, Any], spans: dict[str, dict[str, Any]], *, not_drawn: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The span slices of the timeline, checked against ``spans`` (every span the program got, by span id: name,
+    ``parent_id``, ``start``, ``end``): one slice for each span that descends from a task span but those named in
+    ``not_drawn``, on its task's lane, inside its task's slice, at the span's own times, with the task's number
+    and nothing else; task spans are not drawn as spans."""
+    origin = document["otherData"]["origin_unix_ns"]
+    tasks = {s["args"]["span_id"]: s for s in task_slices(document)}
+
+    def task_of(span: dict[str, Any]) -> dict[str, Any] | None:
+        while span["parent_id"] not in tasks:
+            if span["parent_id"] not in spans:
+                return None
+            span = spans[span["parent_id"]]
+        return tasks[span["parent_id"]]
+
+    expected = []
+    for span in spans.values():
+        task = task_of(span)
+        if task is not None and span["span_id"] not in tasks and span["name"] not in not_drawn:
+            lane = (task["args"]["id"], span["name"], task["pid"], task["tid"])
+            expected.append((*lane, span["start"] - origin, span["end"] - span["start"]))
+    drawn = [e for e in document["traceEvents"] if e.get("cat") == "span"]
+    assert sorted(
+        (e["args"]["task"], e["name"], e["pid"], e["tid"], ns(e["ts"]), ns(e["dur"])) for e in drawn
+    ) == sorted(expected)  # fmt: skip
+    assert all(e["ph"] == "X" and e["args"] == {"task": e["args"]["task"]} for e in drawn)
+    by_number = {s["args"]["id"]: s for s in tasks.values()}
+    for event in drawn:  # inside its task's slice
+        task = by_number[event["args"]["task"]]
+        assert ns(task["ts"]) <= ns(event["ts"]) and ns(event["ts"] + event["dur"]) <= ns(task["ts"] + task["dur"])
+    return drawn
+
+
+def test_the_spans_tasks_make_are_drawn_inside_their_slices(tmp_path: Path) -> None:
+    """A program with tracing of its own (its SDK tracer provider set as the global one) whose tasks make spans: a
+    thread pool's task two nested ones (``resize`` holding ``encode``), a process pool's (fork, spawn) and, from
+    3.14, an interpreter pool's one (``compress``, which comes home with the outcome). Each is a slice of category
+    ``span`` on its task's lane, inside its task's slice, at the span's own times, named by the span and joined to
+    its task by the task's number: nothing else of it is written. Task spans are not drawn as spans."""
+    status, truth, path = record(tmp_path, "0", "spans")
+    assert status == 0
+    document = validated(path)  # the lanes' slices nest, the spans' with them
+    spans = {span["span_id"]: span for span in truth["executors"]}
+    tasks = {s["args"]["span_id"]: s for s in task_slices(document)}
+    interpreters = ["interp compress"] if INTERPRETERS else []
+    assert sorted(spans[span_id]["name"] for span_id in tasks) == [
+        "ProcessPoolExecutor compress", "ProcessPoolExecutor compress", "images resize", "images resize",
+        "images resize", *interpreters,
+    ]  # fmt: skip
+    drawn = drawn_as_their_tasks_made_them(document, spans)
+    assert sorted(e["name"] for e in drawn) == ["compress"] * (2 + len(interpreters)) + ["encode"] * 3 + ["resize"] * 3
+    assert not any("spans_left_out" in task["args"] for task in tasks.values())
+    by_number = {s["args"]["id"]: s for s in tasks.values()}
+    threads = names(document, "thread_name")
+    lanes = Counter((by_number[e["args"]["task"]]["args"]["executor"], threads[e["pid"], e["tid"]][:7]) for e in drawn)
+    assert lanes.keys() == {("images", "images_"), ("ProcessPoolExecutor", "MainThr")} | (
+        {("interp", "interp_")} if INTERPRETERS else set()
+    )  # a thread pool's worker threads, the worker processes' main thread, an interpreter pool's worker thread
+    workers = {e["pid"] for e in drawn if by_number[e["args"]["task"]]["args"]["executor"] == "ProcessPoolExecutor"}
+    assert len(workers) == 2 and truth["pid"] not in workers  # the two worker processes
+    assert "spans_left_out" not in document["otherData"]
+
+
 @pytest.mark.parametrize(
     ("program", "name"),
     [
@@ -368,6 +441,79 @@ def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> Non
     assert document["otherData"]["left_out"] == 5 - max_tasks
     with pytest.raises(ValueError, match="max_tasks"):
         TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
+
+
+def test_the_writer_as_a_span_processor_draws_the_spans_tasks_make(tmp_path: Path) -> None:
+    """The span processor of a program's own provider draws the same span slices (two nested ones of a thread
+    pool's task, one of a process pool's, spawned), and leaves out what cannot be drawn inside a task: of two spans
+    that cross, the one that would cross the other (counted on the task's slice); a span that ends after its task
+    (nor is it kept); a task submitted from a task, drawn as a task of its own with its spans on its own lane."""
+    import multiprocessing
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from timelinesupport import compress
+
+    import tracedfutures
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    writer = TimelineWriter(tmp_path / "own.json")
+    provider.add_span_processor(writer)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+    inner = tracedfutures.TracedThreadPoolExecutor(1, name="inner", tracer_provider=provider)
+
+    def traced_resize(size: int) -> int:
+        with tracer.start_as_current_span("resize"), tracer.start_as_current_span("encode"):
+            return size
+
+    def crossing() -> None:
+        first, second = tracer.start_span("first"), tracer.start_span("second")
+        first.end()
+        second.end()
+
+    def outer() -> int:
+        with tracer.start_as_current_span("prepare"):
+            pass
+        return inner.submit(traced_resize, 7).result()
+
+    with tracedfutures.TracedThreadPoolExecutor(2, name="own", tracer_provider=provider) as pool:
+        assert list(pool.map(traced_resize, range(2))) == [0, 1]
+        pool.submit(crossing).result()
+        late = pool.submit(tracer.start_span, "late").result()
+        assert pool.submit(outer).result() == 7
+    late.end()
+    inner.shutdown()
+    spawn = multiprocessing.get_context("spawn")
+    with tracedfutures.TracedProcessPoolExecutor(1, name="procs", mp_context=spawn, tracer_provider=provider) as procs:
+        assert procs.submit(compress, 1).result() == 1
+    assert writer.spans_in_tasks.held == {}  # type: ignore[attr-defined]  # every span drawn with its task, or none
+    provider.shutdown()
+
+    document = validated(tmp_path / "own.json")
+    spans = {
+        f"{span.context.span_id:016x}": {
+            "name": span.name,
+            "span_id": f"{span.context.span_id:016x}",
+            "parent_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+            "start": span.start_time,
+            "end": span.end_time,
+        }
+        for span in exporter.get_finished_spans()
+    }
+    drawn = drawn_as_their_tasks_made_them(document, spans, not_drawn=("second", "late"))
+    assert sorted(e["name"] for e in drawn) == ["compress", "encode", "encode", "encode", "first", "prepare"] + [
+        "resize"
+    ] * 3  # fmt: skip
+    slices = {s["name"].rsplit(".", 1)[-1]: s for s in task_slices(document) if s["args"]["executor"] == "own"}
+    assert slices["crossing"]["args"]["spans_left_out"] == 1
+    assert not any("spans_left_out" in s["args"] for s in task_slices(document) if s is not slices["crossing"])
+    nested = next(s for s in task_slices(document) if s["args"]["executor"] == "inner")
+    assert {e["name"] for e in drawn if e["args"]["task"] == nested["args"]["id"]} == {"resize", "encode"}
+    assert {e["name"] for e in drawn if e["args"]["task"] == slices["outer"]["args"]["id"]} == {"prepare"}
 
 
 def test_slices_are_named_by_their_function_and_older_files_are_read(tmp_path: Path) -> None:

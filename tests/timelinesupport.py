@@ -76,6 +76,27 @@ def dies_at(value: int) -> int:
     return value
 
 
+def resize(size: int) -> int:
+    """A task whose code makes two nested spans with the program's own tracer: ``resize``, holding ``encode``."""
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("app")
+    with tracer.start_as_current_span("resize"):
+        time.sleep(0.002)
+        with tracer.start_as_current_span("encode"):
+            time.sleep(0.002)
+    return size
+
+
+def compress(size: int) -> int:
+    """A task whose code makes one span, ``compress`` (in a worker process: it comes home with the outcome)."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("app").start_as_current_span("compress"):
+        time.sleep(0.002)
+    return size
+
+
 #: The writer's own metadata events: its header, each executor, its end (tracedfutures/timeline.py).
 OWN_EVENTS = ("tracedfutures", "tracedfutures_executor", "tracedfutures_end")
 

@@ -34,12 +34,37 @@ def start_recording(sitecustomize: str) -> None:
         state.timeline_hook = writer.lifecycle_hook
         state.timeline_call = writer.call_ended
         ConcurrentFuturesInstrumentor().instrument()
+        _draw_spans_in_tasks(writer)
         # At exit, the file is finished (registered first, so run last: every task has ended by then, the pools'
         # own exit hooks run before any atexit hook).
         atexit.register(writer.shutdown)
         atexit.register(_say_what_was_not_recorded, writer, _watch_untraced_pools())
         _finish_on_sigterm(writer)
     _run_shadowed_sitecustomize(os.path.dirname(os.path.abspath(sitecustomize)))
+
+
+def _draw_spans_in_tasks(writer: Any) -> None:
+    """The spans the program's tasks make, drawn inside their tasks' slices: when the program sets an SDK tracer
+    provider as the global one (``trace.set_tracer_provider``, as ``opentelemetry-instrument`` and ``setup_tracing``
+    do too), the writer's processor of spans in tasks is added to it, once. That provider makes the task spans (the
+    instrumentor records through the global one) under which the tasks' spans start, and gets the spans of process
+    pools' tasks home; a program that sets none makes no task span, and pays nothing for this."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from wrapt import wrap_function_wrapper
+
+    added: list[TracerProvider] = []
+
+    def set_tracer_provider(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = wrapped(*args, **kwargs)
+        provider = trace.get_tracer_provider()
+        # Not in a forked child, whose writer is closed (a worker that sets its own provider, or our collector).
+        if isinstance(provider, TracerProvider) and not added and not writer._closed:
+            added.append(provider)
+            provider.add_span_processor(writer.spans_in_tasks)
+        return result
+
+    wrap_function_wrapper(trace, "set_tracer_provider", set_tracer_provider)
 
 
 def _finish_on_sigterm(writer: Any) -> None:

@@ -41,6 +41,9 @@ from tracedfutures._telemetry import telemetry_failed
 #: At most this many spans of one task travel home; the rest are counted on the task span.
 MAX_WORKER_SPANS = 128
 
+#: ``task``: the context of the task span whose worker spans this thread is handing to span processors (``export``).
+_home = threading.local()
+
 # One finished worker span, as plain data for pickle: name, span id, parent span id, parent is remote, trace
 # flags, trace state, kind, start, end, attributes, events, links, status code, status description, scope.
 Record = tuple[Any, ...]
@@ -189,10 +192,10 @@ def finish(task: _TaskSpans) -> tuple[tuple[Record, ...], int]:
     return collector.finish(task)
 
 
-
 # -- the submitting side -----------------------------------------------------------------------------------
 def export(task_span: object, records: Sequence[Record]) -> None:
-    """Hand the worker's spans of one task to the span processors of the task span's tracer provider."""
+    """Hand the worker's spans of one task to the span processors of the task span's tracer provider, in one go,
+    before the task span ends (``home_task`` names the task meanwhile)."""
     if not records or not isinstance(task_span, SdkSpan):
         return
     processor = getattr(task_span, "_span_processor", None)
@@ -201,11 +204,23 @@ def export(task_span: object, records: Sequence[Record]) -> None:
         return
     task = task_span.get_span_context()
     resource = task_span.resource
-    for record in records:
-        try:
-            on_end(_readable(record, task.trace_id, resource))
-        except Exception as exc:
-            telemetry_failed("worker span export", exc)
+    _home.task = task
+    try:
+        for record in records:
+            try:
+                on_end(_readable(record, task.trace_id, resource))
+            except Exception as exc:
+                telemetry_failed("worker span export", exc)
+    finally:
+        _home.task = None
+
+
+def home_task() -> SpanContext | None:
+    """The context of the task span whose worker spans this thread is handing to span processors now, else None:
+    how a processor that saw none of them start (the timeline's, ``timeline._SpansInTasks``) knows whose they are.
+    Every span handed home descends from that task span (the worker's collector keeps no other)."""
+    task: SpanContext | None = getattr(_home, "task", None)
+    return task
 
 
 def _readable(record: Record, trace_id: int, resource: Resource) -> ReadableSpan:

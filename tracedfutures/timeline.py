@@ -16,11 +16,13 @@ writer's own: a program killed or ended through ``os._exit`` leaves a file that 
 flush, which the viewers and ``tracedfutures report`` read as it is (without its closing ``]``). It opens with the
 writer's header (``"ph": "M"`` named ``tracedfutures``: ``writer``, ``origin_unix_ns``, ``max_tasks``), names each
 executor the first time one of its tasks ends (``tracedfutures_executor``: ``name``, ``kind``, ``max_workers``)
-and closes with its end (``tracedfutures_end``: ``drawn``, ``left_out``), which a file cut short lacks.
+and closes with its end (``tracedfutures_end``: ``drawn``, ``left_out`` and, when some were, ``spans_left_out``),
+which a file cut short lacks.
 
-``tracedfutures record -o trace.json -- python app.py`` writes the same file without spans: the writer is fed by
-each executor's lifecycle (``TimelineWriter.lifecycle_hook``, ``state.timeline_hook``), and the tasks it hears end
-are written by the writer's own thread, off the tasks' path.
+``tracedfutures record -o trace.json -- python app.py`` writes the same file without making spans: the writer is
+fed by each executor's lifecycle (``TimelineWriter.lifecycle_hook``, ``state.timeline_hook``), and the tasks it
+hears end are written by the writer's own thread, off the tasks' path; the spans of a program that traces are seen
+by the writer's ``spans_in_tasks`` processor.
 
 What is written, for each task (times in microseconds from the writer's start, the header's ``origin_unix_ns``;
 docs/timeline.md has the whole table):
@@ -38,6 +40,14 @@ docs/timeline.md has the whole table):
   ``BrokenProcessPool`` before a worker was heard to start it);
 - a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
   that had died when the pool broke, with its ``exit_code`` and ``signal``;
+- the spans the task's own code made (with the program's tracer, under its task span: in a worker thread, and in
+  a worker process, whose spans come home with the outcome), as complete slices (category ``span``) on the task's
+  lane inside its slice, which the viewers draw below it: named by the span, at its times, with ``args`` ``task``
+  (the task's number) and nothing else of it; at most ``MAX_TASK_SPANS`` a task, those that nest (in the task's
+  slice and in each other, as a lane's slices must; a span that ends after its task is not drawn either), the rest
+  counted on the task's slice (``spans_left_out``). Under ``tracedfutures record`` they are drawn when the program
+  sets an SDK tracer provider as the global one (which makes the task spans); the writer as a span processor draws
+  those of the tasks whose spans it sees;
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
   name): each count's mean over each ``COUNTER_EVERY_NS`` step it changed in, then the count after it (``_Step``),
@@ -50,13 +60,14 @@ docs/timeline.md has the whole table):
 
 Memory stays bounded however long the run: events go to the file as spans end (through a buffer of
 ``BUFFER_BYTES``, flushed every second), and each counter change is written in time order once none can come
-before it (``_Counters``: at most ``CHUNK`` held). The file is bounded by ``max_tasks`` (default
-``DEFAULT_MAX_TASKS``): tasks and calls that end past it leave no slice, and the end's ``left_out`` counts them;
-the counters still count every task.
+before it (``_Counters``: at most ``CHUNK`` held), and a task's spans are held until the task is drawn (at most
+``MAX_HELD_SPANS`` of all tasks at once; past it they are counted in the end's ``spans_left_out``). The file is
+bounded by ``max_tasks`` (default ``DEFAULT_MAX_TASKS``): tasks and calls that end past it leave no slice (nor do
+their spans), and the end's ``left_out`` counts them; the counters still count every task.
 
-Only spans that this processor saw start are drawn: task spans of this process's executors and its own ``wait``
-/ ``as_completed`` calls, not spans made in worker processes. Nothing of a task's arguments or results is
-written, nor exception messages.
+Only spans that this processor saw start are drawn as tasks and calls: task spans of this process's executors and
+its own ``wait`` / ``as_completed`` calls. Nothing of a task's arguments or results is written, nor exception
+messages.
 """
 
 from __future__ import annotations
@@ -74,10 +85,12 @@ import weakref
 from collections import deque
 from typing import Any, NamedTuple
 
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
+from tracedfutures import _worker_spans
 from tracedfutures._lifecycle import TracedFuture, not_listening
 from tracedfutures._naming import error_type, function_name, joblib_calls
 from tracedfutures._running import executors_now, pools_by_name, thread_name
@@ -123,6 +136,12 @@ HEAD, EXECUTOR, END = "tracedfutures", "tracedfutures_executor", "tracedfutures_
 COUNTER_EVERY_NS = 1_000_000
 #: The executors' workers' CPU is read as tasks end, at most this often (ns).
 CPU_EVERY_NS = 50_000_000
+#: The spans a task's own code makes that are drawn inside its slice at most (as many as travel home from a worker
+#: process); the rest are counted on the slice (``spans_left_out``).
+MAX_TASK_SPANS = _worker_spans.MAX_WORKER_SPANS
+#: Spans of tasks held at most, ended but not drawn yet (their task has not ended, or is waiting to be written);
+#: past it, spans are left out and counted in the end event (``spans_left_out``).
+MAX_HELD_SPANS = 1 << 16
 
 #: How the error type of a task that a process pool's broken state ended ends.
 BROKEN_POOL = "BrokenProcessPool"
@@ -130,6 +149,8 @@ BROKEN_POOL = "BrokenProcessPool"
 _CALLS = {WAIT_SPAN: "wait", AS_COMPLETED_SPAN: "as_completed"}
 #: Where the span started: the starting thread's id and name, and when ``on_start`` ran (ns).
 _Started = tuple[int, str, int]
+#: A span a task's code made, as it is drawn: its name, start and end (ns).
+_Inside = tuple[str, int, int]
 
 
 class _Counters:
@@ -247,6 +268,124 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+class _SpansInTasks(SpanProcessor):
+    """The span processor that keeps the spans a task's own code makes (``tracer.start_as_current_span("resize")``
+    in a task function, with the program's tracer) until the writer draws the task, which draws them inside its
+    slice (``TimelineWriter._slice``). The writer calls it for the spans it does not draw itself; ``tracedfutures
+    record`` adds it to the SDK tracer provider the program sets as the global one (``_recording``).
+
+    A span is a task's when it starts under the task span, or under a span that is a task's: in a worker thread (or
+    wherever the task span is current) the parent span object is in the context it starts in, and a task span is one
+    with an ``executor.name``. The spans a worker process made for a task come home with its outcome and are handed
+    to the processors in one go before the task span ends: ``_worker_spans.home_task`` names their task. Task spans
+    and ``wait`` / ``as_completed`` spans are never a task's (the writer draws them as they are); a span that ends
+    after its task span ended is not kept (its task may have been drawn). Only a span's name and times are kept.
+
+    A span costs two dict operations and, once it ended, a tuple under a lock of its own; a task that makes no span
+    costs nothing but, where the program makes task spans, a look-up of its span as it starts and ends."""
+
+    def __init__(self, writer: TimelineWriter) -> None:
+        self.writer = writer
+        self._lock = threading.Lock()
+        self._owners: dict[int, Span] = {}  # span id of a task's span that started and has not ended -> task span
+        self.held: dict[int, list[_Inside]] = {}  # task span id -> its spans that ended, until it is drawn
+        self._over: dict[int, int] = {}  # task span id -> its spans past ``MAX_TASK_SPANS``
+        self._count = 0  # spans held
+        self.left_out = 0  # spans not held: past ``MAX_HELD_SPANS``
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Note whose span this is, if it is a task's: its parent is a task span, or a span of a task."""
+        parent = span.parent
+        if parent is None or self.writer._closed:
+            return
+        task = self._owners.get(parent.span_id)
+        if task is None:
+            current = trace.get_current_span(parent_context)  # the parent span object, where the context holds it
+            attributes = getattr(current, "attributes", None)
+            if not attributes or EXECUTOR_NAME not in attributes or not isinstance(current, Span):
+                return
+            if current.get_span_context().span_id != parent.span_id:
+                return
+            task = current
+        if span.name in _CALLS or EXECUTOR_NAME in (span.attributes or {}):
+            return  # a task's wait or another task: drawn as they are
+        if len(self._owners) < MAX_HELD_SPANS:
+            self._owners[span.get_span_context().span_id] = task
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Keep a task's span that ended, by its task span's id."""
+        context = span.context
+        if context is None:
+            return
+        task = self._owners.pop(context.span_id, None) if self._owners else None
+        if task is not None:
+            if not task.is_recording():  # its task span ended before it: the task may have been drawn
+                return
+            task_id = task.get_span_context().span_id
+        else:
+            if span.parent is None:  # a root span (a task span, say): no task's
+                return
+            home = _worker_spans.home_task()  # a span a worker process made for the task that ends now?
+            if home is None or span.name in _CALLS or EXECUTOR_NAME in (span.attributes or {}):
+                return
+            task_id = home.span_id
+        kept = (span.name, span.start_time or 0, span.end_time or 0)
+        with self._lock:
+            if self._count >= MAX_HELD_SPANS:
+                self.left_out += 1
+                return
+            spans = self.held.get(task_id)
+            if spans is None:
+                spans = self.held[task_id] = []
+            elif len(spans) >= MAX_TASK_SPANS:
+                self._over[task_id] = self._over.get(task_id, 0) + 1
+                return
+            spans.append(kept)
+            self._count += 1
+
+    def take(self, span_id: str) -> tuple[list[_Inside], int]:
+        """The spans of the task whose span id is ``span_id`` (hex), taken out, and how many of them were not held
+        (past ``MAX_TASK_SPANS``)."""
+        key = int(span_id, 16)
+        with self._lock:
+            spans = self.held.pop(key, None)
+            if spans is None:
+                return [], 0
+            self._count -= len(spans)
+            return spans, self._over.pop(key, 0)
+
+    def shutdown(self) -> None:
+        """The writer's file is finished by the writer (``TimelineWriter.shutdown``), not by a provider."""
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._owners, self.held, self._over, self._count = {}, {}, {}, 0
+
+
+def _nested(spans: list[_Inside], start: int, end: int) -> list[_Inside]:
+    """The spans that nest in the slice from ``start`` to ``end`` and in each other, as slices on one lane must (a
+    viewer stacks a lane's slices by time), by start, the longer first: a span that would cross one drawn before it
+    (one the task's code ended in another thread, say) is not drawn."""
+    drawn: list[_Inside] = []
+    ends = [end]  # the ends of the slices open at each span's start, innermost last
+    for span in sorted(spans, key=_start_then_longest):
+        _, span_start, span_end = span
+        while len(ends) > 1 and ends[-1] <= span_start:
+            ends.pop()
+        if span_start < start or span_end > ends[-1] or span_end < span_start:
+            continue
+        ends.append(span_end)
+        drawn.append(span)
+    return drawn
+
+
+def _start_then_longest(span: _Inside) -> tuple[int, int]:
+    return span[1], -span[2]
+
+
 class _Ended(NamedTuple):
     """A task that ended, as the writer draws it, from its span or from its future (``_TimelineHook``)."""
 
@@ -303,6 +442,7 @@ class TimelineWriter(SpanProcessor):
         self._steps: list[_Step] = []  # each executor's counters, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
         self._cpu_read = 0  # when it was last read (ns)
+        self._in_tasks = _SpansInTasks(self)
         self.drawn = 0
         self.left_out = 0
         self._tasks = 0  # the tasks drawn: each one's number is its id in the file
@@ -317,6 +457,13 @@ class TimelineWriter(SpanProcessor):
         threading.Thread(target=self._flush_every_second, name="tracedfutures-timeline", daemon=True).start()
 
     @property
+    def spans_in_tasks(self) -> SpanProcessor:
+        """The span processor that feeds this writer the spans tasks make, to be drawn inside their tasks' slices,
+        for a tracer provider whose task spans this writer does not draw itself (``tracedfutures record`` adds it
+        to the program's own); the writer, as a provider's span processor, does its work already."""
+        return self._in_tasks
+
+    @property
     def executors(self) -> tuple[str, ...]:
         """The names of the executors whose tasks this writer has seen end, in the order it first saw them."""
         return tuple(self._executor_info)
@@ -324,19 +471,25 @@ class TimelineWriter(SpanProcessor):
     # -- the span processor ----------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Note the thread a task span or a wait / as_completed span starts on (the submitting or calling one), and
-        when."""
+        when; any other span may be a task's (``_SpansInTasks``)."""
         attributes = span.attributes or {}
         if span.name in _CALLS or EXECUTOR_NAME in attributes:
             thread = threading.current_thread()
             context = span.get_span_context()
             self._started[context.span_id] = (thread.ident or 0, thread.name, time.time_ns())
+        else:
+            self._in_tasks.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Write the events of a task or wait span this processor saw start; a failure loses events, never the
-        span."""
+        """Write the events of a task or wait span this processor saw start, keep a span a task made; a failure
+        loses events, never the span."""
         context = span.context
         started = self._started.pop(context.span_id, None) if context is not None else None
-        if started is None or self._closed:
+        if started is None:
+            if not self._closed:
+                self._in_tasks.on_end(span)
+            return
+        if self._closed:
             return
         self._take(self._call if span.name in _CALLS else self._task, span, started)
 
@@ -444,8 +597,11 @@ class TimelineWriter(SpanProcessor):
                 self._drain()
                 self._read_cpu(time.time_ns())
                 self._write_counters(None)
+                end: dict[str, Any] = {"drawn": self.drawn, "left_out": self.left_out}
+                if self._in_tasks.left_out:
+                    end["spans_left_out"] = self._in_tasks.left_out
                 # The last event has no comma after it: the array is closed.
-                self._buffer.append(self._own(END, {"drawn": self.drawn, "left_out": self.left_out}) + "\n]\n")
+                self._buffer.append(self._own(END, end) + "\n]\n")
                 self._flush()
             finally:
                 os.close(self._fd)
@@ -471,23 +627,23 @@ class TimelineWriter(SpanProcessor):
         assert context is not None
         cpu_time = attributes.get(TASK_CPU_TIME)
         task = _Ended(
-                executor=str(attributes.get(EXECUTOR_NAME, "")),
-                kind=str(attributes.get(EXECUTOR_KIND, "")),
-                name=span.name,
-                function=str(attributes.get(CODE_FUNCTION, "")),
-                batch=attributes.get(BATCH_SIZE),
-                submitter=started[:2],
-                submitted=span.start_time or 0,
-                running=running,
-                finished=running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended,
-                ended=ended,
-                outcome="error" if error is not None else "cancelled" if attributes.get(TASK_CANCELLED) else "success",
-                error_type=str(error or ""),
-                ran_on=(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
-                if isinstance(worker_pid, int) and isinstance(thread_id, int)
-                else None,
-                cpu_time=cpu_time if isinstance(cpu_time, float) else None,
-                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
+            executor=str(attributes.get(EXECUTOR_NAME, "")),
+            kind=str(attributes.get(EXECUTOR_KIND, "")),
+            name=span.name,
+            function=str(attributes.get(CODE_FUNCTION, "")),
+            batch=attributes.get(BATCH_SIZE),
+            submitter=started[:2],
+            submitted=span.start_time or 0,
+            running=running,
+            finished=running + round(float(run_for) * 1e9) if running and isinstance(run_for, float) else ended,
+            ended=ended,
+            outcome="error" if error is not None else "cancelled" if attributes.get(TASK_CANCELLED) else "success",
+            error_type=str(error or ""),
+            ran_on=(worker_pid, thread_id, str(attributes.get(THREAD_NAME, "")))
+            if isinstance(worker_pid, int) and isinstance(thread_id, int)
+            else None,
+            cpu_time=cpu_time if isinstance(cpu_time, float) else None,
+            ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
         )
         self._count(self._executor(task.executor, task.kind), task.submitted, task.running, task.finished)
         if task.ended - self._cpu_read >= CPU_EVERY_NS:
@@ -496,8 +652,9 @@ class TimelineWriter(SpanProcessor):
 
     def _ended(self, task: _Ended) -> None:
         """Write a task that ended (under ``_lock``): its counters' changes, its queued slice and, if it ran, its
-        slice on the worker that ran it."""
+        slice on the worker that ran it, with the spans its code made inside it."""
         self._executor(task.executor, task.kind)
+        inside, over = self._in_tasks.take(task.ids[1]) if task.ids is not None and self._in_tasks.held else ([], 0)
         running = task.running
         outcome = task.outcome
         broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
@@ -522,9 +679,7 @@ class TimelineWriter(SpanProcessor):
             return
         run_ts = _us(running - self._origin)
         # Its queued slice's begin and end, in one event of the buffer (one line each in the file).
-        self._event(
-            f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}'
-        )
+        self._event(f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}')
         if task.ran_on is None:
             worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
         else:
@@ -534,11 +689,31 @@ class TimelineWriter(SpanProcessor):
             self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
         tid = self._tid(worker_pid, thread_id, thread_name)
         self._last_tid[worker_pid] = tid
+        self._slice(task, name, number, f'"pid":{worker_pid},"tid":{tid}', running, inside, over)
+
+    def _slice(
+        self, task: _Ended, name: str, number: str, lane: str, running: int, inside: list[_Inside], over: int
+    ) -> None:
+        """A task's slice on its ``lane`` (``"pid":...,"tid":...``) and, below it there, the spans its code made
+        that nest in it (category ``span``), each with the task's number; those that do not nest, and the
+        ``over`` not held, are counted on the slice (``spans_left_out``)."""
+        extra = self._more_args(task)
+        if inside:
+            drawn = _nested(inside, running, max(task.finished, running))
+            over += len(inside) - len(drawn)
+            inside = drawn
+        if over:
+            extra += f',"spans_left_out":{over}'
         self._event(
-            f'{{"ph":"X","cat":"task","name":{name},"pid":{worker_pid},"tid":{tid},"ts":{run_ts},'
+            f'{{"ph":"X","cat":"task","name":{name},{lane},"ts":{_us(running - self._origin)},'
             f'"dur":{_us(max(task.finished - running, 0))},"args":{{"id":"{number}",'
-            f'"executor":{self._name(task.executor)}{self._more_args(task)}}}}}'
+            f'"executor":{self._name(task.executor)}{extra}}}}}'
         )
+        for span_name, start, end in inside:
+            self._event(
+                f'{{"ph":"X","cat":"span","name":{self._name(span_name)},{lane},"ts":{_us(start - self._origin)},'
+                f'"dur":{_us(end - start)},"args":{{"task":"{number}"}}}}'
+            )
 
     def _more_args(self, task: _Ended) -> str:
         """The args of a task slice past its id, executor and function, each only where it says something."""
@@ -730,6 +905,7 @@ class TimelineWriter(SpanProcessor):
         self._started = {}
         self._counters = _Counters()
         self._cpu = {}
+        self._in_tasks.after_fork()
         self._lock = threading.Lock()
 
 

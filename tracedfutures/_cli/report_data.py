@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tracedfutures._cli.timeline_reader import BLOCKED, CANCELLED, ERROR, Timeline
+from tracedfutures._cli.timeline_reader import BLOCKED, CANCELLED, ERROR, Span, Timeline
 
 #: Slices drawn one by one; past this, each worker's slices are merged into busy blocks (gaps shorter than a
 #: resolution that keeps the total under the cap are closed).
@@ -34,6 +34,8 @@ OTHER = "(other functions)"
 TOP = 25
 #: Decimal places kept of times in seconds (1 µs).
 DIGITS = 6
+#: The outcome of a span's slice on the timeline (a task's are its own, a blocking call's ``BLOCKED``).
+SPAN = "span"
 
 
 def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
@@ -65,6 +67,8 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
             "wall": round(wall, DIGITS),
             "blocked": round(sum(b.duration for b in timeline.blocked), DIGITS),
             "left_out": timeline.left_out,
+            "spans": len(timeline.spans),
+            "spans_left_out": timeline.spans_left_out,
         },
         "executors": executors,
         "timeline": _timeline(timeline, wall),
@@ -76,6 +80,7 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "slowest": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: -t.run)[:TOP]],
         "errors": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: t.start) if t.outcome == ERROR][:TOP],
         "blocked": _blocked_rows(timeline),
+        "spans": _span_rows(timeline),
         "deaths": [
             {"executor": executor, "pid": pid, "at": _rel(timeline, ts), "exit_code": code, "signal": name}
             for executor, pid, ts, code, name in timeline.deaths
@@ -97,64 +102,102 @@ def _top_functions(names: Iterable[str]) -> list[str]:
 
 # -- the per-worker timeline ---------------------------------------------------------------------------------------
 def _timeline(timeline: Timeline, wall: float) -> dict[str, Any]:
-    """The lanes and their slices as columns (lane, start, dur, label, outcome), sorted by lane then start.
+    """The lanes and their slices as columns (lane, start, dur, label, outcome, depth, count), sorted by lane, start
+    and depth.
 
-    ``labels`` are the task functions and the blocking calls' kinds. Past ``MAX_SLICES``, a worker's tasks (and,
-    apart, its blocking calls) less than a resolution apart are merged into one bar: its label is -1 when it holds
-    several, its outcome an error when any of its tasks failed, ``count`` its slices."""
-    labels: dict[str, int] = {}
-    raw: list[tuple[int, float, float, int, str]] = []
+    ``labels`` are the task functions, the blocking calls' kinds and the spans' names (a span's label is apart from
+    a function's of the same name). ``depth`` is 0 for a task or a call, 1 for a span its task's code made directly
+    in it, 2 for one made in that span, and so on. Past ``MAX_SLICES``, a worker's tasks (and, apart, its blocking
+    calls and its spans) less than a resolution apart are merged into one bar: its label is -1 when it holds
+    several, its outcome an error when any of its tasks failed, ``count`` its slices (merged spans are at depth 1)."""
+    labels: dict[tuple[str, str], int] = {}
+    raw: list[tuple[int, float, float, int, str, int]] = []
     for t in timeline.tasks:
-        raw.append((t.lane, t.start, t.run, labels.setdefault(t.function, len(labels)), t.outcome))
+        raw.append((t.lane, t.start, t.run, labels.setdefault(("", t.function), len(labels)), t.outcome, 0))
     for b in timeline.blocked:
-        raw.append((b.lane, b.start, b.duration, labels.setdefault(b.kind, len(labels)), BLOCKED))
-    outcome_codes = {name: code for code, name in enumerate(("success", ERROR, "cancelled", BLOCKED))}
+        raw.append((b.lane, b.start, b.duration, labels.setdefault(("", b.kind), len(labels)), BLOCKED, 0))
+    for span, depth in _depths(timeline.spans):
+        raw.append((span.lane, span.start, span.duration, labels.setdefault((SPAN, span.name), len(labels)), SPAN,
+                    depth))  # fmt: skip
+    outcome_codes = {name: code for code, name in enumerate(("success", ERROR, "cancelled", BLOCKED, SPAN))}
     lanes = sorted({s[0] for s in raw}, key=lambda lane: timeline.lanes[lane])  # by process, then thread
     order = {lane: index for index, lane in enumerate(lanes)}
-    raw.sort(key=lambda s: (order[s[0]], s[1]))
     resolution = 0.0
     if len(raw) > MAX_SLICES:
         resolution = wall * len(lanes) / MAX_SLICES
-    columns: dict[str, list[Any]] = {"lane": [], "start": [], "dur": [], "label": [], "outcome": [], "count": []}
-
-    def emit(lane: int, start: float, stop: float, label: int, outcome: int, count: int) -> None:
-        columns["lane"].append(order[lane])
+    columns: dict[str, list[Any]] = {
+        "lane": [], "start": [], "dur": [], "label": [], "outcome": [], "depth": [], "count": []
+    }  # fmt: skip
+    bars = _merged(raw, order, resolution, outcome_codes) if resolution else [
+        (order[lane], start, start + duration, label, outcome_codes.get(outcome, 0), depth, 1)
+        for lane, start, duration, label, outcome, depth in raw
+    ]  # fmt: skip
+    bars.sort(key=lambda bar: (bar[0], bar[1], bar[5]))
+    for lane, start, stop, label, outcome, depth, count in bars:
+        columns["lane"].append(lane)
         columns["start"].append(_rel(timeline, start))
         columns["dur"].append(round(stop - start, DIGITS))
         columns["label"].append(label)
         columns["outcome"].append(outcome)
+        columns["depth"].append(depth)
         columns["count"].append(count)
-
-    blocked = outcome_codes[BLOCKED]
-    block: list[Any] | None = None  # lane, start, stop, label, outcome, count
-    for lane, start, duration, label, outcome_name in raw:
-        outcome = outcome_codes.get(outcome_name, 0)
-        if (
-            resolution
-            and block is not None
-            and block[0] == lane
-            and (block[4] == blocked) == (outcome == blocked)
-            and start - block[2] < resolution
-        ):
-            block[2] = max(block[2], start + duration)
-            block[3] = block[3] if block[3] == label else -1
-            block[4] = outcome if outcome == outcome_codes[ERROR] else block[4]
-            block[5] += 1
-            continue
-        if block is not None:
-            emit(*block)
-        block = [lane, start, start + duration, label, outcome, 1]
-    if block is not None:
-        emit(*block)
     return {
         "lanes": [timeline.lane_name(lane) for lane in lanes],
-        "labels": list(labels),
+        "labels": [name for _, name in labels],
         "outcomes": list(outcome_codes),
         "merged": resolution > 0,
         "resolution": resolution,
         "slices": len(raw),
         **columns,
     }
+
+
+#: One bar of the timeline: lane (its place), start, stop, label, outcome code, depth, slices merged in it.
+_Bar = tuple[int, float, float, int, int, int, int]
+
+
+def _merged(
+    raw: list[tuple[int, float, float, int, str, int]], order: dict[int, int], resolution: float, codes: dict[str, int]
+) -> list[_Bar]:
+    """Each lane's slices of one kind (tasks, blocking calls, spans) less than ``resolution`` apart, merged into
+    bars: a bar's label is -1 when it holds several, its outcome an error when any of its tasks failed."""
+    error, kinds = codes[ERROR], {BLOCKED: 1, SPAN: 2}
+    bars: list[_Bar] = []
+    block: list[Any] = []  # the bar being merged: lane, start, stop, label, outcome, depth, count; and its kind
+    for lane, start, duration, label, outcome_name, _ in sorted(
+        raw, key=lambda s: (order[s[0]], kinds.get(s[4], 0), s[1])
+    ):
+        outcome, kind = codes.get(outcome_name, 0), kinds.get(outcome_name, 0)
+        if block and block[0] == order[lane] and block[7] == kind and start - block[2] < resolution:
+            block[2] = max(block[2], start + duration)
+            block[3] = block[3] if block[3] == label else -1
+            block[4] = outcome if outcome == error else block[4]
+            block[6] += 1
+            continue
+        if block:
+            bars.append((block[0], block[1], block[2], block[3], block[4], block[5], block[6]))
+        block = [order[lane], start, start + duration, label, outcome, 1 if kind == 2 else 0, 1, kind]
+    if block:
+        bars.append((block[0], block[1], block[2], block[3], block[4], block[5], block[6]))
+    return bars
+
+
+def _depths(spans: list[Span]) -> list[tuple[Span, int]]:
+    """Each span with its depth in its task: 1 for one its task's code made directly in it, 2 for one made in that
+    one, and so on (the writer draws only spans that nest: a span inside another one started no later and ends no
+    earlier)."""
+    by_task: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        by_task[span.task].append(span)
+    found = []
+    for inside in by_task.values():
+        ends: list[float] = []  # the spans open at each one's start, innermost last
+        for span in sorted(inside, key=lambda s: (s.start, -s.duration)):
+            while ends and ends[-1] <= span.start:
+                ends.pop()
+            ends.append(span.start + span.duration)
+            found.append((span, len(ends)))
+    return found
 
 
 # -- queued and running over time, utilization ----------------------------------------------------------------------
@@ -379,6 +422,41 @@ def _task_row(timeline: Timeline, task: Any) -> dict[str, Any]:
         "trace_id": task.trace_id,
         "span_id": task.span_id,
     }
+
+
+def _span_rows(timeline: Timeline) -> list[dict[str, Any]]:
+    """Per executor, function and span name, the spans the tasks' code made: how many, in how many tasks, their
+    seconds in all, median and longest, and their share of the time those tasks ran; most time first."""
+    if not timeline.spans:
+        return []
+    tasks = {t.key: t for t in timeline.tasks}
+    grouped: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    ran: dict[tuple[str, str, str], dict[str, float]] = defaultdict(dict)  # the tasks that made them: run time
+    for span in timeline.spans:
+        task = tasks.get(span.task)
+        key = (task.executor, task.function, span.name) if task is not None else ("", "", span.name)
+        grouped[key].append(span.duration)
+        if task is not None:
+            ran[key][task.key] = task.run
+    rows: list[dict[str, Any]] = []
+    for (executor, function, name), durations in grouped.items():
+        durations.sort()
+        total, run = sum(durations), sum(ran[executor, function, name].values())
+        rows.append(
+            {
+                "executor": executor,
+                "function": function,
+                "span": name,
+                "spans": len(durations),
+                "tasks": len(ran[executor, function, name]),
+                "total": round(total, DIGITS),
+                "p50": quantile(durations, 0.5),
+                "max": durations[-1],
+                "share": round(total / run, 4) if run > 0 else None,
+            }
+        )
+    rows.sort(key=lambda row: -row["total"])
+    return rows[: MAX_FUNCTIONS * 2]
 
 
 def _blocked_rows(timeline: Timeline) -> list[dict[str, Any]]:

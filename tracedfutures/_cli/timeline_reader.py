@@ -8,6 +8,9 @@ describes it:
   named by its function (in older files by its span's name, the function in ``args`` ``code.function.name`` or
   ``code.function``), with ``args`` ``id``, ``executor``, ``outcome`` (none: a success), ``error.type``,
   ``trace_id``, ``span_id`` and ``cpu_time`` (the CPU seconds it used);
+- ``"ph": "X"`` slices of category ``span``: a span a task's code made, named by the span, on its task's lane
+  inside its task's slice, with ``args`` ``task`` (the task's ``id``); a task's slice counts in ``args``
+  ``spans_left_out`` those of its spans that were not drawn;
 - ``"ph": "X"`` slices of category ``futures`` named ``wait`` or ``as_completed``: the time a caller blocked;
 - ``"ph": "b"`` / ``"e"`` async slices of category ``queued`` (matched by ``id``): the time each task spent
   queued, joined to its task by the ``span_id`` in the ``b`` event's args, whose ``outcome`` also tells the
@@ -18,7 +21,8 @@ describes it:
 - ``"ph": "M"`` ``process_name`` / ``thread_name`` metadata: the workers' names;
 - the writer's own ``"ph": "M"`` events: ``tracedfutures`` (its header), ``tracedfutures_executor`` (each
   executor's ``name``, ``kind`` and ``max_workers``) and ``tracedfutures_end`` (the count of what it ``left_out``
-  past its cap; a file without it was cut short: the program was killed, or ended through ``os._exit``);
+  past its cap, and of the tasks' spans it held no room for, ``spans_left_out``; a file without it was cut short:
+  the program was killed, or ended through ``os._exit``);
 - the ``queued`` async slices of tasks that never ran (``outcome`` ``cancelled``, or ``error`` with the
   ``error.type`` of the exception that ended them: a broken pool, a pool shut down): counted by executor,
   function, outcome and error type, as the metrics count them;
@@ -48,8 +52,9 @@ ERROR = "error"
 CANCELLED = "cancelled"
 #: The outcome given to a blocking call's slice on the timeline.
 BLOCKED = "blocked"
-#: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices.
-TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY = "task", "futures", "queued"
+#: The writer's categories: task slices, blocking calls (``wait``, ``as_completed``), queued async slices, the
+#: spans a task's code made.
+TASK_CATEGORY, CALL_CATEGORY, QUEUED_CATEGORY, SPAN_CATEGORY = "task", "futures", "queued", "span"
 COUNTERS = ("queued", "running", "cpu", "cpu_wait")
 US = 1e-6
 #: The function's key in the slices' ``args`` of files written by tracedfutures 0.1.0.
@@ -81,6 +86,18 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """A span a task's code made, drawn inside its task's slice: its task's ``key``, its lane (the task's), name,
+    when (``start``) and for how long (seconds)."""
+
+    task: str
+    lane: int
+    name: str
+    start: float
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
 class Blocked:
     """One ``wait`` / ``as_completed`` call: the caller's ``lane``, when and for how long (seconds) it blocked."""
 
@@ -96,6 +113,8 @@ class Timeline:
 
     tasks: list[Task] = field(default_factory=list)
     blocked: list[Blocked] = field(default_factory=list)
+    #: The spans the tasks' code made, in the order of the file.
+    spans: list[Span] = field(default_factory=list)
     #: (executor, "queued", "running", "cpu" or "cpu_wait") -> [(seconds, value)], by time.
     counters: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
     max_workers: dict[str, int] = field(default_factory=dict)
@@ -111,6 +130,8 @@ class Timeline:
     origin: float = 0.0
     #: Events the writer left out past its cap.
     left_out: int = 0
+    #: Spans of tasks the writer did not draw (past its caps, or that would not nest in their task's slice).
+    spans_left_out: int = 0
     #: Worker processes that died: (executor, pid, seconds, exit code, signal name or "").
     deaths: list[tuple[str, int, float, int, str]] = field(default_factory=list)
     #: Tasks that ended without running: (executor, function, outcome, error type) -> how many.
@@ -219,6 +240,7 @@ class _Reader:
         self.end = -math.inf
         self.complete = True
         self.other: dict[str, Any] = {}  # what the writer's own metadata events say
+        self.spans_left_out = 0  # counted on the task slices
 
     def add_all(self, events: Iterable[Any]) -> None:
         for event in events:
@@ -258,6 +280,11 @@ class _Reader:
         category = event.get("cat")
         if phase == "X" and category == TASK_CATEGORY:
             self.task(event, args, ts)
+        elif phase == "X" and category == SPAN_CATEGORY:
+            timeline.spans.append(
+                Span(str(args.get("task", "")), self.lane(event), str(event.get("name", "")), ts,
+                     float(event.get("dur", 0)) * US)
+            )  # fmt: skip
         elif phase == "X" and category == CALL_CATEGORY:
             name = str(event.get("name", ""))
             timeline.blocked.append(Blocked(name, self.lane(event), ts, float(event.get("dur", 0)) * US))
@@ -290,6 +317,7 @@ class _Reader:
         name = str(event.get("name", ""))
         span_id = str(args.get("span_id", ""))
         key = str(args["id"]) if "id" in args else span_id
+        self.spans_left_out += int(args.get("spans_left_out", 0))
         self.timeline.tasks.append(
             Task(
                 lane=self.lane(event),
@@ -325,6 +353,7 @@ class _Reader:
         for points in timeline.counters.values():
             points.sort(key=_time)  # stable: of two samples at one time, the later one in the file holds
         timeline.left_out = int(other.get("left_out", 0) or 0)
+        timeline.spans_left_out = self.spans_left_out + int(other.get("spans_left_out", 0) or 0)
         for executor, info in (other.get("executors") or {}).items():
             if isinstance(info, dict) and isinstance(info.get("max_workers"), int):
                 timeline.max_workers[str(executor)] = info["max_workers"]

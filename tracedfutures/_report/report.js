@@ -7,7 +7,7 @@
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
     "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94"];
   const ERROR_COLOR = "#d62728", CANCELLED_COLOR = "#c7c7c7", BLOCKED_COLOR = "#9a9a9a", MIXED_COLOR = "#6b6b6b";
-  const OUTCOME = { SUCCESS: 0, ERROR: 1, CANCELLED: 2, BLOCKED: 3 };
+  const OUTCOME = { SUCCESS: 0, ERROR: 1, CANCELLED: 2, BLOCKED: 3, SPAN: 4 };
   const timeCharts = [];
 
   // -- formatting ---------------------------------------------------------------------------------------------
@@ -115,6 +115,8 @@
     setText("summary-blocked", duration(s.blocked));
     setText("summary-left-out", count(s.left_out));
     if (!s.left_out) document.getElementById("summary-left-out-box").style.display = "none";
+    setText("summary-spans", count(s.spans));
+    if (!s.spans) document.getElementById("summary-spans-box").style.display = "none";
     const deaths = document.getElementById("deaths");
     for (const d of data.deaths) {
       const broken = data.outcomes.filter((r) => r.executor === d.executor && r.error_type.endsWith("BrokenProcessPool"))
@@ -169,9 +171,12 @@
       const item = legend.appendChild(document.createElement("span"));
       item.appendChild(document.createElement("span")).className = "swatch";
       item.firstChild.style.background = PALETTE[tl.label[i] % PALETTE.length];
-      item.appendChild(document.createTextNode(tl.labels[tl.label[i]]));
+      const span = tl.outcome[i] === OUTCOME.SPAN;
+      item.appendChild(document.createTextNode(span ? `${tl.labels[tl.label[i]]} (span)` : tl.labels[tl.label[i]]));
     }
     const laneY = (u, l) => u.valToPos(lanes - 1 - l, "y", true);
+    // A span's bar fills its task's bar from a height that its depth sets (deeper: lower) down to the bar's foot.
+    const spanTop = (mid, taskH, depth) => mid - taskH / 2 + taskH * (1 - Math.pow(0.55, depth));
 
     function draw(u) {
       const ctx = u.ctx, { left, top, width, height } = u.bbox;
@@ -183,23 +188,33 @@
       ctx.clip();
       for (let l = 0; l < lanes; l++) {
         const mid = laneY(u, l), end = from[l + 1];
-        let pending = null;  // [x0, x1, colour, blocked]: runs of slices under a pixel apart drawn as one bar
+        // [x0, x1, colour, kind]: runs of slices under a pixel apart drawn as one bar; kind: -1 a blocking call, 0 a
+        // task, a span's depth
+        let pending = null;
         const flush = () => {
           if (!pending) return;
-          const [a, b, c, blocked] = pending;
+          const [a, b, c, kind] = pending, w = Math.max(1, b - a);
           ctx.fillStyle = c;
-          if (blocked) ctx.fillRect(a, mid + taskH / 2 - blockedH, Math.max(1, b - a), blockedH);
-          else ctx.fillRect(a, mid - taskH / 2, Math.max(1, b - a), taskH);
+          if (kind < 0) ctx.fillRect(a, mid + taskH / 2 - blockedH, w, blockedH);
+          else if (kind === 0) ctx.fillRect(a, mid - taskH / 2, w, taskH);
+          else {
+            const y = spanTop(mid, taskH, kind), h = mid + taskH / 2 - y;
+            ctx.fillRect(a, y, w, h);
+            if (w >= 4 && h >= 4) {
+              ctx.strokeStyle = "rgba(0, 0, 0, 0.45)";
+              ctx.strokeRect(a + 0.5, y + 0.5, w - 1, h - 1);
+            }
+          }
         };
         for (let i = firstReaching(l, x0); i < end && tl.start[i] <= x1; i++) {
           const a = u.valToPos(tl.start[i], "x", true), b = u.valToPos(tl.start[i] + tl.dur[i], "x", true);
-          const c = color(i), blocked = tl.outcome[i] === OUTCOME.BLOCKED;
-          if (pending && pending[2] === c && pending[3] === blocked && a <= pending[1] + 1) {
+          const c = color(i), kind = tl.outcome[i] === OUTCOME.BLOCKED ? -1 : tl.depth[i];
+          if (pending && pending[2] === c && pending[3] === kind && a <= pending[1] + 1) {
             pending[1] = Math.max(pending[1], b);
             continue;
           }
           flush();
-          pending = [a, b, c, blocked];
+          pending = [a, b, c, kind];
         }
         flush();
       }
@@ -213,9 +228,11 @@
       const l = lanes - 1 - Math.round(u.posToVal(top, "y"));
       if (l < 0 || l >= lanes) return;
       const t = u.posToVal(left, "x"), slack = 2 * (u.scales.x.max - u.scales.x.min) / u.over.clientWidth;
+      // The innermost slice there: a span before its task (the deeper one first), a task before a blocking call.
+      const rank = (i) => (tl.outcome[i] === OUTCOME.BLOCKED ? 0 : 1 + tl.depth[i]);
       let found = -1;
       for (let i = firstReaching(l, t - slack); i < from[l + 1] && tl.start[i] <= t + slack; i++) {
-        if (tl.start[i] + tl.dur[i] >= t - slack && (found < 0 || tl.outcome[found] === OUTCOME.BLOCKED)) found = i;
+        if (tl.start[i] + tl.dur[i] >= t - slack && (found < 0 || rank(i) > rank(found))) found = i;
       }
       if (found < 0) { hover.textContent = `${tl.lanes[l]} · ${duration(t)}`; return; }
       const label = tl.label[found] < 0 ? "several functions" : tl.labels[tl.label[found]];
@@ -224,7 +241,7 @@
         `from ${duration(tl.start[found])} for ${duration(tl.dur[found])}`;
     }
 
-    const height = Math.min(640, Math.max(80, lanes * 22));
+    const height = Math.min(640, Math.max(80, lanes * (data.summary.spans ? 34 : 22)));  // room for spans in tasks
     timeChart(el, {
       height: height + 50,
       legend: { show: false },
@@ -400,6 +417,21 @@
   ];
 
   function tables() {
+    table("spans-table", [
+      ["executor", (r) => r.executor],
+      ["function", (r) => r.function],
+      ["span", (r) => r.span],
+      ["spans", (r) => count(r.spans), "num"],
+      ["in tasks", (r) => count(r.tasks), "num"],
+      ["time in all", (r) => duration(r.total), "num"],
+      ["median", (r) => duration(r.p50), "num"],
+      ["longest", (r) => duration(r.max), "num"],
+      ["of the tasks' run", (r) => (r.share == null ? "–" : percent(r.share)), "num"],
+    ], data.spans);
+    if (data.summary.spans_left_out) {
+      setText("spans-note", `${count(data.summary.spans_left_out)} spans that tasks made are not drawn: past the ` +
+        "writer's caps (128 a task), or they would not nest in their task's bar (ended in another thread, or after it).");
+    }
     table("slowest-table", TASK_COLUMNS, data.slowest);
     table("errors-table", TASK_COLUMNS, data.errors);
     if (data.summary.errors > data.errors.length) {
