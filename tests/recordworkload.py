@@ -3,13 +3,15 @@ forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and
 ``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
 the second.
 
-    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced]
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|died|traced]
 
 ``killed`` and ``exit`` run 200 tasks, pause long enough for the timeline's writer to flush, then end as a crash
 would: SIGKILL, ``os._exit(STATUS)``. ``failures`` serves ``/metrics`` while tasks end without running: a process
 pool whose worker is killed (``BrokenProcessPool``), a submit to that broken pool and one to a shut-down pool
 (``RuntimeError``), a ``shutdown(cancel_futures=True)`` with tasks queued; the truth is the ``/metrics`` text read at
-the end.
+the end. ``died`` serves ``/metrics`` while a process pool of 2 runs ``task_0`` ... ``task_4``, then a sixth task
+that kills its own worker mid-task (its pid and start go to ``TRUTH.json.died``); the truth is the ``/metrics`` text
+read at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import urllib.request
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from timelinesupport import TASKS, KnownError, blocker, dies_at, failing, importable, quick
+from timelinesupport import TASKS, KnownError, blocker, dies_at, failing, importable, kills_its_worker, quick
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -147,6 +149,23 @@ def failures() -> list[dict[str, Any]]:
     return [{"metrics": metrics}]
 
 
+def died(said: str) -> list[dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    import tracedfutures
+
+    server, _ = tracedfutures.start_http_server(0)
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    assert [outcome(future)["outcome"] for future in [pool.submit(task) for task in TASKS[:5]]] == ["success"] * 5
+    killer = pool.submit(kills_its_worker, said)  # after the others finished: the one task running when it dies
+    assert isinstance(killer.exception(), BrokenProcessPool)
+    pool.shutdown()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=60) as response:
+        metrics = response.read().decode()
+    server.shutdown()
+    return [{"metrics": metrics}]
+
+
 def traced() -> list[dict[str, Any]]:
     """A program with tracing of its own (an SDK tracer provider set as the global one, its spans kept in memory):
     the task spans it gets, by name and trace id."""
@@ -180,6 +199,8 @@ def main(argv: list[str]) -> int:
         cut_short(mode, status)
     elif mode == "failures":
         found = failures()
+    elif mode == "died":
+        found = died(f"{truth}.died")
     elif mode == "traced":
         found = traced()
     elif mode == "raise":

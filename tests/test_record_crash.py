@@ -8,6 +8,7 @@ a program with tracing of its own keeps its task spans.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -161,6 +162,71 @@ def test_tasks_that_never_ran_are_counted_as_the_metrics_count_them(tmp_path: Pa
     pool = "ProcessPoolExecutor"
     worker_pids = {e["pid"] for e in events if e.get("cat") == "task" and e["args"]["executor"] == pool}
     assert died["pid"] in worker_pids  # on the lane of the tasks it ran
+
+
+@needs_chromium
+def test_the_task_a_worker_died_running_is_drawn_where_it_died(tmp_path: Path, page: Page) -> None:
+    """A process pool of 2 runs five tasks, then a sixth that kills its own worker (SIGKILL) mid-task: that task is
+    a slice on the dead worker's lane from its real start to the death, marked so, the ``worker died`` event at its
+    end; the report names it in the death's line and among the errors, in the counts ``/metrics`` gives."""
+    done, trace = record(tmp_path, "0", "died")
+    assert done.returncode == 0, done.stderr
+    pid, started = (int(word) for word in (tmp_path / "truth.json.died").read_text().split())
+    document = trace_document(trace)
+    events: list[dict[str, Any]] = document["traceEvents"]
+    origin = document["otherData"]["origin_unix_ns"]
+    pool, broken = "ProcessPoolExecutor", "concurrent.futures.process.BrokenProcessPool"
+
+    def ns(us: float) -> int:  # the file's microseconds (three decimals) as unix ns, exactly
+        return origin + round(us * 1000)
+
+    slices = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"]
+    (cut,) = [s for s in slices if s["name"] == "kills_its_worker"]
+    assert cut["pid"] == pid
+    assert cut["args"] == {
+        "id": cut["args"]["id"], "executor": pool, "outcome": "error", "error.type": broken,
+        "worker_died": True, "exit_code": -signal.SIGKILL, "signal": "SIGKILL",
+    }  # fmt: skip
+    # From its real start in the worker (read there before the task's first line) to the death, after the others.
+    start, end = ns(cut["ts"]), ns(cut["ts"]) + round(cut["dur"] * 1000)
+    others = [s for s in slices if s is not cut]
+    assert sorted(s["name"] for s in others) == [f"task_{i}" for i in range(5)]
+    assert {s["args"].get("outcome", "success") for s in others} == {"success"}
+    assert max(ns(s["ts"]) + round(s["dur"] * 1000) for s in others) <= start <= started < end
+    # The worker's death at the slice's end, on the same lane, which is that of the tasks it ran before.
+    (died,) = [e for e in events if e["ph"] == "i"]
+    assert (died["name"], died["pid"], died["tid"], ns(died["ts"])) == ("worker died", pid, cut["tid"], end)
+    assert died["args"] == {"executor": pool, "exit_code": -signal.SIGKILL, "signal": "SIGKILL"}
+    assert {s["tid"] for s in others if s["pid"] == pid} <= {cut["tid"]}
+    # The running counter counts it as running over its slice: its time integral is the tasks' run time.
+    points = [(e["ts"], e["args"][pool]) for e in events if e["ph"] == "C" and e["name"] == "running"]
+    integral = sum((after[0] - before[0]) * before[1] for before, after in itertools.pairwise(points))
+    assert integral == pytest.approx(sum(s["dur"] for s in slices), rel=1e-3, abs=50)
+    assert points[-1][1] == 0
+
+    metrics = json.loads((tmp_path / "truth.json").read_text())["executors"][0]["metrics"]
+    completed = samples(metrics, "executor_tasks_completed_total")
+    by_type: Counter[tuple[str, str]] = Counter()  # summed over functions
+    for labels, value in completed.items():
+        by_type[dict(labels)["outcome"], dict(labels)["error_type"]] += int(value)
+    assert by_type == {("success", ""): 5, ("error", broken): 1}
+    report = tmp_path / "report.html"
+    made = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    page.open(report)
+    assert page.errors == []
+    shown = summary(page)
+    assert (shown["summary-tasks"], shown["summary-errors"]) == ("6", "1")
+    rows = {(r["outcome"], r["exception"]): int(r["tasks"]) for r in table(page, "outcomes-table")}
+    assert rows == dict(by_type)
+    (death,) = page.evaluate("[...document.querySelectorAll('#deaths li')].map((li) => li.textContent)")
+    assert death.startswith(f"A worker process of {pool} (pid {pid}) died (killed by SIGKILL) at "), death
+    assert " while running kills_its_worker (started at " in death, death
+    assert death.endswith(": its pool broke, 1 task ended with BrokenProcessPool."), death
+    (error,) = table(page, "errors-table")
+    assert error["function"] == "kills_its_worker"
+    assert error["outcome"] == f"error: {broken} (its worker died running it)"
+    assert error["worker"].startswith(f"{pool} worker {pid} · "), error
 
 
 def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:

@@ -123,7 +123,7 @@
       const running = d.task ? ` while running ${d.task.function} (started at ${duration(d.task.start)})` : "";
       deaths.appendChild(document.createElement("li")).textContent =
         `A worker process of ${d.executor} (pid ${d.pid}) died (${how}) at ${duration(d.at)}${running}: its pool ` +
-        `broke, ${count(broken)} tasks ended with BrokenProcessPool.`;
+        `broke, ${count(broken)} ${broken === 1 ? "task" : "tasks"} ended with BrokenProcessPool.`;
     }
     if (!s.complete) {
       setText("cut-short", `The run was cut short: the program was killed or ended abruptly before its timeline ` +
