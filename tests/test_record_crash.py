@@ -164,18 +164,27 @@ def test_tasks_that_never_ran_are_counted_as_the_metrics_count_them(tmp_path: Pa
     assert died["pid"] in worker_pids  # on the lane of the tasks it ran
 
 
-@needs_chromium
-def test_the_task_a_worker_died_running_is_drawn_where_it_died(tmp_path: Path, page: Page) -> None:
-    """A process pool of 2 runs five tasks, then a sixth that kills its own worker (SIGKILL) mid-task: that task is
-    a slice on the dead worker's lane from its real start to the death, marked so, the ``worker died`` event at its
-    end; the report names it in the death's line and among the errors, in the counts ``/metrics`` gives."""
-    done, trace = record(tmp_path, "0", "died")
+@pytest.fixture(scope="module")
+def died(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int]:
+    """A recorded process pool of 2 that runs five tasks, then a sixth that kills its own worker (SIGKILL) mid-task:
+    the run's directory, its timeline, and that worker's pid and the task's start (unix ns) as the task said them."""
+    where = tmp_path_factory.mktemp("died")
+    done, trace = record(where, "0", "died")
     assert done.returncode == 0, done.stderr
-    pid, started = (int(word) for word in (tmp_path / "truth.json.died").read_text().split())
+    pid, started = (int(word) for word in (where / "truth.json.died").read_text().split())
+    return where, trace, pid, started
+
+
+POOL, BROKEN = "ProcessPoolExecutor", "concurrent.futures.process.BrokenProcessPool"
+
+
+def test_the_task_a_worker_died_running_is_drawn_where_it_died(died: tuple[Path, Path, int, int]) -> None:
+    """That task is a slice on the dead worker's lane from its real start to the death, marked so, with the ``worker
+    died`` event at its end, and counted as running over it."""
+    _, trace, pid, started = died
     document = trace_document(trace)
     events: list[dict[str, Any]] = document["traceEvents"]
     origin = document["otherData"]["origin_unix_ns"]
-    pool, broken = "ProcessPoolExecutor", "concurrent.futures.process.BrokenProcessPool"
 
     def ns(us: float) -> int:  # the file's microseconds (three decimals) as unix ns, exactly
         return origin + round(us * 1000)
@@ -184,7 +193,7 @@ def test_the_task_a_worker_died_running_is_drawn_where_it_died(tmp_path: Path, p
     (cut,) = [s for s in slices if s["name"] == "kills_its_worker"]
     assert cut["pid"] == pid
     assert cut["args"] == {
-        "id": cut["args"]["id"], "executor": pool, "outcome": "error", "error.type": broken,
+        "id": cut["args"]["id"], "executor": POOL, "outcome": "error", "error.type": BROKEN,
         "worker_died": True, "exit_code": -signal.SIGKILL, "signal": "SIGKILL",
     }  # fmt: skip
     # From its real start in the worker (read there before the task's first line) to the death, after the others.
@@ -194,24 +203,29 @@ def test_the_task_a_worker_died_running_is_drawn_where_it_died(tmp_path: Path, p
     assert {s["args"].get("outcome", "success") for s in others} == {"success"}
     assert max(ns(s["ts"]) + round(s["dur"] * 1000) for s in others) <= start <= started < end
     # The worker's death at the slice's end, on the same lane, which is that of the tasks it ran before.
-    (died,) = [e for e in events if e["ph"] == "i"]
-    assert (died["name"], died["pid"], died["tid"], ns(died["ts"])) == ("worker died", pid, cut["tid"], end)
-    assert died["args"] == {"executor": pool, "exit_code": -signal.SIGKILL, "signal": "SIGKILL"}
+    (death,) = [e for e in events if e["ph"] == "i"]
+    assert (death["name"], death["pid"], death["tid"], ns(death["ts"])) == ("worker died", pid, cut["tid"], end)
+    assert death["args"] == {"executor": POOL, "exit_code": -signal.SIGKILL, "signal": "SIGKILL"}
     assert {s["tid"] for s in others if s["pid"] == pid} <= {cut["tid"]}
     # The running counter counts it as running over its slice: its time integral is the tasks' run time.
-    points = [(e["ts"], e["args"][pool]) for e in events if e["ph"] == "C" and e["name"] == "running"]
+    points = [(e["ts"], e["args"][POOL]) for e in events if e["ph"] == "C" and e["name"] == "running"]
     integral = sum((after[0] - before[0]) * before[1] for before, after in itertools.pairwise(points))
     assert integral == pytest.approx(sum(s["dur"] for s in slices), rel=1e-3, abs=50)
     assert points[-1][1] == 0
 
-    metrics = json.loads((tmp_path / "truth.json").read_text())["executors"][0]["metrics"]
-    completed = samples(metrics, "executor_tasks_completed_total")
+
+@needs_chromium
+def test_the_report_names_the_task_a_worker_died_running(died: tuple[Path, Path, int, int], page: Page) -> None:
+    """The report names that task in the death's line and marks it among the errors, in the counts ``/metrics``
+    gives (it ended with ``BrokenProcessPool``, as the tasks that never ran in a broken pool do)."""
+    where, trace, pid, _ = died
+    metrics = json.loads((where / "truth.json").read_text())["executors"][0]["metrics"]
     by_type: Counter[tuple[str, str]] = Counter()  # summed over functions
-    for labels, value in completed.items():
+    for labels, value in samples(metrics, "executor_tasks_completed_total").items():
         by_type[dict(labels)["outcome"], dict(labels)["error_type"]] += int(value)
-    assert by_type == {("success", ""): 5, ("error", broken): 1}
-    report = tmp_path / "report.html"
-    made = tracedfutures("report", trace, "-o", report, cwd=tmp_path)
+    assert by_type == {("success", ""): 5, ("error", BROKEN): 1}
+    report = where / "report.html"
+    made = tracedfutures("report", trace, "-o", report, cwd=where)
     assert made.returncode == 0, made.stderr
     page.open(report)
     assert page.errors == []
@@ -220,13 +234,13 @@ def test_the_task_a_worker_died_running_is_drawn_where_it_died(tmp_path: Path, p
     rows = {(r["outcome"], r["exception"]): int(r["tasks"]) for r in table(page, "outcomes-table")}
     assert rows == dict(by_type)
     (death,) = page.evaluate("[...document.querySelectorAll('#deaths li')].map((li) => li.textContent)")
-    assert death.startswith(f"A worker process of {pool} (pid {pid}) died (killed by SIGKILL) at "), death
+    assert death.startswith(f"A worker process of {POOL} (pid {pid}) died (killed by SIGKILL) at "), death
     assert " while running kills_its_worker (started at " in death, death
     assert death.endswith(": its pool broke, 1 task ended with BrokenProcessPool."), death
     (error,) = table(page, "errors-table")
     assert error["function"] == "kills_its_worker"
-    assert error["outcome"] == f"error: {broken} (its worker died running it)"
-    assert error["worker"].startswith(f"{pool} worker {pid} · "), error
+    assert error["outcome"] == f"error: {BROKEN} (its worker died running it)"
+    assert error["worker"].startswith(f"{POOL} worker {pid} · "), error
 
 
 def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:
