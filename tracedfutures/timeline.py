@@ -37,7 +37,10 @@ docs/timeline.md has the whole table):
   ``"ran": false`` and, for an error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by
   ``BrokenProcessPool`` before a worker was heard to start it);
 - a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
-  that had died when the pool broke, with its ``exit_code`` and ``signal``;
+  that had died when the pool broke, with its ``exit_code`` and ``signal``; under ``tracedfutures record``, the
+  task it was running there (its pool's start board says which, and since when) is a slice on that lane from its
+  start to that event, ``args`` ``worker_died`` (true), ``exit_code`` and ``signal`` (a task another worker was
+  running, which the break ended too, is drawn the same way, without them);
 - ``wait`` and ``as_completed`` calls as slices on the caller's thread;
 - counters (``"C"``) ``queued`` and ``running`` per executor (``id`` and the one ``args`` key are the executor's
   name): each count's mean over each ``COUNTER_EVERY_NS`` step it changed in, then the count after it (``_Step``),
