@@ -169,9 +169,9 @@ def died(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int
     """A recorded process pool of 2 that runs five tasks, then a sixth that kills its own worker (SIGKILL) mid-task:
     the run's directory, its timeline, and that worker's pid and the task's start (unix ns) as the task said them."""
     where = tmp_path_factory.mktemp("died")
-    done, trace = record(where, "0", "died")
+    done, trace = record(where, "0", "died", "1")
     assert done.returncode == 0, done.stderr
-    pid, started = (int(word) for word in (where / "truth.json.died").read_text().split())
+    pid, started = (int(word) for word in (where / "truth.json.died0").read_text().split())
     return where, trace, pid, started
 
 
@@ -212,6 +212,22 @@ def test_the_task_a_worker_died_running_is_drawn_where_it_died(died: tuple[Path,
     integral = sum((after[0] - before[0]) * before[1] for before, after in itertools.pairwise(points))
     assert integral == pytest.approx(sum(s["dur"] for s in slices), rel=1e-3, abs=50)
     assert points[-1][1] == 0
+
+
+def test_a_new_pool_named_as_one_that_broke_is_marked_when_it_breaks(tmp_path: Path) -> None:
+    """A program that makes a new pool after a break (each named ``ProcessPoolExecutor``) gets each death marked,
+    each with the task it killed, its event at that slice's end, and no pool's workers marked twice."""
+    done, trace = record(tmp_path, "0", "died", "2")
+    assert done.returncode == 0, done.stderr
+    pids = [int((tmp_path / f"truth.json.died{i}").read_text().split()[0]) for i in range(2)]
+    events: list[dict[str, Any]] = trace_document(trace)["traceEvents"]
+    cut = sorted((e for e in events if e["ph"] == "X" and e["args"].get("worker_died")), key=lambda e: e["ts"])
+    deaths = sorted((e for e in events if e["ph"] == "i"), key=lambda e: e["ts"])
+    assert [(e["name"], e["pid"]) for e in cut] == [("kills_its_worker", pid) for pid in pids]
+    assert [(e["pid"], e["tid"], round((e["ts"] - s["ts"] - s["dur"]) * 1000)) for e, s in zip(deaths, cut)] == [
+        (s["pid"], s["tid"], 0) for s in cut
+    ]
+    assert {(e["args"]["exit_code"], e["args"]["signal"]) for e in deaths} == {(-signal.SIGKILL, "SIGKILL")}
 
 
 @needs_chromium

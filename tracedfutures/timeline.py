@@ -324,6 +324,7 @@ class TimelineWriter(SpanProcessor):
         self._remote_hooks: weakref.WeakSet[_TimelineHook] = weakref.WeakSet()  # hooks of pools run elsewhere
         self._ended_queue: deque[_Ended] = deque()  # tasks the lifecycle hooks ended, not written yet
         self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
+        self._marked: weakref.WeakSet[Any] = weakref.WeakSet()  # the broken pools whose dead workers are marked
         self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
         self._steps: list[_Step] = []  # each executor's counters, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
@@ -388,15 +389,18 @@ class TimelineWriter(SpanProcessor):
             self._remote_hooks.add(hook)  # its interpreter, too): they hold the watermark
         return hook
 
-    def _queue_ended(self, task: _Ended, executor: str) -> None:
+    def _queue_ended(self, task: _Ended, executor: str, broke: bool = False) -> None:
         """A task that a lifecycle hook heard end, in the task's thread: queued for the writer's thread, but for
         what must be read now (the workers' CPU, every ``CPU_EVERY_NS``: the pool may end soon; the processes of a
-        pool that broke)."""
+        pool that broke: ``broke``, the first task its pool's break ended, as its hook knows it, or the first of its
+        executor name)."""
         if task.ended - self._cpu_read >= CPU_EVERY_NS:
             self._take(self._read_cpu, task.ended)
         queue = self._ended_queue
-        if task.error_type.endswith(BROKEN_POOL) and executor not in self._broken:
+        if broke or (task.error_type.endswith(BROKEN_POOL) and executor not in self._broken):
             self._take(self._drain)  # now, while the pool's processes are as the break found them
+            if broke:  # also a pool named as one that broke before (a program that makes a new one after a break)
+                self._take(self._worker_died, executor, task.ended)
             self._take(self._ended, task)
         else:
             queue.append(task)  # written by the writer's thread, off the task's path
@@ -610,8 +614,11 @@ class TimelineWriter(SpanProcessor):
         """An instant event (``"ph": "i"``, category ``worker``) where each worker process of ``executor`` that has
         died ended, as its pool broke (its first task ended by ``BrokenProcessPool``): on the lane of the last task
         it ran (where the task it was running is drawn, ``cut_short``), with its exit code (a negative one: killed
-        by that signal)."""
+        by that signal). Each pool's once: a pool that broke before is not marked again."""
         for pool in _broken_pools(executor):
+            if pool in self._marked:
+                continue
+            self._marked.add(pool)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 code = getattr(process, "exitcode", None)
                 pid = getattr(process, "pid", None)
@@ -832,8 +839,9 @@ class _TimelineHook:
             outcome = future.outcome
             error = future._exception
             etype = error_type(type(error)) if outcome == "error" and error is not None else ""
-            cut_short = None
+            cut_short, broke = None, False
             if running is None and etype.endswith(BROKEN_POOL):  # its pool broke: a worker may have been running it
+                broke = not self.broke  # the first task the break ended
                 running, finished, cut_short = self._cut_short(future, finished)
             if running is not None and not counted:  # its start came home with its outcome
                 writer._counters.incoming.append((running, self.index, -1, 1))
@@ -869,7 +877,7 @@ class _TimelineHook:
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
             return
-        writer._queue_ended(task, self.executor)
+        writer._queue_ended(task, self.executor, broke)
 
     def _cut_short(self, future: TracedFuture, finished: int) -> tuple[int | None, int, tuple[int, int | None] | None]:
         """A task handed to its process pool's call queue that the pool's break ended without an outcome from a
