@@ -880,12 +880,12 @@ class _TimelineHook:
         writer._queue_ended(task, self.executor, broke)
 
     def _cut_short(self, future: TracedFuture, finished: int) -> tuple[int | None, int, tuple[int, int | None] | None]:
-        """A task handed to its process pool's call queue that the pool's break ended without an outcome from a
-        worker: its start, its end and where it ran (``_Ended.cut_short``) when its pool's start board says a worker
-        process was running it (one that died, or one the pool ended as it broke), drawn from that start to the
-        break (the first task the break ended: when the parent heard of it, as the ``worker died`` event); else it
-        never ran (None, ``finished``, None). Only the break ends such tasks: every id on the board is a live
-        future's then (a submit the broken pool refused never reached the call queue)."""
+        """A task that its process pool's break ended (``BrokenProcessPool``, no outcome from a worker): its start,
+        its end and where it ran (``_Ended.cut_short``) when the pool's start board says a worker process was running
+        it (one that died, or one the pool ended as it broke), drawn from that start to the break (``broke``, the
+        first task the break ended: when the parent heard of it, as the ``worker died`` event); else it never ran
+        (None, ``finished``, None). Only the break ends a task handed to the call queue this way, so every id on the
+        board is a live future's then; a submit the broken pool refused later never reached the queue."""
         if not self.broke:
             self.broke = future.finished_ns
         if not future.ran:
