@@ -3,13 +3,16 @@ forkserver, spawn) and, from 3.14, interpreter pools run known tasks, errors and
 ``as_completed``; what really happened goes to the JSON file named by the first argument, and the exit status is
 the second.
 
-    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|traced|spans]
+    python recordworkload.py TRUTH.json STATUS [pools|many N|interrupt READY|killed|exit|failures|died N|traced|spans]
 
 ``killed`` and ``exit`` run 200 tasks, pause long enough for the timeline's writer to flush, then end as a crash
 would: SIGKILL, ``os._exit(STATUS)``. ``failures`` serves ``/metrics`` while tasks end without running: a process
 pool whose worker is killed (``BrokenProcessPool``), a submit to that broken pool and one to a shut-down pool
 (``RuntimeError``), a ``shutdown(cancel_futures=True)`` with tasks queued; the truth is the ``/metrics`` text read at
-the end.
+the end. ``died N`` serves ``/metrics`` while a process pool of 2 runs ``task_0`` ... ``task_4``, then a sixth task
+that kills its own worker mid-task (its pid and start go to ``TRUTH.json.died0``), N times, each time in a new pool
+(all named ``ProcessPoolExecutor``, as a program that makes a new pool after a break has them; ``.died1``, ...);
+the truth is the ``/metrics`` text read at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +28,18 @@ import urllib.request
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from timelinesupport import TASKS, KnownError, blocker, compress, dies_at, failing, importable, quick, resize
+from timelinesupport import (
+    TASKS,
+    KnownError,
+    blocker,
+    compress,
+    dies_at,
+    failing,
+    importable,
+    kills_its_worker,
+    quick,
+    resize,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -147,6 +161,25 @@ def failures() -> list[dict[str, Any]]:
     return [{"metrics": metrics}]
 
 
+def died(said: str, pools: int) -> list[dict[str, Any]]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    import tracedfutures
+
+    server, _ = tracedfutures.start_http_server(0)
+    for index in range(pools):
+        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+        tasks = [pool.submit(task) for task in TASKS[:5]]
+        assert [outcome(future)["outcome"] for future in tasks] == ["success"] * 5
+        killer = pool.submit(kills_its_worker, f"{said}{index}")  # after the others ended: the one running then
+        assert isinstance(killer.exception(), BrokenProcessPool)
+        pool.shutdown()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=60) as response:
+        metrics = response.read().decode()
+    server.shutdown()
+    return [{"metrics": metrics}]
+
+
 def traced() -> list[dict[str, Any]]:
     """A program with tracing of its own (an SDK tracer provider set as the global one, its spans kept in memory):
     the task spans it gets, by name and trace id."""
@@ -215,6 +248,8 @@ def main(argv: list[str]) -> int:
         cut_short(mode, status)
     elif mode == "failures":
         found = failures()
+    elif mode == "died":
+        found = died(f"{truth}.died", int(argv[3]))
     elif mode == "traced":
         found = traced()
     elif mode == "spans":

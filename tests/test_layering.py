@@ -103,6 +103,7 @@ IMPORTS: dict[str, set[str]] = {
     },
     "tracedfutures.timeline": {
         "tracedfutures._lifecycle",
+        "tracedfutures._start_board",
         "tracedfutures._naming",
         "tracedfutures._running",
         "tracedfutures._state",

@@ -8,6 +8,7 @@ a program with tracing of its own keeps its task spans.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -161,6 +162,101 @@ def test_tasks_that_never_ran_are_counted_as_the_metrics_count_them(tmp_path: Pa
     pool = "ProcessPoolExecutor"
     worker_pids = {e["pid"] for e in events if e.get("cat") == "task" and e["args"]["executor"] == pool}
     assert died["pid"] in worker_pids  # on the lane of the tasks it ran
+
+
+@pytest.fixture(scope="module")
+def died(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int]:
+    """A recorded process pool of 2 that runs five tasks, then a sixth that kills its own worker (SIGKILL) mid-task:
+    the run's directory, its timeline, and that worker's pid and the task's start (unix ns) as the task said them."""
+    where = tmp_path_factory.mktemp("died")
+    done, trace = record(where, "0", "died", "1")
+    assert done.returncode == 0, done.stderr
+    pid, started = (int(word) for word in (where / "truth.json.died0").read_text().split())
+    return where, trace, pid, started
+
+
+POOL, BROKEN = "ProcessPoolExecutor", "concurrent.futures.process.BrokenProcessPool"
+
+
+def test_the_task_a_worker_died_running_is_drawn_where_it_died(died: tuple[Path, Path, int, int]) -> None:
+    """That task is a slice on the dead worker's lane from its real start to the death, marked so, with the ``worker
+    died`` event at its end, and counted as running over it."""
+    _, trace, pid, started = died
+    document = trace_document(trace)
+    events: list[dict[str, Any]] = document["traceEvents"]
+    origin = document["otherData"]["origin_unix_ns"]
+
+    def ns(us: float) -> int:  # the file's microseconds (three decimals) as unix ns, exactly
+        return origin + round(us * 1000)
+
+    slices = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"]
+    (cut,) = [s for s in slices if s["name"] == "kills_its_worker"]
+    assert cut["pid"] == pid
+    assert cut["args"] == {
+        "id": cut["args"]["id"], "executor": POOL, "outcome": "error", "error.type": BROKEN,
+        "worker_died": True, "exit_code": -signal.SIGKILL, "signal": "SIGKILL",
+    }  # fmt: skip
+    # From its real start in the worker (read there before the task's first line) to the death, after the others.
+    start, end = ns(cut["ts"]), ns(cut["ts"]) + round(cut["dur"] * 1000)
+    others = [s for s in slices if s is not cut]
+    assert sorted(s["name"] for s in others) == [f"task_{i}" for i in range(5)]
+    assert {s["args"].get("outcome", "success") for s in others} == {"success"}
+    assert max(ns(s["ts"]) + round(s["dur"] * 1000) for s in others) <= start <= started < end
+    # The worker's death at the slice's end, on the same lane, which is that of the tasks it ran before.
+    (death,) = [e for e in events if e["ph"] == "i"]
+    assert (death["name"], death["pid"], death["tid"], ns(death["ts"])) == ("worker died", pid, cut["tid"], end)
+    assert death["args"] == {"executor": POOL, "exit_code": -signal.SIGKILL, "signal": "SIGKILL"}
+    assert {s["tid"] for s in others if s["pid"] == pid} <= {cut["tid"]}
+    # The running counter counts it as running over its slice: its time integral is the tasks' run time.
+    points = [(e["ts"], e["args"][POOL]) for e in events if e["ph"] == "C" and e["name"] == "running"]
+    integral = sum((after[0] - before[0]) * before[1] for before, after in itertools.pairwise(points))
+    assert integral == pytest.approx(sum(s["dur"] for s in slices), rel=1e-3, abs=50)
+    assert points[-1][1] == 0
+
+
+def test_a_new_pool_named_as_one_that_broke_is_marked_when_it_breaks(tmp_path: Path) -> None:
+    """A program that makes a new pool after a break (each named ``ProcessPoolExecutor``) gets each death marked,
+    each with the task it killed, its event at that slice's end, and no pool's workers marked twice."""
+    done, trace = record(tmp_path, "0", "died", "2")
+    assert done.returncode == 0, done.stderr
+    pids = [int((tmp_path / f"truth.json.died{i}").read_text().split()[0]) for i in range(2)]
+    events: list[dict[str, Any]] = trace_document(trace)["traceEvents"]
+    cut = sorted((e for e in events if e["ph"] == "X" and e["args"].get("worker_died")), key=lambda e: e["ts"])
+    deaths = sorted((e for e in events if e["ph"] == "i"), key=lambda e: e["ts"])
+    assert [(e["name"], e["pid"]) for e in cut] == [("kills_its_worker", pid) for pid in pids]
+    assert [(e["pid"], e["tid"], round((e["ts"] - s["ts"] - s["dur"]) * 1000)) for e, s in zip(deaths, cut)] == [
+        (s["pid"], s["tid"], 0) for s in cut
+    ]
+    assert {(e["args"]["exit_code"], e["args"]["signal"]) for e in deaths} == {(-signal.SIGKILL, "SIGKILL")}
+
+
+@needs_chromium
+def test_the_report_names_the_task_a_worker_died_running(died: tuple[Path, Path, int, int], page: Page) -> None:
+    """The report names that task in the death's line and marks it among the errors, in the counts ``/metrics``
+    gives (it ended with ``BrokenProcessPool``, as the tasks that never ran in a broken pool do)."""
+    where, trace, pid, _ = died
+    metrics = json.loads((where / "truth.json").read_text())["executors"][0]["metrics"]
+    by_type: Counter[tuple[str, str]] = Counter()  # summed over functions
+    for labels, value in samples(metrics, "executor_tasks_completed_total").items():
+        by_type[dict(labels)["outcome"], dict(labels)["error_type"]] += int(value)
+    assert by_type == {("success", ""): 5, ("error", BROKEN): 1}
+    report = where / "report.html"
+    made = tracedfutures("report", trace, "-o", report, cwd=where)
+    assert made.returncode == 0, made.stderr
+    page.open(report)
+    assert page.errors == []
+    shown = summary(page)
+    assert (shown["summary-tasks"], shown["summary-errors"]) == ("6", "1")
+    rows = {(r["outcome"], r["exception"]): int(r["tasks"]) for r in table(page, "outcomes-table")}
+    assert rows == dict(by_type)
+    (death,) = page.evaluate("[...document.querySelectorAll('#deaths li')].map((li) => li.textContent)")
+    assert death.startswith(f"A worker process of {POOL} (pid {pid}) died (killed by SIGKILL) at "), death
+    assert " while running kills_its_worker (started at " in death, death
+    assert death.endswith(": its pool broke, 1 task ended with BrokenProcessPool."), death
+    (error,) = table(page, "errors-table")
+    assert error["function"] == "kills_its_worker"
+    assert error["outcome"] == f"error: {BROKEN} (its worker died running it)"
+    assert error["worker"].startswith(f"{POOL} worker {pid} · "), error
 
 
 def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:

@@ -97,6 +97,18 @@ def compress(size: int) -> int:
     return size
 
 
+def kills_its_worker(said: str) -> None:
+    """A process pool's task that writes its worker's pid and its own start (unix ns) to the file ``said``, then
+    kills that worker (SIGKILL, as the OOM killer would) in the middle of the task."""
+    import signal
+
+    start = time.time_ns()
+    with open(f"{said}.part", "w") as out:
+        out.write(f"{os.getpid()} {start}")
+    os.replace(f"{said}.part", said)  # whole when it appears
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 #: The writer's own metadata events: its header, each executor, its end (tracedfutures/timeline.py).
 OWN_EVENTS = ("tracedfutures", "tracedfutures_executor", "tracedfutures_end")
 

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import time
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -60,19 +60,21 @@ class RemoteCall:
 
     ``origin`` is the submitting process's ``state.process_token`` when its task span records into an SDK tracer
     provider (else 0): then, run in another process, the spans the task finishes there come back with its
-    outcome (see ``_worker_spans``). With 0 the call imports nothing and collects nothing.
+    outcome (see ``_worker_spans``). With 0 the call imports nothing and collects nothing. ``board`` and ``task``:
+    a process pool's start board and the task's id there (see ``_start_board``).
     """
 
-    __slots__ = ("board", "fn", "origin", "parent")
+    __slots__ = ("board", "fn", "origin", "parent", "task")
 
-    def __init__(self, fn: Any, parent: WireContext | None, origin: int = 0, board: str = "") -> None:
+    def __init__(self, fn: Any, parent: WireContext | None, origin: int = 0, board: str = "", task: int = 0) -> None:
         self.fn = fn
         self.parent = parent
         self.origin = origin
         self.board = board  # a process pool's start board (``_start_board``), "" for none
+        self.task = task  # the id of the task's future in the submitting process, which the worker writes there
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RemoteCall, (self.fn, self.parent, self.origin, self.board))
+        return (RemoteCall, (self.fn, self.parent, self.origin, self.board, self.task))
 
     @property
     def __name__(self) -> str:
@@ -84,13 +86,17 @@ class RemoteCall:
         return name if isinstance(name, str) else type(fn).__name__
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:  # "self" is a keyword the task may take
-        return call_remote(self.fn, self.parent, self.origin, self.board, *args, **kwargs)
+        board = self.board
+        return call_remote(self.fn, self.parent, self.origin, (board, self.task) if board else "", *args, **kwargs)
 
 
-def call_remote(fn: Any, parent: WireContext | None, origin: int, board: str, /, *args: Any, **kwargs: Any) -> Any:
+def call_remote(
+    fn: Any, parent: WireContext | None, origin: int, board: tuple[str, int] | Literal[""], /, *args: Any, **kwargs: Any
+) -> Any:
     """What a ``RemoteCall`` runs; an interpreter pool runs it as it is, with ``fn`` among its arguments, so that a
     function the interpreters share without pickling (one that uses no globals) stays shareable. With a ``board``
-    (a process pool's), the worker says there when the callable starts and ends."""
+    (a process pool's: its path and the task's id, "" for none), the worker says there which task runs, since
+    when, and when it ends."""
     token = None
     collected = None
     if parent is not None:
@@ -101,7 +107,7 @@ def call_remote(fn: Any, parent: WireContext | None, origin: int, board: str, /,
             collected = _begin_collecting(trace_id, span_id)
     start = _clock()  # the callable's start: after the context, and the collector a new worker sets up first
     cpu = _thread_time()  # and the CPU time this thread used so far: the task's own is the difference
-    slot = _start_board.begin(board, start) if board else None
+    slot = _start_board.begin(board[0], start, board[1]) if board else None
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:

@@ -1,13 +1,17 @@
 """Where a process pool's workers say which task runs now: a small shared-memory board per pool.
 
 A process pool hands a task to its call queue before any worker takes it, so the parent learns the real start
-only with the outcome. The board closes that gap for the metrics: a file-backed shared mapping of two rows of
-``slots`` signed 64-bit integers, worker pids (written by the parent) and the start (unix ns, 0: idle) of the
-task each worker runs now (written by that worker). The parent writes the pid row whenever the pool's processes
-change, at each hand-off (before the task reaches the call queue, so a worker finds its slot before its first
-task); a worker looks its slot up once and writes two integers per task (``call_remote``); a scrape reads the
-starts of the live workers. A worker that finds no slot (a pool shut down, a board that could not be made) runs
-its tasks unrecorded here: they count as queued until they end. Nothing per finished task is kept.
+only with the outcome. The board closes that gap for the metrics: a file-backed shared mapping of three rows of
+``slots`` signed 64-bit integers, worker pids (written by the parent), the start (unix ns, 0: idle) of the task
+each worker runs now and that task's id (the ``id()`` of its future in the parent; both written by that worker).
+The parent writes the pid row whenever the pool's processes change, at each hand-off (before the task reaches the
+call queue, so a worker finds its slot before its first task); a worker looks its slot up once and writes three
+integers per task (``call_remote``); a scrape reads the starts of the live workers. A worker that finds no slot (a
+pool shut down, a board that could not be made) runs its tasks unrecorded here: they count as queued until they
+end. Nothing per finished task is kept.
+
+A worker that dies mid-task (SIGKILL, the OOM killer) leaves its slot as it was: when its pool breaks, the parent
+reads there which task it was running, and since when (``running``; ``board`` finds a pool's board by its path).
 
 Vendor-free and below the telemetry: the parent side is a lifecycle hook, the worker side two functions.
 """
@@ -36,6 +40,10 @@ class RunningTable(Protocol):
     def tasks(self) -> dict[Any, int]: ...
 
 _WORD = 8  # bytes of one slot
+_ROWS = 3  # pids, starts, task ids
+
+#: Every live board, by its file's path: where ``board`` finds a pool's (``Lifecycle.board`` holds the path).
+_boards: weakref.WeakValueDictionary[str, StartBoard] = weakref.WeakValueDictionary()
 
 
 def _shared_directory() -> str | None:
@@ -58,12 +66,13 @@ class StartBoard:
         self._lock = threading.Lock()
         fd, self.path = tempfile.mkstemp(prefix="tracedfutures-board-", dir=_shared_directory())
         try:
-            os.ftruncate(fd, 2 * slots * _WORD)
-            self._map = mmap.mmap(fd, 2 * slots * _WORD)
+            os.ftruncate(fd, _ROWS * slots * _WORD)
+            self._map = mmap.mmap(fd, _ROWS * slots * _WORD)
         finally:
             os.close(fd)
         self._view = memoryview(self._map).cast("q")
         weakref.finalize(pool, _remove, self.path)
+        _boards[self.path] = self
 
     def close(self) -> None:
         """The pool is shut down: no worker attaches any more (those attached keep their mapping)."""
@@ -94,7 +103,8 @@ class StartBoard:
         """Nothing runs or stops."""
 
     def _assign(self, pids: frozenset[int]) -> None:
-        """Slots for ``pids``: a pid keeps its slot, a gone one's slot is cleared and given to a new one."""
+        """Slots for ``pids``: a pid keeps its slot, a gone one's slot is cleared and given to a new one (its task
+        id stays: a start of 0 says it is idle)."""
         view, slots = self._view, self.slots
         with self._lock:
             for index in range(slots):
@@ -130,6 +140,25 @@ class StartBoard:
         return found
 
 
+    def running(self, task: int) -> tuple[int, int, int | None] | None:
+        """Where the task whose future's ``id()`` is ``task`` runs now as its worker says, or, after its pool
+        broke, where it ran then: (the worker's pid, the task's start in unix ns, the worker's exit code, None
+        while it lives), None when no worker says so (it waited in the call queue, or its worker had not begun
+        it). Read when a task ends without an outcome from its worker (``BrokenProcessPool``), not per task."""
+        view, slots = self._view, self.slots
+        for index in range(slots):
+            pid, start = view[index], view[slots + index]
+            if start and pid and view[2 * slots + index] == task:
+                process = (getattr(self._pool(), "_processes", None) or {}).get(pid)
+                return pid, start, getattr(process, "exitcode", None)
+        return None
+
+
+def board(path: str) -> StartBoard | None:
+    """The live board whose file is ``path`` (a pool's ``Lifecycle.board``), None when there is none."""
+    return _boards.get(path)
+
+
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):  # removed already
         os.unlink(path)
@@ -156,26 +185,29 @@ def _slot(path: str) -> tuple[memoryview, int]:
             os.close(fd)
         found = (memoryview(mapped).cast("q"), -1)
     view = found[0]
-    slots = len(view) // 2
+    slots = len(view) // _ROWS
     pid = os.getpid()
     index = next((i for i in range(slots) if view[i] == pid), -1)
     found = _attached[path] = (view, index)
     return found
 
 
-def begin(path: str, start_ns: int) -> tuple[memoryview, int] | None:
-    """In a worker: the task it runs started at ``start_ns``; returns the slot to pass to ``end`` (None: none)."""
+def begin(path: str, start_ns: int, task: int) -> tuple[memoryview, int] | None:
+    """In a worker: the task ``task`` (its future's id in the parent) started at ``start_ns``; returns the slot to
+    pass to ``end`` (None: none). The id is written first: a start that is not 0 always has its own task's id."""
     try:
         view, index = _slot(path)
-    except (OSError, ValueError):
+        if index < 0:
+            return None
+        slots = len(view) // _ROWS
+        view[2 * slots + index] = task
+        view[slots + index] = start_ns
+    except (OSError, ValueError):  # ValueError: a mapping cut short, an id that does not fit (never on CPython)
         return None
-    if index < 0:
-        return None
-    view[len(view) // 2 + index] = start_ns
     return view, index
 
 
 def end(slot: tuple[memoryview, int]) -> None:
     """In a worker: the task ``begin`` recorded ended."""
     view, index = slot
-    view[len(view) // 2 + index] = 0
+    view[len(view) // _ROWS + index] = 0

@@ -192,11 +192,13 @@ def _remote_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call
 
 
 def _process_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:
-    """A ``_remote_call`` for a stdlib process pool: its workers also say on the pool's start board when the task
-    starts and ends."""
+    """A ``_remote_call`` for a stdlib process pool: its workers also say on the pool's start board which task runs
+    (its future's ``id()``: where a worker that died was, see ``_start_board.StartBoard.running``), since when, and
+    when it ends."""
     origin = state.process_token if wants_worker_spans(future._tf_span) else 0
     life = future._tf_life
-    return RemoteCall(fn, _wire_context(future), origin, life.board if life is not None else ""), args, kwargs
+    board = life.board if life is not None else ""
+    return RemoteCall(fn, _wire_context(future), origin, board, id(future)), args, kwargs
 
 
 def _interpreter_call(future: TracedFuture, fn: Any, args: Any, kwargs: Any) -> _Call:

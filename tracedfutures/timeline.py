@@ -39,7 +39,10 @@ docs/timeline.md has the whole table):
   ``"ran": false`` and, for an error, its ``error.type``: cancelled, refused by a pool shut down or broken, ended by
   ``BrokenProcessPool`` before a worker was heard to start it);
 - a ``"ph": "i"`` event ``worker died`` (category ``worker``) on the lane of each worker process of a process pool
-  that had died when the pool broke, with its ``exit_code`` and ``signal``;
+  that had died when the pool broke, with its ``exit_code`` and ``signal``; under ``tracedfutures record``, the
+  task it was running there (its pool's start board says which, and since when) is a slice on that lane from its
+  start to that event, ``args`` ``worker_died`` (true), ``exit_code`` and ``signal`` (a task another worker was
+  running, which the break ended too, is drawn the same way, without them);
 - the spans the task's own code made (with the program's tracer, under its task span: in a worker thread, and in
   a worker process, whose spans come home with the outcome), as complete slices (category ``span``) on the task's
   lane inside its slice, which the viewers draw below it: named by the span, at its times, with ``args`` ``task``
@@ -90,7 +93,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 
-from tracedfutures import _worker_spans
+from tracedfutures import _start_board, _worker_spans
 from tracedfutures._lifecycle import TracedFuture, not_listening
 from tracedfutures._naming import error_type, function_name, joblib_calls
 from tracedfutures._running import executors_now, pools_by_name, thread_name
@@ -404,6 +407,27 @@ class _Ended(NamedTuple):
     ran_on: tuple[int, int, str] | None  # where it ran: pid, thread id, thread name
     cpu_time: float | None
     ids: tuple[str, str] | None  # its span's trace id and span id, if it has a span
+    # A task its process pool's break ended while a worker process ran it (its pool's start board said so, under
+    # ``tracedfutures record``): that worker's pid and exit code (None: it lived, the pool ended it as it broke).
+    cut_short: tuple[int, int | None] | None = None
+
+
+def _broken_pools(executor: str) -> list[Any]:
+    """The pools named ``executor`` that broke, and those that do not say (``pools_by_name`` would miss a pool that
+    broke with its last task: the break shuts it down, and that task has ended)."""
+    with state.running_lock:
+        tables = list(state.running)
+    pools = [table.executor() for table in tables if table.name == executor and table.executor is not None]
+    return [pool for pool in pools if pool is not None and getattr(pool, "_broken", True)]
+
+
+def _exit(code: int) -> dict[str, Any]:
+    """A worker process's ``exit_code`` and, when a signal ended it (a negative code), that ``signal``'s name."""
+    found: dict[str, Any] = {"exit_code": code}
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            found["signal"] = signal.Signals(-code).name
+    return found
 
 
 def _us(ns: int) -> str:
@@ -438,6 +462,7 @@ class TimelineWriter(SpanProcessor):
         self._remote_hooks: weakref.WeakSet[_TimelineHook] = weakref.WeakSet()  # hooks of pools run elsewhere
         self._ended_queue: deque[_Ended] = deque()  # tasks the lifecycle hooks ended, not written yet
         self._broken: set[str] = set()  # the executors whose pool broke (a task ended with BROKEN_POOL)
+        self._marked: weakref.WeakSet[Any] = weakref.WeakSet()  # the broken pools whose dead workers are marked
         self._last_tid: dict[int, int] = {}  # pid -> the tid of the last task drawn there
         self._steps: list[_Step] = []  # each executor's counters, as written so far
         self._cpu: dict[str, WorkerCpu] = {}  # executor name -> its workers' CPU, read as tasks end
@@ -516,15 +541,18 @@ class TimelineWriter(SpanProcessor):
             self._remote_hooks.add(hook)  # its interpreter, too): they hold the watermark
         return hook
 
-    def _queue_ended(self, task: _Ended, executor: str) -> None:
+    def _queue_ended(self, task: _Ended, executor: str, broke: bool = False) -> None:
         """A task that a lifecycle hook heard end, in the task's thread: queued for the writer's thread, but for
         what must be read now (the workers' CPU, every ``CPU_EVERY_NS``: the pool may end soon; the processes of a
-        pool that broke)."""
+        pool that broke: ``broke``, the first task its pool's break ended, as its hook knows it, or the first of its
+        executor name)."""
         if task.ended - self._cpu_read >= CPU_EVERY_NS:
             self._take(self._read_cpu, task.ended)
         queue = self._ended_queue
-        if task.error_type.endswith(BROKEN_POOL) and executor not in self._broken:
+        if broke or (task.error_type.endswith(BROKEN_POOL) and executor not in self._broken):
             self._take(self._drain)  # now, while the pool's processes are as the break found them
+            if broke:  # also a pool named as one that broke before (a program that makes a new one after a break)
+                self._take(self._worker_died, executor, task.ended)
             self._take(self._ended, task)
         else:
             queue.append(task)  # written by the writer's thread, off the task's path
@@ -658,7 +686,7 @@ class TimelineWriter(SpanProcessor):
         running = task.running
         outcome = task.outcome
         broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
-        if broke and task.ran_on is None:
+        if broke and task.ran_on is None and task.cut_short is None:
             running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
         if not self._draw():
             return
@@ -679,15 +707,19 @@ class TimelineWriter(SpanProcessor):
             return
         run_ts = _us(running - self._origin)
         # Its queued slice's begin and end, in one event of the buffer (one line each in the file).
-        self._event(f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}')
-        if task.ran_on is None:
+        self._event(
+            f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}'
+        )
+        if task.cut_short is not None:  # cut short in a worker process, on the lane of its death (``_worker_lane``)
+            worker_pid, thread_id, thread_name = task.cut_short[0], -1, ""
+        elif task.ran_on is None:
             worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
         else:
             worker_pid, thread_id, thread_name = task.ran_on
         if worker_pid not in self._named_pids:
             self._named_pids.add(worker_pid)
             self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
-        tid = self._tid(worker_pid, thread_id, thread_name)
+        tid = self._tid(worker_pid, thread_id, thread_name) if thread_id >= 0 else self._last_tid.get(worker_pid, 0)
         self._last_tid[worker_pid] = tid
         self._slice(task, name, number, f'"pid":{worker_pid},"tid":{tid}', running, inside, over)
 
@@ -728,6 +760,9 @@ class TimelineWriter(SpanProcessor):
             extra += f',"cpu_time":{task.cpu_time!r}'
         if task.ids is not None:
             extra += f',"trace_id":"{task.ids[0]}","span_id":"{task.ids[1]}"'
+        if task.cut_short is not None and task.cut_short[1] is not None:  # its worker died, running it
+            died = {"worker_died": True, **_exit(task.cut_short[1])}
+            extra += "," + json.dumps(died, separators=(",", ":"))[1:-1]
         return extra
 
     def _count(self, index: int, submitted: int, running: int | None, finished: int) -> None:
@@ -754,25 +789,30 @@ class TimelineWriter(SpanProcessor):
     def _worker_died(self, executor: str, ns: int) -> None:
         """An instant event (``"ph": "i"``, category ``worker``) where each worker process of ``executor`` that has
         died ended, as its pool broke (its first task ended by ``BrokenProcessPool``): on the lane of the last task
-        it ran, with its exit code (a negative one: killed by that signal)."""
-        for _, pool in pools_by_name().get(executor, ()):
+        it ran (where the task it was running is drawn, ``cut_short``), with its exit code (a negative one: killed
+        by that signal). Each pool's once: a pool that broke before is not marked again."""
+        for pool in _broken_pools(executor):
+            if pool in self._marked:
+                continue
+            self._marked.add(pool)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 code = getattr(process, "exitcode", None)
                 pid = getattr(process, "pid", None)
                 if code is None or not isinstance(pid, int):
                     continue
-                args: dict[str, Any] = {"executor": executor, "exit_code": code}
-                if code < 0:
-                    with contextlib.suppress(ValueError):
-                        args["signal"] = signal.Signals(-code).name
-                if pid not in self._named_pids:
-                    self._named_pids.add(pid)
-                    self._event(self._meta("process_name", pid, 0, f"{executor} worker"))
-                tid = self._last_tid.get(pid, 0)
+                tid = self._worker_lane(pid, executor)
                 self._event(
                     f'{{"ph":"i","s":"p","cat":"worker","name":"worker died","pid":{pid},"tid":{tid},'
-                    f'"ts":{_us(ns - self._origin)},"args":{json.dumps(args)}}}'
+                    f'"ts":{_us(ns - self._origin)},"args":{json.dumps({"executor": executor, **_exit(code)})}}}'
                 )
+
+    def _worker_lane(self, pid: int, executor: str) -> int:
+        """The lane of worker process ``pid`` of ``executor`` where its death is drawn (its thread is not known):
+        that of the last task drawn there, else one of its own (tid 0); a task cut short there is drawn on it."""
+        if pid not in self._named_pids:
+            self._named_pids.add(pid)
+            self._event(self._meta("process_name", pid, 0, f"{executor} worker"))
+        return self._last_tid.get(pid, 0)
 
     def _read_cpu(self, now: int) -> None:
         """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
@@ -914,13 +954,14 @@ class _TimelineHook:
     the submit (counted at once: queued + 1), the end (the task drawn, its start and end counted). A task costs a
     dict entry while it lives and its events, written under the writer's lock when it ends."""
 
-    __slots__ = ("__weakref__", "executor", "index", "kind", "named", "pending", "writer")
+    __slots__ = ("__weakref__", "broke", "executor", "index", "kind", "named", "pending", "writer")
 
     def __init__(self, writer: TimelineWriter, executor: str, kind: str) -> None:
         self.writer = writer
         self.executor = executor
         self.kind = kind
         self.index = -1  # the executor's index in the writer's counters, once it has a task
+        self.broke = 0  # when the executor's process pool broke: its first task ended by BrokenProcessPool (ns)
         self.named: dict[str, tuple[str, str]] = {}  # by the function's __qualname__: (slice name, function)
         # The tasks queued or running: their slice name and function, joblib batch size, submitting thread, the
         # thread's CPU time at their start (0: not read) and whether their start was counted.
@@ -972,6 +1013,13 @@ class _TimelineHook:
                 cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
             else:  # a task run elsewhere: its CPU time (of a process pool's, say) came home with its outcome
                 cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
+            outcome = future.outcome
+            error = future._exception
+            etype = error_type(type(error)) if outcome == "error" and error is not None else ""
+            cut_short, broke = None, False
+            if running is None and etype.endswith(BROKEN_POOL):  # its pool broke: a worker may have been running it
+                broke = not self.broke  # the first task the break ended
+                running, finished, cut_short = self._cut_short(future, finished)
             if running is not None and not counted:  # its start came home with its outcome
                 writer._counters.incoming.append((running, self.index, -1, 1))
             if running is not None:
@@ -980,12 +1028,10 @@ class _TimelineHook:
                 writer._counters.incoming.append((finished, self.index, 0, -1))
             else:
                 writer._counters.incoming.append((finished, self.index, -1, 0))
-            outcome = future.outcome
             ran_on = future._tf_ran_on
             where = None
             if ran_on is not None:  # a thread pool's task ends on the worker thread that ran it, which names it
                 where = (ran_on[0], ran_on[1], ran_on[2] if ran_on[2] is not None else thread_name(ran_on[1]) or "")
-            exc = future._exception
             context = future._tf_context
             task = _Ended(
                 executor=self.executor,
@@ -999,15 +1045,35 @@ class _TimelineHook:
                 finished=finished,
                 ended=future.finished_ns,
                 outcome=outcome,
-                error_type=error_type(type(exc)) if outcome == "error" and exc is not None else "",
+                error_type=etype,
                 ran_on=where,
                 cpu_time=cpu_time,
                 ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None else None,
+                cut_short=cut_short,
             )
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
             return
-        writer._queue_ended(task, self.executor)
+        writer._queue_ended(task, self.executor, broke)
+
+    def _cut_short(self, future: TracedFuture, finished: int) -> tuple[int | None, int, tuple[int, int | None] | None]:
+        """A task that its process pool's break ended (``BrokenProcessPool``, no outcome from a worker): its start,
+        its end and where it ran (``_Ended.cut_short``) when the pool's start board says a worker process was running
+        it (one that died, or one the pool ended as it broke), drawn from that start to the break (``broke``, the
+        first task the break ended: when the parent heard of it, as the ``worker died`` event); else it never ran
+        (None, ``finished``, None). Only the break ends a task handed to the call queue this way, so every id on the
+        board is a live future's then; a submit the broken pool refused later never reached the queue."""
+        if not self.broke:
+            self.broke = future.finished_ns
+        if not future.ran:
+            return None, finished, None
+        life = future._tf_life
+        board = _start_board.board(life.board) if life is not None and life.board else None
+        where = board.running(id(future)) if board is not None else None
+        if where is None:
+            return None, finished, None
+        pid, start, exit_code = where
+        return start, max(self.broke, start), (pid, exit_code)
 
     @not_listening
     def on_refused(self, future: TracedFuture, method: str) -> None:

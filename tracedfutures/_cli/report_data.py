@@ -81,15 +81,29 @@ def report_data(timeline: Timeline, title: str) -> dict[str, Any]:
         "errors": [_task_row(timeline, t) for t in sorted(tasks, key=lambda t: t.start) if t.outcome == ERROR][:TOP],
         "blocked": _blocked_rows(timeline),
         "spans": _span_rows(timeline),
-        "deaths": [
-            {"executor": executor, "pid": pid, "at": _rel(timeline, ts), "exit_code": code, "signal": name}
-            for executor, pid, ts, code, name in timeline.deaths
-        ],
+        "deaths": _deaths(timeline),
         "outcomes": [
             {"executor": executor, "outcome": outcome, "error_type": error_type, "tasks": count}
             for (executor, outcome, error_type), count in sorted(ended.items())
         ],
     }
+
+
+def _deaths(timeline: Timeline) -> list[dict[str, Any]]:
+    """Each worker process that died: its executor, pid, when (``at``), exit code and signal, and the task it was
+    running (``task``: the row of its slice marked ``worker_died``, None when it was idle)."""
+    running = {(t.executor, timeline.lanes[t.lane][0]): t for t in timeline.tasks if t.died}
+    return [
+        {
+            "executor": executor,
+            "pid": pid,
+            "at": _rel(timeline, ts),
+            "exit_code": code,
+            "signal": name,
+            "task": _task_row(timeline, task) if (task := running.get((executor, pid))) is not None else None,
+        }
+        for executor, pid, ts, code, name in timeline.deaths
+    ]
 
 
 def _rel(timeline: Timeline, ts: float) -> float:
@@ -421,6 +435,7 @@ def _task_row(timeline: Timeline, task: Any) -> dict[str, Any]:
         "error_type": task.error_type,
         "trace_id": task.trace_id,
         "span_id": task.span_id,
+        "worker_died": task.died,
     }
 
 

@@ -7,7 +7,8 @@ describes it:
 - ``"ph": "X"`` slices of category ``task``: one per task that ran, on the worker (``pid``, ``tid``) that ran it,
   named by its function (in older files by its span's name, the function in ``args`` ``code.function.name`` or
   ``code.function``), with ``args`` ``id``, ``executor``, ``outcome`` (none: a success), ``error.type``,
-  ``trace_id``, ``span_id`` and ``cpu_time`` (the CPU seconds it used);
+  ``trace_id``, ``span_id``, ``cpu_time`` (the CPU seconds it used) and ``worker_died`` (the task a worker
+  process was running when it died, cut short there);
 - ``"ph": "X"`` slices of category ``span``: a span a task's code made, named by the span, on its task's lane
   inside its task's slice, with ``args`` ``task`` (the task's ``id``); a task's slice counts in ``args``
   ``spans_left_out`` those of its spans that were not drawn;
@@ -83,6 +84,8 @@ class Task:
     cpu: float | None = None
     #: What joins it to its queued slice: its number in the file (its span id in older files).
     key: str = ""
+    #: It was running in a worker process that died (``worker_died``): its run is cut short at the death.
+    died: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +337,7 @@ class _Reader:
                 span_id=span_id,
                 cpu=float(args["cpu_time"]) if "cpu_time" in args else None,
                 key=key,
+                died=args.get("worker_died") is True,
             )
         )
 

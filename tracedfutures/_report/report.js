@@ -122,9 +122,10 @@
       const broken = data.outcomes.filter((r) => r.executor === d.executor && r.error_type.endsWith("BrokenProcessPool"))
         .reduce((n, r) => n + r.tasks, 0);
       const how = d.signal ? `killed by ${d.signal}` : `exit code ${d.exit_code}`;
+      const running = d.task ? ` while running ${d.task.function} (started at ${duration(d.task.start)})` : "";
       deaths.appendChild(document.createElement("li")).textContent =
-        `A worker process of ${d.executor} (pid ${d.pid}) died (${how}) at ${duration(d.at)}: its pool broke, ` +
-        `${count(broken)} tasks ended with BrokenProcessPool.`;
+        `A worker process of ${d.executor} (pid ${d.pid}) died (${how}) at ${duration(d.at)}${running}: its pool ` +
+        `broke, ${count(broken)} ${broken === 1 ? "task" : "tasks"} ended with BrokenProcessPool.`;
     }
     if (!s.complete) {
       setText("cut-short", `The run was cut short: the program was killed or ended abruptly before its timeline ` +
@@ -411,7 +412,8 @@
     ["started at", (r) => duration(r.start), "num"],
     ["queued", (r) => duration(r.queue), "num"],
     ["ran", (r) => duration(r.run), "num"],
-    ["outcome", (r) => (r.error_type ? `${r.outcome}: ${r.error_type}` : r.outcome)],
+    ["outcome", (r) => (r.error_type ? `${r.outcome}: ${r.error_type}` : r.outcome) +
+      (r.worker_died ? " (its worker died running it)" : "")],
     ["trace id", (r) => r.trace_id, "code"],
     ["span id", (r) => r.span_id, "code"],
   ];
