@@ -3,7 +3,9 @@
 ``IMPORTS`` is the allowed-import table: each module and the tracedfutures modules it imports directly, at the
 top level, in functions (lazy imports) or for type checking only. It must match the sources (read with ``ast``)
 exactly, so a new import is a decision made here, and it must sort topologically (no cycle, lazy imports
-included). ``LAYERS`` says where each module sits: a module imports only from its own layer or those below.
+included). ``LAYERS`` says where each module sits: a module imports only from its own layer or those below. No
+module imports another module's underscored names (its private helpers): what modules share has a name without
+one, in a module of its own where users should not import it (``_submit``, ``_metric_definitions``).
 
 Each module is also imported alone in a fresh interpreter: it may pull in only what the table allows it (and its
 parent packages) to reach, the telemetry vendors it pulls in are those of ``VENDORS``, and the bottom of the
@@ -114,7 +116,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures.version",
     },
     # executors and waiting
-    "tracedfutures.executor": {
+    "tracedfutures._submit": {
         "tracedfutures._calls",
         "tracedfutures._config",
         "tracedfutures._lifecycle",
@@ -128,6 +130,13 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures.metrics",
         "tracedfutures.package",
         "tracedfutures.spans",
+    },
+    "tracedfutures.executor": {
+        "tracedfutures._config",
+        "tracedfutures._lifecycle",
+        "tracedfutures._naming",
+        "tracedfutures._stdlib",
+        "tracedfutures._submit",
     },
     "tracedfutures.interpreter": {"tracedfutures._lifecycle", "tracedfutures.executor"},
     "tracedfutures.waiting": {
@@ -144,8 +153,8 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._config",
         "tracedfutures._lifecycle",
         "tracedfutures._state",
+        "tracedfutures._submit",
         "tracedfutures._telemetry",
-        "tracedfutures.executor",
         "tracedfutures.package",
         "tracedfutures.waiting",
     },
@@ -229,7 +238,7 @@ LAYERS: tuple[set[str], ...] = (
         "tracedfutures.exposition",
         "tracedfutures.timeline",
     },
-    {"tracedfutures.executor", "tracedfutures.interpreter", "tracedfutures.waiting"},
+    {"tracedfutures._submit", "tracedfutures.executor", "tracedfutures.interpreter", "tracedfutures.waiting"},
     {
         "tracedfutures.instrumentor",
         "tracedfutures",
@@ -272,6 +281,7 @@ VENDORS: dict[str, set[str]] = {
     "tracedfutures.tracing": {"opentelemetry"},
     "tracedfutures.exposition": {"opentelemetry", "prometheus_client"},
     "tracedfutures.timeline": {"opentelemetry"},
+    "tracedfutures._submit": {"opentelemetry", "prometheus_client"},
     "tracedfutures.executor": {"opentelemetry", "prometheus_client"},
     "tracedfutures.interpreter": {"opentelemetry", "prometheus_client"},
     "tracedfutures.waiting": {"opentelemetry", "prometheus_client"},
@@ -360,6 +370,26 @@ def test_the_table_lists_every_module() -> None:
     assert sorted(set().union(*LAYERS)) == sorted(IMPORTS)
     assert sum(len(layer) for layer in LAYERS) == len(IMPORTS)
     assert sorted(VENDORS) == sorted(IMPORTS)
+
+
+#: The underscored names a module may import from another: OpenTelemetry contrib's convention for the instrumented
+#: packages (``package._instruments``, which ``BaseInstrumentor`` reads).
+SHARED_PRIVATE_NAMES = {"_instruments", "_instruments_optional"}
+
+
+def test_no_module_imports_another_modules_underscored_names() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tracedfutures"):
+                found += [
+                    f"{path.relative_to(PACKAGE.parent)}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                    and f"{node.module}.{alias.name}" not in IMPORTS  # a private module itself
+                    and alias.name not in SHARED_PRIVATE_NAMES
+                ]  # fmt: skip
+    assert found == []
 
 
 @pytest.mark.parametrize("module", sorted(IMPORTS))

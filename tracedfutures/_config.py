@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tracedfutures._state import state
 from tracedfutures.metrics import DEFAULT_BUCKETS, MetricsBackend, backend_for, validate_buckets
-from tracedfutures.spans import _get_tracer
+from tracedfutures.spans import get_tracer
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _resolve(options: Options, defaults: Defaults) -> tuple[Tracer, MetricsBacke
     if backend is not None:
         meter_provider = options.meter_provider if options.meter_provider is not None else defaults.meter_provider
         _export_metrics(meter_provider if meter_provider is not None else otel_metrics.get_meter_provider(), backend)
-    return _get_tracer(tracer_provider), backend
+    return get_tracer(tracer_provider), backend
 
 
 def _export_metrics(meter_provider: MeterProvider, backend: MetricsBackend) -> None:

@@ -25,14 +25,15 @@ class _Scope(threading.local):
     active = False
 
 
-_telemetry = _Scope()
+#: This thread's telemetry flag (``in_telemetry``): read directly where a call costs too much (a stock pool's submit).
+scope = _Scope()
 
 
 def in_telemetry() -> bool:
     """Whether this thread is inside tracedfutures' own telemetry (a hook, a wait span): a span processor or
     exporter that submits to an instrumented executor from there must get the stdlib's submit, untraced, or
     every span would make another task and another span (recursion, or a loop that never ends)."""
-    return _telemetry.active
+    return scope.active
 
 
 class TelemetryScope:
@@ -41,11 +42,11 @@ class TelemetryScope:
     __slots__ = ("outer",)
 
     def __enter__(self) -> None:
-        self.outer = _telemetry.active
-        _telemetry.active = True
+        self.outer = scope.active
+        scope.active = True
 
     def __exit__(self, *exc_info: object) -> None:
-        _telemetry.active = self.outer
+        scope.active = self.outer
 
 
 def use_telemetry_scopes(on: bool) -> None:

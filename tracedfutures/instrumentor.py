@@ -33,6 +33,7 @@ from functools import partial
 from types import FunctionType, MethodType
 from typing import Any
 
+from opentelemetry.context import get_current
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
@@ -42,17 +43,17 @@ from tracedfutures import _config, waiting
 from tracedfutures._calls import RemoteCall
 from tracedfutures._lifecycle import Lifecycle
 from tracedfutures._state import state
-from tracedfutures._telemetry import in_telemetry, opentelemetry_own, use_telemetry_scopes
-from tracedfutures.executor import (
-    _CHAINED,
-    _POOL_ROUTES,
-    _STDLIB_PROCESS_SUBMIT,
-    _STDLIB_THREAD_SUBMIT,
-    _executor_kind,
-    _make_lifecycle,
-    _Route,
-    _submit_task,
+from tracedfutures._submit import (
+    CHAINED,
+    POOL_ROUTES,
+    STDLIB_PROCESS_SUBMIT,
+    STDLIB_THREAD_SUBMIT,
+    Route,
+    executor_kind,
+    make_lifecycle,
+    submit_task,
 )
+from tracedfutures._telemetry import opentelemetry_own, scope, use_telemetry_scopes
 from tracedfutures.package import _instruments, _instruments_optional
 
 __all__ = ["ConcurrentFuturesInstrumentor"]
@@ -63,7 +64,7 @@ _FUNCTIONS = ("wait", "as_completed")
 _OPTIONS = ("tracer_provider", "registry", "buckets", "record_exception_messages", "meter_provider")
 #: What an instrumented executor keeps (``_tf_route``): the instrumentation that made it, the lifecycle of its
 #: tasks, its route and the stdlib submit of its kind.
-_Routed = tuple["_Instrumentation", Lifecycle, _Route, Callable[..., Any]]
+_Routed = tuple["_Instrumentation", Lifecycle, Route, Callable[..., Any]]
 
 
 class _Instrumentation:
@@ -87,10 +88,10 @@ class _Instrumentation:
             with state.instrumentor_lock:
                 found = executor.__dict__.get("_tf_route")
                 if found is None or found[0] is not self:
-                    kind = _executor_kind(executor)
-                    route = _CHAINED if library else _POOL_ROUTES[kind]
-                    stock = _STDLIB_PROCESS_SUBMIT if kind == "process" else _STDLIB_THREAD_SUBMIT
-                    life, capacity = _make_lifecycle(executor, None, kind, route.remote, self.options)
+                    kind = executor_kind(executor)
+                    route = CHAINED if library else POOL_ROUTES[kind]
+                    stock = STDLIB_PROCESS_SUBMIT if kind == "process" else STDLIB_THREAD_SUBMIT
+                    life, capacity = make_lifecycle(executor, None, kind, route.remote, self.options)
                     found = (self, life, route, stock)
                     previous = executor.__dict__.get("_tf_capacity")
                     if previous is not None:  # counted by an earlier instrumentation's series: not any more
@@ -99,24 +100,24 @@ class _Instrumentation:
                     executor.__dict__["_tf_route"] = found
         return found
 
-    def submit_wrapper(
-        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """A stock pool's ``submit``."""
-        return self._submit(wrapped, instance, args, kwargs, False)
-
     def library_submit_wrapper(
         self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Another library's ``submit`` (``package._instruments_optional``)."""
         if args and type(args[0]) is RemoteCall:  # already traced: a traced() wrapper submits through it
             return wrapped(*args, **kwargs)
-        return self._submit(wrapped, instance, args, kwargs, True)
+        return self.submit_wrapper(wrapped, instance, args, kwargs, True)
 
-    def _submit(
-        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], library: bool
+    def submit_wrapper(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        library: bool = False,
     ) -> Any:
-        if in_telemetry() or not is_instrumentation_enabled():
+        """A stock pool's ``submit`` (or, ``library``, another library's)."""
+        if scope.active or _suppressed():
             # Submitted by a span processor or exporter while tracedfutures (or an exporter, which suppresses
             # instrumentation) records: tracing it would make a span for every span, endlessly.
             return wrapped(*args, **kwargs)
@@ -125,7 +126,9 @@ class _Instrumentation:
             wrapped = partial(wrapped, instance)
         if not args:  # no callable: the stdlib's own TypeError
             return wrapped(*args, **kwargs)
-        fn = _without_threading_wrapper(args[0])
+        fn = args[0]
+        if type(fn) is FunctionType and fn.__code__.co_name == "wrapped_func":  # the threading instrumentation's?
+            fn = _without_threading_wrapper(fn)
         # The SDK's own work: not even a lifecycle for the pool, this may run in a child's at-fork hook.
         if type(fn) is MethodType and opentelemetry_own(fn):
             return wrapped(*args, **kwargs)
@@ -133,7 +136,7 @@ class _Instrumentation:
         _, life, route, stock = found if found is not None and found[0] is self else self.route(instance, library)
         if route.enqueue is None and not library:  # the fallback: the stdlib's own submit, not another wrapper
             wrapped = partial(stock, instance)
-        return _submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
+        return submit_task(route, instance, wrapped, life, fn, args[1:], kwargs)
 
     def instrument_library(self, module: Any, cls_name: str, requirement: str) -> None:
         """Wrap the executor class ``cls_name`` of a library's ``module`` that was just imported, if this
@@ -196,15 +199,32 @@ def _map_through_submit(
         or not args
         or set(kwargs) - {"timeout", "chunksize"}
         or not (timeout is None or isinstance(timeout, (int, float)))
-        or in_telemetry()
-        or not is_instrumentation_enabled()
+        or scope.active
+        or _suppressed()
     ):
         return wrapped(*args, **kwargs)
     return Executor.map(instance, *args, timeout=timeout)
 
 
-def _without_threading_wrapper(fn: Any) -> Any:
-    """The function that opentelemetry-instrumentation-threading wrapped, when it instrumented after us.
+try:  # the keys ``is_instrumentation_enabled`` reads, read here from one look-up of the current context
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+    from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
+
+    def _suppressed() -> bool:
+        """Whether instrumentation is suppressed in the current context (``not is_instrumentation_enabled()``)."""
+        current = get_current()
+        return bool(current.get(_SUPPRESS_INSTRUMENTATION_KEY) or current.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
+
+except ImportError:  # pragma: no cover - an OpenTelemetry whose private names moved: its public function
+
+    def _suppressed() -> bool:
+        """Whether instrumentation is suppressed in the current context."""
+        return not is_instrumentation_enabled()
+
+
+def _without_threading_wrapper(fn: FunctionType) -> Any:
+    """The function that opentelemetry-instrumentation-threading wrapped, when it instrumented after us (``fn``: a
+    function whose code is named as its wrapper's, ``wrapped_func``).
 
     Its wrapper of ``ThreadPoolExecutor.submit`` then runs first and hands us a closure that attaches the
     context current at submit: the very context our task span is made in, whose span is that task span's
@@ -212,11 +232,7 @@ def _without_threading_wrapper(fn: Any) -> Any:
     exactly as when the threading instrumentation is not there (or instrumented before us: then our wrapper
     runs first and never calls its).
     """
-    if type(fn) is not FunctionType:  # its wrapper is a closure; nothing else costs a failed attribute look-up
-        return fn
     code = fn.__code__
-    if code.co_name != "wrapped_func":
-        return fn
     if getattr(fn, "__module__", None) != "opentelemetry.instrumentation.threading":
         return fn
     cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
@@ -260,4 +276,3 @@ class ConcurrentFuturesInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._tf_instrumentation.uninstrument_libraries()
         use_telemetry_scopes(False)
         self._tf_instrumentation = None  # the import hooks still registered for the libraries now do nothing
-

@@ -63,7 +63,9 @@ FUTURES_LINKS_DROPPED = "futures.links_dropped"
 MAX_LINKS = 32
 
 
-def _get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
+def get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
+    """Tracedfutures' tracer (name and version) from ``tracer_provider`` (None: the global one); a no-op tracer
+    where the provider fails."""
     try:
         return trace.get_tracer(TRACER_NAME, __version__, tracer_provider)
     except Exception as exc:  # a broken provider loses the spans, never the executor or its tasks
@@ -71,7 +73,7 @@ def _get_tracer(tracer_provider: TracerProvider | None) -> Tracer:
         return trace.NoOpTracer()
 
 
-def _span_hook(
+def span_hook(
     tracer: Tracer, name: str, kind: Kind, remote: bool, record_exception_messages: bool | None = None
 ) -> _SpanHook | None:
     """The span side of an executor's lifecycle, or None when its tracer can never record (a no-op tracer).
@@ -217,7 +219,7 @@ class _SpanHook:
         """Reading a result happens after the task span ended; metrics time it."""
 
 
-def _task_cpu_hook(kind: Kind) -> _TaskCpuHook | None:
+def task_cpu_hook(kind: Kind) -> _TaskCpuHook | None:
     """Under ``tracedfutures record`` (``state.task_cpu``), for a thread or interpreter pool, the hook that puts
     each task's own CPU time on its span; None elsewhere (a process pool starts its tasks in its manager thread)."""
     return _TaskCpuHook() if state.task_cpu and kind in ("thread", "interpreter") else None
@@ -301,12 +303,13 @@ def _where_and_when(future: TracedFuture) -> dict[str, Any]:
     return attributes
 
 
-def _start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
+def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:
     """The span of one ``wait`` or ``as_completed`` call, a child of the caller's current span."""
     return tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns)
 
 
-def _end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None) -> None:
+def end_wait_span(span: Span, end_ns: int, attributes: dict[str, Any], error: BaseException | None = None) -> None:
+    """End a ``wait`` / ``as_completed`` span with what the call found, and ``error`` if it raised."""
     span.set_attributes(attributes)
     if error is not None:
         span.set_attribute(ERROR_TYPE, error_type(type(error)))

@@ -29,8 +29,8 @@ from tracedfutures.spans import (
     FUTURES_TIMEOUT,
     MAX_LINKS,
     WAIT_SPAN,
-    _end_wait_span,
-    _start_wait_span,
+    end_wait_span,
+    start_wait_span,
 )
 
 __all__ = ["as_completed", "wait"]
@@ -86,7 +86,7 @@ class _Call:
         try:
             with TelemetryScope():
                 tracer, self.backend = resolve()
-                self.span = _start_wait_span(tracer, name, self.start, attributes)
+                self.span = start_wait_span(tracer, name, self.start, attributes)
         except Exception as exc:
             telemetry_failed(name, exc)
 
@@ -119,7 +119,7 @@ class _Call:
         try:
             attributes[FUTURES_LINKS_DROPPED] = self.traced - self.links
             with TelemetryScope():
-                _end_wait_span(self.span, end, attributes, error)
+                end_wait_span(self.span, end, attributes, error)
             timeline = state.timeline_call
             if timeline is not None:  # tracedfutures record: the call on the timeline, without a span
                 timeline(self.name, self.start, end, attributes)
