@@ -629,6 +629,11 @@ class ExecutorStats:
         ``DROP_AFTER_SECONDS`` (every scraper, a second Prometheus of a pair too, has seen them)."""
         name, created = self.name, self.created
         total = self.totals()
+        # Read right after the totals: a task that ends in between is missing from both (never counted twice), and
+        # the moment between them is short, so that busy seldom misses one (what it misses comes back only as
+        # workers are free: ``_exposed_busy_ns``).
+        starts, waiting = self._running_now()
+        now_ns = time.time_ns()
         families[SUBMITTED].add_metric([name], total.submitted, created)
         ended = dict.fromkeys(OUTCOMES, 0)
         born: dict[tuple[str, str], float] = {}  # each run histogram's first task: its outcome's earliest count
@@ -648,9 +653,6 @@ class ExecutorStats:
                 at = born.get((function, outcome), created)
                 _histogram_with_created(families[RUN], [name, function, outcome], hist, at)
                 busy_ns += hist.sum
-        # Read after the totals: a task that ends in between is missing from both (never counted twice).
-        starts, waiting = self._running_now()
-        now_ns = time.time_ns()
         # The tasks in the executors now, split between queued and running. Each thread's counts, and a process
         # pool's start board, are read a moment apart while tasks move (a task handed to the call queue in between
         # is on the board and not in the totals): the split is clamped, never the sum, which the totals alone give.
