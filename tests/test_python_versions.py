@@ -320,6 +320,8 @@ def test_forced_shutdown_ends_futures_as_the_stdlib_does(telemetry: Telemetry, m
         handed = [f.running() for f in futures]
         getattr(executor, method)()
         outcomes = [type(f.exception(30)).__name__ if not f.cancelled() else "cancelled" for f in futures]
+        # The pool's manager thread tells the hooks after it wakes the readers: joined here, it has told them all.
+        executor.shutdown(wait=True)
         assert outcomes == ["BrokenProcessPool" if r else "cancelled" for r in handed], (traced, handed)
         assert 2 <= sum(handed) < 5
         seen.append(outcomes)
