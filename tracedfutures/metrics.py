@@ -147,21 +147,9 @@ def validate_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
 
 # -- what a backend records ---------------------------------------------------------------------------------------
 class ExecutorRecorder(Protocol):
-    """One executor name's series in one backend. ``submitted`` and ``started`` are the metrics side's hook
-    methods themselves, so they never raise (see ``LifecycleHook``); ``submitted`` sets the future's capped
-    ``function`` label (``future._tf_function``), which ``finished`` gets back."""
+    """One executor name's series in one backend: the metrics side of its executors' lifecycle (``hook``, which
+    sets each future's capped ``function`` label at submit and never raises), and what the executors tell it."""
 
-    def submitted(self, future: TracedFuture, fn: Any) -> None: ...
-    def started(self, future: TracedFuture) -> None: ...
-    def finished(
-        self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
-        exemplar: TaskTrace | None,
-    ) -> None:  # fmt: skip
-        """A task ended; ``ran``: it had started; ``queue_ns`` / ``run_ns``: its queue and run durations when
-        its start is known, else -1 (durations cross this interface in integer nanoseconds)."""
-
-    def refused(self, method: str) -> None: ...
-    def retrieved(self, lag_ns: int) -> None: ...
     def unretrieved(self, label: str) -> None: ...
     def add_workers(self, count: int) -> None: ...
     def watch(self, running: RunningTable) -> None:
@@ -512,37 +500,9 @@ class ExecutorStats:
         """The metrics side of this name's executors' lifecycle: these stats themselves."""
         return self
 
-    def finished(
-        self, ran: bool, function: str, outcome: str, error_label: str, queue_ns: int, run_ns: int,
-        exemplar: TaskTrace | None,
-    ) -> None:  # fmt: skip
-        counts = self._local.counts
-        if ran:
-            counts.ended_after_start += 1
-        else:
-            counts.unstarted += 1
-        key = (function, outcome, error_label)
-        completed = counts.completed
-        count = completed.get(key)
-        if count is None:  # this thread's first task of these labels: when the series may have been born
-            counts.created[key] = time.time()
-            completed[key] = 1
-        else:
-            completed[key] = count + 1
-        if run_ns >= 0:
-            counts.queue.observe(queue_ns, exemplar)
-            by_function = counts.run[outcome]
-            hist = by_function.get(function)
-            if hist is None:
-                hist = by_function[function] = _Histogram(self.buckets)
-            hist.observe(run_ns, exemplar)
-
     def refused(self, method: str) -> None:
         with self.lock:
             self.invalid[method] = self.invalid.get(method, 0) + 1
-
-    def retrieved(self, lag_ns: int) -> None:
-        self._local.counts.result_lag.observe(lag_ns)
 
     def unretrieved(self, label: str) -> None:
         with self.lock:
