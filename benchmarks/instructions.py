@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import functools
 import gc
 import glob
@@ -57,6 +58,7 @@ from opentelemetry import trace  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 import tracedfutures  # noqa: E402
+from tracedfutures._state import state  # noqa: E402
 
 WAIT_FUTURES = 10_000
 BUDGETS = os.path.join(HERE, "budgets.toml")
@@ -98,6 +100,23 @@ def _run_queued(executor: cf.ThreadPoolExecutor) -> None:
         context.finalize()
 
 
+def _recording() -> Any:
+    """A timeline writer to a temporary file, fed by every executor's lifecycle as ``tracedfutures record`` sets
+    it up (``tracedfutures._recording.start_recording``), with its own thread stopped: the batch writes what it
+    queued (``force_flush``), so that its whole cost is counted in the batch. What the writer does per step of
+    time rather than per task (a counter sample a millisecond, a read of the workers' CPU every 50 ms) is done
+    once a batch: under valgrind a task takes a thousand times as long, and the count would follow the clock."""
+    from tracedfutures import timeline
+    from tracedfutures.timeline import TimelineWriter
+
+    timeline.COUNTER_EVERY_NS = timeline.CPU_EVERY_NS = 1 << 62
+    writer = TimelineWriter(os.path.join(tempfile.mkdtemp(prefix="tf-recorded-"), "timeline.json"))
+    writer._stop.set()
+    state.timeline_hook = writer.lifecycle_hook
+    state.timeline_call = writer.call_ended
+    return writer
+
+
 def _meters() -> Any:
     """An SDK MeterProvider with an in-memory reader."""
     from opentelemetry.sdk.metrics import MeterProvider
@@ -130,9 +149,10 @@ def tasks(mode: str) -> Iterator[Batch]:
     """A batch of no-op tasks on a thread pool: submit them, run them, read their results. ``bare`` (stdlib),
     ``metrics`` (no tracer; ``partial``, ``method``, ``lambda``, ``callable`` the same with such a task),
     ``metrics_both`` (no tracer, an OpenTelemetry MeterProvider too), ``instrumented`` (no tracer, the stock pool
-    under the instrumentor), ``unsampled`` (SDK provider, an unsampled parent), ``always_off`` (SDK provider whose
-    sampler records nothing, a sampled parent), ``sampled`` (SDK provider, a sampled parent), ``floor`` (stdlib +
-    one bare SDK span per task)."""
+    under the instrumentor), ``recorded`` (the stock pool instrumented as ``tracedfutures record`` sets it up: a
+    timeline writer fed by the lifecycle, its events written and flushed within the batch), ``unsampled`` (SDK
+    provider, an unsampled parent), ``always_off`` (SDK provider whose sampler records nothing, a sampled parent),
+    ``sampled`` (SDK provider, a sampled parent), ``floor`` (stdlib + one bare SDK span per task)."""
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
     tracer_provider = None
@@ -143,18 +163,17 @@ def tasks(mode: str) -> Iterator[Batch]:
     meter_provider = _meters() if mode == "metrics_both" else None
     registry = CollectorRegistry()
     task = TASKS.get(mode, run.noop)
-    instrumentor = None
-    with run.attached(run._parent(mode != "unsampled")):
+    flush: Callable[[], object] | None = None
+    with run.attached(run._parent(mode != "unsampled")), contextlib.ExitStack() as stack:
         if mode == "bare":
             pool = _inline(cf.ThreadPoolExecutor(1))
             executor: cf.Executor = pool
         elif mode == "floor":
             pool = _inline(cf.ThreadPoolExecutor(1))
             executor = run.SpanPerTask(pool, tracer_provider.get_tracer("benchmarks.floor"))
-        elif mode == "instrumented":
-            instrumentor = tracedfutures.ConcurrentFuturesInstrumentor()
-            instrumentor.instrument(tracer_provider=trace.NoOpTracerProvider(), registry=registry)
-            pool = executor = _inline(cf.ThreadPoolExecutor(1))
+        elif mode in ("instrumented", "recorded"):
+            pool, flush = stack.enter_context(_instrumented(mode == "recorded", registry))
+            executor = pool
         else:
             provider = tracer_provider if tracer_provider is not None else trace.NoOpTracerProvider()
             pool = executor = _inline(
@@ -168,10 +187,30 @@ def tasks(mode: str) -> Iterator[Batch]:
             _run_queued(pool)
             for future in futures:
                 future.result()
+            if flush is not None:
+                flush()
 
         yield batch
-    if instrumentor is not None:
+
+
+@contextmanager
+def _instrumented(recorded: bool, registry: CollectorRegistry) -> Iterator[tuple[cf.ThreadPoolExecutor, Any]]:
+    """The stock pool under the instrumentor, metrics only, and what ends a batch: nothing, or (``recorded``, set up
+    as ``tracedfutures record`` sets it up: the global tracer provider, which no program set) the timeline's flush."""
+    instrumentor = tracedfutures.ConcurrentFuturesInstrumentor()
+    writer = None
+    if recorded:
+        writer = _recording()
+        instrumentor.instrument(registry=registry)
+    else:
+        instrumentor.instrument(tracer_provider=trace.NoOpTracerProvider(), registry=registry)
+    try:
+        yield _inline(cf.ThreadPoolExecutor(1)), writer.force_flush if writer is not None else None
+    finally:
         instrumentor.uninstrument()
+        if writer is not None:
+            writer.shutdown()
+            state.timeline_hook = state.timeline_call = None
 
 
 @contextmanager
@@ -251,6 +290,9 @@ CASES: dict[str, Case] = {
     "floor": Case(tasks, "bare", "spans", 50, 500, "task", "stdlib + one bare SDK span per task"),
     "instrumented": Case(
         tasks, "metrics", "instrumented", 100, 1_000, "task", "no tracer provider, the stock pool instrumented"
+    ),
+    "recorded": Case(
+        tasks, "instrumented", "recorded", 100, 1_000, "task", "the stock pool instrumented, under tracedfutures record"
     ),
     "process_bare": Case(processes, "process_bare", "process", 50, 300, "task", "stdlib process pool, parent"),
     "process": Case(

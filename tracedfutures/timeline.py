@@ -79,13 +79,18 @@ import bisect
 import contextlib
 import functools
 import json
+import operator
 import os
 import signal
 import sys
 import threading
 import time
+import types
 import weakref
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures._base import FINISHED
+from itertools import accumulate
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -96,7 +101,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from tracedfutures import _start_board, _worker_spans
 from tracedfutures._lifecycle import TracedFuture, not_listening
 from tracedfutures._naming import error_type, function_name, joblib_calls
-from tracedfutures._running import executors_now, pools_by_name, thread_name
+from tracedfutures._running import executors_now, pools_by_name
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import WorkerCpu
@@ -146,6 +151,8 @@ MAX_TASK_SPANS = _worker_spans.MAX_WORKER_SPANS
 #: past it, spans are left out and counted in the end event (``spans_left_out``).
 MAX_HELD_SPANS = 1 << 16
 
+#: The threads of this process whose lanes the writer keeps at hand (``TimelineWriter._here_lane``).
+MAX_LANES = 4096
 #: How the error type of a task that a process pool's broken state ended ends.
 BROKEN_POOL = "BrokenProcessPool"
 
@@ -200,8 +207,9 @@ class _Counters:
         return taken
 
 
-def _ns(change: tuple[int, int, int, int]) -> int:
-    return change[0]
+_ns = operator.itemgetter(0)
+_d_queued = operator.itemgetter(2)
+_d_running = operator.itemgetter(3)
 
 
 class _Step:
@@ -221,22 +229,47 @@ class _Step:
         self.area = [0, 0]  # the counts' integral (count ns) over the open step, up to ``last``
         self.written = [-1.0, -1.0]  # the values written last
 
-    def change(self, writer: TimelineWriter, ns: int, queued: int, running: int) -> None:
-        step = ns // COUNTER_EVERY_NS
-        if step != self.open:
-            if self.open >= 0 and step < self.open:  # later than what was written: counted at the last time
-                ns, step = self.last, self.open
-            elif self.open >= 0:
-                self._end(writer, gap=step > self.open + 1)
-            if self.open < 0:
-                self.open, self.last = step, step * COUNTER_EVERY_NS
-        ns = max(ns, self.last)
-        counts, area = self.counts, self.area
-        area[0] += counts[0] * (ns - self.last)
-        area[1] += counts[1] * (ns - self.last)
-        self.last = ns
-        counts[0] += queued
-        counts[1] += running
+    def feed(self, writer: TimelineWriter, changes: list[tuple[int, int, int, int]]) -> None:
+        """Sum up this executor's ``changes`` (ns, executor, d_queued, d_running), in time order: each step they
+        leave is written (``_end``), the step of the last one stays open. The counts' integral is summed in C
+        (``accumulate``): the work in Python is per step, not per change."""
+        if not changes:
+            return
+        width = COUNTER_EVERY_NS
+        last = self.last
+        if changes[0][0] < last:  # later than what was written: counted at the last time
+            changes = [(max(ns, last), *rest) for ns, *rest in changes]  # type: ignore[misc]
+        times = list(map(_ns, changes))
+        points = [last, *times]  # the times from which each count holds
+        queued = list(accumulate(map(_d_queued, changes), initial=self.counts[0]))
+        running = list(accumulate(map(_d_running, changes), initial=self.counts[1]))
+        lengths = list(map(operator.sub, times, points))
+        area_q = list(accumulate(map(operator.mul, queued, lengths), initial=0))  # the integral from ``last``
+        area_r = list(accumulate(map(operator.mul, running, lengths), initial=0))
+
+        def at(ns: int) -> tuple[int, int, int]:
+            """The point that holds at ``ns`` (>= last) and the counts' integrals from ``last`` to ``ns``."""
+            i = bisect.bisect_right(points, ns) - 1
+            held = ns - points[i]
+            return i, area_q[i] + queued[i] * held, area_r[i] + running[i] * held
+
+        step = self.open
+        from_q, from_r = -self.area[0], -self.area[1]  # the integrals at the open step's start, from ``last``
+        for new in dict.fromkeys(map(width.__rfloordiv__, times)):  # the steps of the changes, in order
+            if new == step:
+                continue
+            if step >= 0:  # the step summed so far ends: its means at its start, and the counts at its end if the
+                end = (step + 1) * width  # next step is not the one that opens now
+                i, end_q, end_r = at(end)
+                self._write(writer, step * width, [(end_q - from_q) / width, (end_r - from_r) / width])
+                if new > step + 1:
+                    self._write(writer, end, [float(queued[i]), float(running[i])])
+            step = new
+            _, from_q, from_r = at(max(new * width, last))
+        self.open = step
+        self.last = points[-1]
+        self.counts = [queued[-1], running[-1]]
+        self.area = [area_q[-1] - from_q, area_r[-1] - from_r]
 
     def close(self, writer: TimelineWriter, watermark: int | None) -> None:
         """Write the open step if no change can come in it any more (all of them when ``watermark`` is None)."""
@@ -267,6 +300,11 @@ class _Step:
                 writer._counter(counter, self.name, ns, int(value) if value.is_integer() else value)
 
 
+#: This process's live threads by id, as ``threading`` keeps them (read, never written): the current thread's
+#: ``Thread`` without a call in Python (``threading.current_thread()`` where it is missing).
+_live_threads: dict[int, threading.Thread] = getattr(threading, "_active", {})
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
@@ -274,7 +312,7 @@ def _json(value: Any) -> str:
 class _SpansInTasks(SpanProcessor):
     """The span processor that keeps the spans a task's own code makes (``tracer.start_as_current_span("resize")``
     in a task function, with the program's tracer) until the writer draws the task, which draws them inside its
-    slice (``TimelineWriter._slice``). The writer calls it for the spans it does not draw itself; ``tracedfutures
+    slice (``TimelineWriter._ended``). The writer calls it for the spans it does not draw itself; ``tracedfutures
     record`` adds it to the SDK tracer provider the program sets as the global one (``_recording``).
 
     A span is a task's when it starts under the task span, or under a span that is a task's: in a worker thread (or
@@ -394,17 +432,16 @@ class _Ended(NamedTuple):
 
     executor: str
     kind: str
-    name: str  # the task span's name, "executor function" (the slices are named by the function alone)
-    function: str
+    function: str  # what its slices are named by
     batch: Any  # a joblib batch's size, else None
-    submitter: tuple[int, str]  # the submitting thread's id and name
+    submitter: Any  # the submitting thread: its ``Thread``, or (its id, its name)
     submitted: int
     running: int | None  # its real start (ns), None if it never ran
     finished: int  # its real end
     ended: int  # when its future ended here
     outcome: str
     error_type: str
-    ran_on: tuple[int, int, str] | None  # where it ran: pid, thread id, thread name
+    ran_on: Any  # where it ran: (pid, thread id, thread name), or the ``Thread`` of this process; None: not known
     cpu_time: float | None
     ids: tuple[str, str] | None  # its span's trace id and span id, if it has a span
     # A task its process pool's break ended while a worker process ran it (its pool's start board said so, under
@@ -454,6 +491,7 @@ class TimelineWriter(SpanProcessor):
         self._buffer: list[str] = ["[\n"]
         self._buffered = 0
         self._tids: dict[tuple[int, int, str], int] = {}  # (pid, thread id, thread name) -> the tid in the file
+        self._lanes: dict[Any, str] = {}  # a thread here (its Thread, or its id and name) -> its lane
         self._named_pids = {self._pid}  # the processes named in the file so far
         self._names: dict[str, str] = {}  # span name -> as a JSON string
         self._executors: dict[str, int] = {}  # executor name -> index in the counters
@@ -657,7 +695,6 @@ class TimelineWriter(SpanProcessor):
         task = _Ended(
             executor=str(attributes.get(EXECUTOR_NAME, "")),
             kind=str(attributes.get(EXECUTOR_KIND, "")),
-            name=span.name,
             function=str(attributes.get(CODE_FUNCTION, "")),
             batch=attributes.get(BATCH_SIZE),
             submitter=started[:2],
@@ -679,56 +716,40 @@ class TimelineWriter(SpanProcessor):
         self._ended(task)
 
     def _ended(self, task: _Ended) -> None:
-        """Write a task that ended (under ``_lock``): its counters' changes, its queued slice and, if it ran, its
-        slice on the worker that ran it, with the spans its code made inside it."""
-        self._executor(task.executor, task.kind)
-        inside, over = self._in_tasks.take(task.ids[1]) if task.ids is not None and self._in_tasks.held else ([], 0)
+        """Write a task that ended (under ``_lock``): its queued slice and, if it ran, its slice on the worker that
+        ran it, with the spans its code made inside it (its counters' changes are counted apart: ``_Counters``)."""
+        executor = task.executor
+        if executor not in self._executor_info:
+            self._executor(executor, task.kind)
+        ids = task.ids
+        inside, over = self._in_tasks.take(ids[1]) if ids is not None and self._in_tasks.held else ([], 0)
         running = task.running
         outcome = task.outcome
-        broke = outcome == "error" and self._broke(task.executor, task.error_type, task.ended)
+        broke = outcome == "error" and self._broke(executor, task.error_type, task.ended)
         if broke and task.ran_on is None and task.cut_short is None:
             running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
-        if not self._draw():
+        if self.drawn >= self.max_tasks:  # one past the cap is counted in ``left_out``
+            self.left_out += 1
             return
-        self._tasks += 1
-        number = f"{self._tasks:x}"  # the task's id in the file: joins its queued slice to its slice
-        name = self._name(task.function)  # its slices are named by the function it ran
-        pid = self._pid
-        submitter = self._tid(pid, task.submitter[0], task.submitter[1])
-        head = f'{{"ph":"b","cat":"queued","name":{name},"id":"{number}","pid":{pid},"tid":{submitter}'
+        self.drawn += 1
+        self._tasks = number = self._tasks + 1  # the task's id in the file: joins its queued slice to its slice
+        name = self._names.get(task.function) or self._name(task.function)  # its slices are named by its function
+        submitter = self._lanes.get(task.submitter) or self._here_lane(task.submitter)
+        head = f'"cat":"queued","name":{name},"id":"{number:x}",{submitter}'
+        submitted = _us(task.submitted - self._origin)
         if running is None:  # it never ran: its queued slice is all there is of it
-            args: dict[str, Any] = {"executor": task.executor, "outcome": outcome, "ran": False}
+            args: dict[str, Any] = {"executor": executor, "outcome": outcome, "ran": False}
             if outcome == "error":
                 args["error.type"] = task.error_type
-            if task.ids is not None:
-                args["span_id"] = task.ids[1]
-            self._event(f'{head},"ts":{_us(task.submitted - self._origin)},"args":{_json(args)}}}')
-            self._event(f'{head.replace("b", "e", 1)},"ts":{_us(task.ended - self._origin)}}}')
+            if ids is not None:
+                args["span_id"] = ids[1]
+            self._event(
+                f'{{"ph":"b",{head},"ts":{submitted},"args":{_json(args)}}},\n'
+                f'{{"ph":"e",{head},"ts":{_us(task.ended - self._origin)}}}'
+            )
             return
         run_ts = _us(running - self._origin)
-        # Its queued slice's begin and end, in one event of the buffer (one line each in the file).
-        self._event(
-            f'{head},"ts":{_us(task.submitted - self._origin)}}},\n{head.replace("b", "e", 1)},"ts":{run_ts}}}'
-        )
-        if task.cut_short is not None:  # cut short in a worker process, on the lane of its death (``_worker_lane``)
-            worker_pid, thread_id, thread_name = task.cut_short[0], -1, ""
-        elif task.ran_on is None:
-            worker_pid, thread_id, thread_name = pid, 0, ""  # where it ran is unknown: an unnamed lane here
-        else:
-            worker_pid, thread_id, thread_name = task.ran_on
-        if worker_pid not in self._named_pids:
-            self._named_pids.add(worker_pid)
-            self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
-        tid = self._tid(worker_pid, thread_id, thread_name) if thread_id >= 0 else self._last_tid.get(worker_pid, 0)
-        self._last_tid[worker_pid] = tid
-        self._slice(task, name, number, f'"pid":{worker_pid},"tid":{tid}', running, inside, over)
-
-    def _slice(
-        self, task: _Ended, name: str, number: str, lane: str, running: int, inside: list[_Inside], over: int
-    ) -> None:
-        """A task's slice on its ``lane`` (``"pid":...,"tid":...``) and, below it there, the spans its code made
-        that nest in it (category ``span``), each with the task's number; those that do not nest, and the
-        ``over`` not held, are counted on the slice (``spans_left_out``)."""
+        lane = self._lane(task)
         extra = self._more_args(task)
         if inside:
             drawn = _nested(inside, running, max(task.finished, running))
@@ -736,19 +757,49 @@ class TimelineWriter(SpanProcessor):
             inside = drawn
         if over:
             extra += f',"spans_left_out":{over}'
+        # Its queued slice's begin and end, and its slice, in one event of the buffer (one line each in the file).
         self._event(
-            f'{{"ph":"X","cat":"task","name":{name},{lane},"ts":{_us(running - self._origin)},'
-            f'"dur":{_us(max(task.finished - running, 0))},"args":{{"id":"{number}",'
-            f'"executor":{self._name(task.executor)}{extra}}}}}'
+            f'{{"ph":"b",{head},"ts":{submitted}}},\n{{"ph":"e",{head},"ts":{run_ts}}},\n'
+            f'{{"ph":"X","cat":"task","name":{name},{lane},"ts":{run_ts},"dur":{_us(max(task.finished - running, 0))},'
+            f'"args":{{"id":"{number:x}","executor":{self._name(executor)}{extra}}}}}'
         )
         for span_name, start, end in inside:
             self._event(
                 f'{{"ph":"X","cat":"span","name":{self._name(span_name)},{lane},"ts":{_us(start - self._origin)},'
-                f'"dur":{_us(end - start)},"args":{{"task":"{number}"}}}}'
+                f'"dur":{_us(end - start)},"args":{{"task":"{number:x}"}}}}'
             )
+
+    def _lane(self, task: _Ended) -> str:
+        """The lane (``"pid":...,"tid":...``) where a task that ran is drawn: the thread that ran it."""
+        ran_on = task.ran_on
+        if task.cut_short is not None:  # cut short in a worker process, on the lane of its death (``_worker_lane``)
+            worker_pid = task.cut_short[0]
+            return f'"pid":{worker_pid},"tid":{self._worker_lane(worker_pid, task.executor)}'
+        if ran_on is None:  # where it ran is unknown: an unnamed lane here
+            return f'"pid":{self._pid},"tid":{self._tid(self._pid, 0, "")}'
+        if type(ran_on) is not tuple:  # a thread of this process
+            return self._lanes.get(ran_on) or self._here_lane(ran_on)
+        worker_pid = ran_on[0]
+        if worker_pid not in self._named_pids:
+            self._named_pids.add(worker_pid)
+            self._event(self._meta("process_name", worker_pid, 0, f"{task.executor} worker"))
+        tid = self._last_tid[worker_pid] = self._tid(worker_pid, ran_on[1], ran_on[2])
+        return f'"pid":{worker_pid},"tid":{tid}'
+
+    def _here_lane(self, thread: Any) -> str:
+        """The lane (``"pid":...,"tid":...``) of a thread of this process, its ``Thread`` or (its id, its name),
+        kept in ``_lanes`` (at most ``MAX_LANES`` threads: past it they are found again, on the lanes they had)."""
+        thread_id, name = thread if type(thread) is tuple else (thread.ident or 0, thread.name)
+        lane = f'"pid":{self._pid},"tid":{self._tid(self._pid, thread_id, name)}'
+        if len(self._lanes) >= MAX_LANES:
+            self._lanes.clear()
+        self._lanes[thread] = lane
+        return lane
 
     def _more_args(self, task: _Ended) -> str:
         """The args of a task slice past its id, executor and function, each only where it says something."""
+        if task.outcome == "success" and task.batch is None and task.ids is None and task.cut_short is None:
+            return f',"cpu_time":{task.cpu_time!r}' if task.cpu_time is not None else ""  # what most tasks have
         extra = ""
         if task.outcome != "success":
             extra += f',"outcome":"{task.outcome}"'
@@ -924,8 +975,12 @@ class TimelineWriter(SpanProcessor):
         names = list(self._executors)
         while len(steps) < len(names):
             steps.append(_Step(self._name(names[len(steps)])))
-        for ns, index, queued, running in self._counters.ready(watermark):
-            steps[index].change(self, ns, queued, running)
+        changes = self._counters.ready(watermark)
+        if len(steps) == 1:
+            steps[0].feed(self, changes)
+        else:
+            for index, step in enumerate(steps):
+                step.feed(self, [change for change in changes if change[1] == index])
         for step in steps:
             step.close(self, watermark)
 
@@ -949,10 +1004,18 @@ class TimelineWriter(SpanProcessor):
         self._lock = threading.Lock()
 
 
+#: The callables whose ``__qualname__`` names them: a task's function is found once per name.
+_NAMED_BY_QUALNAME = (types.FunctionType, types.MethodType)
+#: An ``_Ended`` from a tuple of its fields, without a call in Python.
+_new_ended: Callable[[tuple[Any, ...]], _Ended] = functools.partial(tuple.__new__, _Ended)
+_get_ident = threading.get_ident
+_thread_time_ns = time.thread_time_ns
+
+
 class _TimelineHook:
     """Feeds a ``TimelineWriter`` one executor's tasks from its lifecycle, without spans (``tracedfutures record``):
-    the submit (counted at once: queued + 1), the end (the task drawn, its start and end counted). A task costs a
-    dict entry while it lives and its events, written under the writer's lock when it ends."""
+    the submit (counted at once: queued + 1), the end (the task queued for the writer's thread, which draws it, its
+    start and end counted). A task costs a dict entry while it lives, and a tuple when it ends."""
 
     __slots__ = ("__weakref__", "broke", "executor", "index", "kind", "named", "pending", "writer")
 
@@ -962,24 +1025,21 @@ class _TimelineHook:
         self.kind = kind
         self.index = -1  # the executor's index in the writer's counters, once it has a task
         self.broke = 0  # when the executor's process pool broke: its first task ended by BrokenProcessPool (ns)
-        self.named: dict[str, tuple[str, str]] = {}  # by the function's __qualname__: (slice name, function)
-        # The tasks queued or running: their slice name and function, joblib batch size, submitting thread, the
-        # thread's CPU time at their start (0: not read) and whether their start was counted.
+        self.named: dict[str, tuple[str, int | None]] = {}  # by a function's __qualname__: (its name, None)
+        # The tasks queued or running: their function and joblib batch size, submitting thread, the thread's CPU
+        # time at their start (0: not read) and whether their start was counted.
         self.pending: dict[TracedFuture, list[Any]] = {}
 
-    def _naming(self, fn: Any) -> tuple[str, str, int | None]:
-        qualname = None if isinstance(fn, functools.partial) else getattr(fn, "__qualname__", None)
-        naming = self.named.get(qualname) if type(qualname) is str else None
-        if naming is not None:
-            return naming[0], naming[1], None
-        function = function_name(fn)
-        naming = (f"{self.executor} {function}", function)
-        if type(qualname) is str:
-            if len(self.named) < 256:
-                self.named[qualname] = naming
-            return naming[0], naming[1], None
+    def _naming(self, fn: Any, qualname: str | None) -> tuple[str, int | None]:
+        """The function that names a task's slices and, for a joblib batch, its size; that of a function or a
+        bound method is kept by its ``qualname`` (None for other callables), at most 256 of them."""
+        if qualname is not None:
+            naming = self.named[qualname] = (function_name(fn), None)
+            if len(self.named) > 256:
+                del self.named[qualname]
+            return naming
         calls = joblib_calls(fn)
-        return naming[0], naming[1], len(calls) if calls is not None else None
+        return function_name(fn), len(calls) if calls is not None else None
 
     def on_submit(self, future: TracedFuture, fn: Any) -> None:
         writer = self.writer
@@ -989,8 +1049,10 @@ class _TimelineHook:
             if self.index < 0:
                 with writer._lock:
                     self.index = writer._executor(self.executor, self.kind)
-            thread = threading.current_thread()
-            self.pending[future] = [self._naming(fn), (thread.ident or 0, thread.name), 0, False]
+            qualname = fn.__qualname__ if type(fn) in _NAMED_BY_QUALNAME else None
+            naming = self.named.get(qualname) if qualname is not None else None
+            submitter = _live_threads.get(_get_ident()) or threading.current_thread()
+            self.pending[future] = [naming or self._naming(fn, qualname), submitter, 0, False]
             writer._counters.incoming.append((future.submitted_ns, self.index, 1, 0))
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
@@ -1005,51 +1067,54 @@ class _TimelineHook:
         if entry is None or writer._closed:
             return
         try:
-            (name, function, batch), submitter, cpu_start, counted = entry
+            (function, batch), submitter, cpu_start, counted = entry
             running = future.started_ns or None
-            ran_for = future._tf_ran_for
-            finished = future.finished_ns
-            if cpu_start:  # a thread or interpreter pool's task: its own CPU, read on its worker thread
-                cpu_time: float | None = (time.thread_time_ns() - cpu_start) / 1e9
+            finished = ended = future.finished_ns
+            ran_on: Any = future._tf_ran_on
+            if cpu_start:  # a thread or interpreter pool's task, which ends on the worker thread that ran it: that
+                cpu_time: float | None = (_thread_time_ns() - cpu_start) / 1e9  # thread's CPU, and its Thread
+                ran_on = _live_threads.get(_get_ident()) or threading.current_thread()
             else:  # a task run elsewhere: its CPU time (of a process pool's, say) came home with its outcome
                 cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
-            outcome = future.outcome
             error = future._exception
-            etype = error_type(type(error)) if outcome == "error" and error is not None else ""
-            cut_short, broke = None, False
+            if error is not None:
+                outcome, etype = "error", error_type(type(error))
+            else:
+                outcome, etype = "success" if future._state == FINISHED else "cancelled", ""
+            cut_short = None
+            add = writer._counters.incoming.append
             if running is None and etype.endswith(BROKEN_POOL):  # its pool broke: a worker may have been running it
                 broke = not self.broke  # the first task the break ended
                 running, finished, cut_short = self._cut_short(future, finished)
-            if running is not None and not counted:  # its start came home with its outcome
-                writer._counters.incoming.append((running, self.index, -1, 1))
-            if running is not None:
-                if ran_for >= 0:
-                    finished = running + ran_for
-                writer._counters.incoming.append((finished, self.index, 0, -1))
             else:
-                writer._counters.incoming.append((finished, self.index, -1, 0))
-            ran_on = future._tf_ran_on
-            where = None
-            if ran_on is not None:  # a thread pool's task ends on the worker thread that ran it, which names it
-                where = (ran_on[0], ran_on[1], ran_on[2] if ran_on[2] is not None else thread_name(ran_on[1]) or "")
+                broke = False
+            if running is not None:
+                if not counted:  # its start came home with its outcome
+                    add((running, self.index, -1, 1))
+                if future._tf_ran_for >= 0:
+                    finished = running + future._tf_ran_for
+                add((finished, self.index, 0, -1))
+            else:
+                add((finished, self.index, -1, 0))
             context = future._tf_context
-            task = _Ended(
-                executor=self.executor,
-                kind=self.kind,
-                name=name,
-                function=function,
-                batch=batch,
-                submitter=submitter,
-                submitted=future.submitted_ns,
-                running=running,
-                finished=finished,
-                ended=future.finished_ns,
-                outcome=outcome,
-                error_type=etype,
-                ran_on=where,
-                cpu_time=cpu_time,
-                ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None else None,
-                cut_short=cut_short,
+            task = _new_ended(
+                (
+                    self.executor,
+                    self.kind,
+                    function,
+                    batch,
+                    submitter,
+                    future.submitted_ns,
+                    running,
+                    finished,
+                    ended,
+                    outcome,
+                    etype,
+                    ran_on,
+                    cpu_time,
+                    (f"{context.trace_id:032x}", f"{context.span_id:016x}") if context is not None else None,
+                    cut_short,
+                )
             )
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
@@ -1093,7 +1158,7 @@ class _TimedTimelineHook(_TimelineHook):
     def on_start(self, future: TracedFuture) -> None:
         entry = self.pending.get(future)
         if entry is not None:
-            entry[2] = time.thread_time_ns() or 1
+            entry[2] = _thread_time_ns() or 1
             if future.started_ns:  # an interpreter pool's real start comes home with the outcome: counted then
                 entry[3] = True
                 self.writer._counters.incoming.append((future.started_ns, self.index, -1, 1))
