@@ -90,7 +90,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures._base import FINISHED
-from itertools import accumulate
+from itertools import accumulate, repeat, starmap
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -189,8 +189,7 @@ class _Counters:
         """The changes up to ``watermark`` (every one when None), in time order; they are taken out."""
         changes = self.changes
         incoming = self.incoming
-        for _ in range(len(incoming)):
-            changes.append(incoming.popleft())
+        changes.extend(starmap(incoming.popleft, repeat((), len(incoming))))  # those added so far, in C
         changes.sort()
         if watermark is None:
             cut = len(changes)
@@ -718,56 +717,69 @@ class TimelineWriter(SpanProcessor):
     def _ended(self, task: _Ended) -> None:
         """Write a task that ended (under ``_lock``): its queued slice and, if it ran, its slice on the worker that
         ran it, with the spans its code made inside it (its counters' changes are counted apart: ``_Counters``)."""
-        executor = task.executor
+        (executor, kind, function, batch, submitter, submitted, running, finished, ended, outcome, error, ran_on,
+         cpu_time, ids, cut_short) = task  # fmt: skip
         if executor not in self._executor_info:
-            self._executor(executor, task.kind)
-        ids = task.ids
+            self._executor(executor, kind)
         inside, over = self._in_tasks.take(ids[1]) if ids is not None and self._in_tasks.held else ([], 0)
-        running = task.running
-        outcome = task.outcome
-        broke = outcome == "error" and self._broke(executor, task.error_type, task.ended)
-        if broke and task.ran_on is None and task.cut_short is None:
+        broke = outcome == "error" and self._broke(executor, error, ended)
+        if broke and ran_on is None and cut_short is None:
             running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
         if self.drawn >= self.max_tasks:  # one past the cap is counted in ``left_out``
             self.left_out += 1
             return
         self.drawn += 1
         self._tasks = number = self._tasks + 1  # the task's id in the file: joins its queued slice to its slice
-        name = self._names.get(task.function) or self._name(task.function)  # its slices are named by its function
-        submitter = self._lanes.get(task.submitter) or self._here_lane(task.submitter)
+        name = self._names.get(function) or self._name(function)  # its slices are named by its function
+        submitter = self._lanes.get(submitter) or self._here_lane(submitter)
         head = f'"cat":"queued","name":{name},"id":"{number:x}",{submitter}'
-        submitted = _us(task.submitted - self._origin)
         if running is None:  # it never ran: its queued slice is all there is of it
-            args: dict[str, Any] = {"executor": executor, "outcome": outcome, "ran": False}
-            if outcome == "error":
-                args["error.type"] = task.error_type
-            if ids is not None:
-                args["span_id"] = ids[1]
-            self._event(
-                f'{{"ph":"b",{head},"ts":{submitted},"args":{_json(args)}}},\n'
-                f'{{"ph":"e",{head},"ts":{_us(task.ended - self._origin)}}}'
-            )
+            self._never_ran(task, head)
             return
-        run_ts = _us(running - self._origin)
-        lane = self._lane(task)
-        extra = self._more_args(task)
+        lane = self._lanes.get(ran_on) or self._lane(task) if type(ran_on) is not tuple else self._lane(task)
+        if outcome == "success" and batch is None and ids is None and cut_short is None:  # what most tasks have
+            extra = f',"cpu_time":{cpu_time!r}' if cpu_time is not None else ""
+        else:
+            extra = self._more_args(task)
         if inside:
-            drawn = _nested(inside, running, max(task.finished, running))
+            drawn = _nested(inside, running, max(finished, running))
             over += len(inside) - len(drawn)
             inside = drawn
         if over:
             extra += f',"spans_left_out":{over}'
+        origin = self._origin
+        if submitted >= origin:  # its times in microseconds, inline (``_us``)
+            queued = submitted - origin
+            ran = running - origin
+            took = max(finished - running, 0)
+            ts = f"{queued // 1000}.{queued % 1000:03d}"
+            run_ts = f"{ran // 1000}.{ran % 1000:03d}"
+            dur = f"{took // 1000}.{took % 1000:03d}"
+        else:
+            ts, run_ts, dur = _us(submitted - origin), _us(running - origin), _us(max(finished - running, 0))
         # Its queued slice's begin and end, and its slice, in one event of the buffer (one line each in the file).
         self._event(
-            f'{{"ph":"b",{head},"ts":{submitted}}},\n{{"ph":"e",{head},"ts":{run_ts}}},\n'
-            f'{{"ph":"X","cat":"task","name":{name},{lane},"ts":{run_ts},"dur":{_us(max(task.finished - running, 0))},'
-            f'"args":{{"id":"{number:x}","executor":{self._name(executor)}{extra}}}}}'
+            f'{{"ph":"b",{head},"ts":{ts}}},\n{{"ph":"e",{head},"ts":{run_ts}}},\n'
+            f'{{"ph":"X","cat":"task","name":{name},{lane},"ts":{run_ts},"dur":{dur},'
+            f'"args":{{"id":"{number:x}","executor":{self._names.get(executor) or self._name(executor)}{extra}}}}}'
         )
         for span_name, start, end in inside:
             self._event(
-                f'{{"ph":"X","cat":"span","name":{self._name(span_name)},{lane},"ts":{_us(start - self._origin)},'
+                f'{{"ph":"X","cat":"span","name":{self._name(span_name)},{lane},"ts":{_us(start - origin)},'
                 f'"dur":{_us(end - start)},"args":{{"task":"{number:x}"}}}}'
             )
+
+    def _never_ran(self, task: _Ended, head: str) -> None:
+        """The queued slice of a task that never ran (``head``: its fields past ``ph``), all there is of it."""
+        args: dict[str, Any] = {"executor": task.executor, "outcome": task.outcome, "ran": False}
+        if task.outcome == "error":
+            args["error.type"] = task.error_type
+        if task.ids is not None:
+            args["span_id"] = task.ids[1]
+        self._event(
+            f'{{"ph":"b",{head},"ts":{_us(task.submitted - self._origin)},"args":{_json(args)}}},\n'
+            f'{{"ph":"e",{head},"ts":{_us(task.ended - self._origin)}}}'
+        )
 
     def _lane(self, task: _Ended) -> str:
         """The lane (``"pid":...,"tid":...``) where a task that ran is drawn: the thread that ran it."""
@@ -778,7 +790,7 @@ class TimelineWriter(SpanProcessor):
         if ran_on is None:  # where it ran is unknown: an unnamed lane here
             return f'"pid":{self._pid},"tid":{self._tid(self._pid, 0, "")}'
         if type(ran_on) is not tuple:  # a thread of this process
-            return self._lanes.get(ran_on) or self._here_lane(ran_on)
+            return self._here_lane(ran_on)
         worker_pid = ran_on[0]
         if worker_pid not in self._named_pids:
             self._named_pids.add(worker_pid)
@@ -798,8 +810,6 @@ class TimelineWriter(SpanProcessor):
 
     def _more_args(self, task: _Ended) -> str:
         """The args of a task slice past its id, executor and function, each only where it says something."""
-        if task.outcome == "success" and task.batch is None and task.ids is None and task.cut_short is None:
-            return f',"cpu_time":{task.cpu_time!r}' if task.cpu_time is not None else ""  # what most tasks have
         extra = ""
         if task.outcome != "success":
             extra += f',"outcome":"{task.outcome}"'
@@ -1119,7 +1129,11 @@ class _TimelineHook:
         except Exception as exc:
             telemetry_failed("TimelineWriter", exc)
             return
-        writer._queue_ended(task, self.executor, broke)
+        queue = writer._ended_queue
+        if etype or ended - writer._cpu_read >= CPU_EVERY_NS or len(queue) >= MAX_QUEUED:
+            writer._queue_ended(task, self.executor, broke)
+        else:
+            queue.append(task)  # written by the writer's thread, off the task's path
 
     def _cut_short(self, future: TracedFuture, finished: int) -> tuple[int | None, int, tuple[int, int | None] | None]:
         """A task that its process pool's break ended (``BrokenProcessPool``, no outcome from a worker): its start,
