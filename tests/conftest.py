@@ -210,9 +210,11 @@ def span_shape(span: ReadableSpan) -> dict[str, Any]:
         assert attributes.pop(QUEUE_DURATION) == (running - span.start_time) / 1e9
     else:
         assert QUEUE_DURATION not in attributes
-    # Where the task ran differs from run to run (tests/test_running.py checks it): its types only.
+    # Where the task ran differs from run to run (tests/test_running.py checks it): its types only (no process.pid
+    # for this process's threads).
     ran_on = [attributes.pop(key, None) for key in (PROCESS_PID, THREAD_ID, THREAD_NAME)]
-    assert ran_on == [None] * 3 or [type(value) for value in ran_on] == [int, int, str], ran_on
+    types = [type(value) for value in ran_on]
+    assert ran_on == [None] * 3 or types in ([int, int, str], [type(None), int, str]), ran_on
     run_for = attributes.pop(RUN_DURATION, None)  # a task run elsewhere: no longer than from its start to the end
     assert run_for is None or 0 <= run_for <= (span.end_time - running) / 1e9, run_for
     return {

@@ -54,7 +54,10 @@ def executor_of(kind: str, telemetry: Telemetry, request: pytest.FixtureRequest)
 
 
 def where(span: Any) -> tuple[Any, Any, Any]:
+    """Where a task span says its task ran: ``process.pid`` where that is another process, this one's else."""
     attributes = span.attributes or {}
+    if "thread.id" in attributes and "process.pid" not in attributes:
+        return os.getpid(), attributes["thread.id"], attributes.get("thread.name")
     return attributes.get("process.pid"), attributes.get("thread.id"), attributes.get("thread.name")
 
 
@@ -72,6 +75,7 @@ def test_the_task_span_says_where_the_task_ran(telemetry: Telemetry, request: py
     assert where(task_span(telemetry, "pool ran_on")) == (pid, thread_id, thread_name)
     if kind == "thread":
         assert pid == os.getpid() and thread_name.startswith("worker_")
+        assert "process.pid" not in task_span(telemetry, "pool ran_on").attributes  # the resource's process
     else:
         assert pid != os.getpid()
     if kind in ("fork", "forkserver", "spawn", "loky"):

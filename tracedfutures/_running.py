@@ -6,8 +6,8 @@ function it keeps on each future (to name it, never its arguments) as the task e
 the worker thread that runs it (thread and interpreter pools), records where it runs: ``future._tf_ran_on``,
 (process id, thread id, None: the thread's name is read on that thread when the task ends, or by a reader of the
 table while it runs). A task that runs in another process brings the same triple home with its outcome, the name
-filled in (``_calls``). The span of a task carries it as the semantic conventions' ``process.pid``, ``thread.id``
-and ``thread.name``.
+filled in (``_calls``). The span of a task carries it as the semantic conventions' ``process.pid`` (where that is
+another process), ``thread.id`` and ``thread.name``.
 
 A task counts as running from the moment its future enters RUNNING in this process until it ends: for a process
 pool, from its hand-off to the pool's call queue; its worker is known only when it ends. (The metrics count a

@@ -284,15 +284,17 @@ def _worker_spans_home(span: Span, worker: Any) -> None:
 
 def _where_and_when(future: TracedFuture) -> dict[str, Any]:
     """The attributes of a task's real start and of where it ran, once it ended: its queue duration; the process
-    and thread that ran it (a thread or interpreter pool's task ends on the worker thread that ran it, which
-    names it now); how long it ran there, for a task run elsewhere."""
+    that ran it where it is not this one (the resource's, which a span says once for all), and the thread (a
+    thread or interpreter pool's task ends on the worker thread that ran it, which names it now); how long it ran
+    there, for a task run elsewhere."""
     attributes: dict[str, Any] = {}
     if future.started_ns:
         attributes[QUEUE_DURATION] = max(future.started_ns - future.submitted_ns, 0) / 1e9
     ran_on = future._tf_ran_on
     if ran_on is not None:
         pid, thread_id, thread_name = ran_on
-        attributes[PROCESS_PID] = pid
+        if pid != state.pid:
+            attributes[PROCESS_PID] = pid
         attributes[THREAD_ID] = thread_id
         if thread_name is None:  # named where it is known: the task may end on another thread (the fallback)
             thread_name = _thread_name(thread_id)

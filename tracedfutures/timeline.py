@@ -686,7 +686,8 @@ class TimelineWriter(SpanProcessor):
         running = next((e.timestamp for e in span.events if e.name == RUNNING_EVENT), None)
         run_for = attributes.get(RUN_DURATION)
         ended = span.end_time or 0
-        worker_pid, thread_id = attributes.get(PROCESS_PID), attributes.get(THREAD_ID)
+        thread_id = attributes.get(THREAD_ID)
+        worker_pid = attributes.get(PROCESS_PID, self._pid)  # none: a thread of this process
         error = attributes.get(ERROR_TYPE)
         context = span.context
         assert context is not None
