@@ -12,7 +12,8 @@ pool whose worker is killed (``BrokenProcessPool``), a submit to that broken poo
 the end. ``died N`` serves ``/metrics`` while a process pool of 2 runs ``task_0`` ... ``task_4``, then a sixth task
 that kills its own worker mid-task (its pid and start go to ``TRUTH.json.died0``), N times, each time in a new pool
 (all named ``ProcessPoolExecutor``, as a program that makes a new pool after a break has them; ``.died1``, ...);
-the truth is the ``/metrics`` text read at the end.
+the truth is the ``/metrics`` text read at the end. ``died N first``: the killing task is the first and only one of
+a pool of 1.
 """
 
 from __future__ import annotations
@@ -161,16 +162,16 @@ def failures() -> list[dict[str, Any]]:
     return [{"metrics": metrics}]
 
 
-def died(said: str, pools: int) -> list[dict[str, Any]]:
+def died(said: str, pools: int, first: bool = False) -> list[dict[str, Any]]:
     from concurrent.futures.process import BrokenProcessPool
 
     import tracedfutures
 
     server, _ = tracedfutures.start_http_server(0)
     for index in range(pools):
-        pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
-        tasks = [pool.submit(task) for task in TASKS[:5]]
-        assert [outcome(future)["outcome"] for future in tasks] == ["success"] * 5
+        pool = ProcessPoolExecutor(1 if first else 2, mp_context=multiprocessing.get_context("forkserver"))
+        tasks = [pool.submit(task) for task in ([] if first else TASKS[:5])]
+        assert [outcome(future)["outcome"] for future in tasks] == ["success"] * len(tasks)
         killer = pool.submit(kills_its_worker, f"{said}{index}")  # after the others ended: the one running then
         assert isinstance(killer.exception(), BrokenProcessPool)
         pool.shutdown()
@@ -249,7 +250,7 @@ def main(argv: list[str]) -> int:
     elif mode == "failures":
         found = failures()
     elif mode == "died":
-        found = died(f"{truth}.died", int(argv[3]))
+        found = died(f"{truth}.died", int(argv[3]), argv[4:] == ["first"])
     elif mode == "traced":
         found = traced()
     elif mode == "spans":

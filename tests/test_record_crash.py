@@ -230,6 +230,21 @@ def test_a_new_pool_named_as_one_that_broke_is_marked_when_it_breaks(tmp_path: P
     assert {(e["args"]["exit_code"], e["args"]["signal"]) for e in deaths} == {(-signal.SIGKILL, "SIGKILL")}
 
 
+def test_a_worker_that_dies_running_its_first_task_is_marked_on_a_named_lane(tmp_path: Path) -> None:
+    """No task of that worker was drawn before: its death and the task it cut short are on a lane of their own,
+    named as the thread that runs a process pool worker's tasks (``MainThread``; its thread id is not known: 0)."""
+    done, trace = record(tmp_path, "0", "died", "1", "first")
+    assert done.returncode == 0, done.stderr
+    pid = int((tmp_path / "truth.json.died0").read_text().split()[0])
+    events: list[dict[str, Any]] = trace_document(trace)["traceEvents"]
+    (cut,) = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"]
+    (death,) = [e for e in events if e["ph"] == "i"]
+    assert (cut["name"], cut["pid"], cut["args"]["worker_died"]) == ("kills_its_worker", pid, True)
+    assert (death["pid"], death["tid"]) == (pid, cut["tid"])
+    lanes = {(e["pid"], e["tid"]): e["args"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert lanes[pid, cut["tid"]] == {"name": "MainThread", "thread.id": 0}
+
+
 @needs_chromium
 def test_the_report_names_the_task_a_worker_died_running(died: tuple[Path, Path, int, int], page: Page) -> None:
     """The report names that task in the death's line and marks it among the errors, in the counts ``/metrics``
@@ -270,4 +285,3 @@ def test_a_program_that_traces_gets_its_task_spans(tmp_path: Path) -> None:
     assert sorted((s["args"]["trace_id"], s["args"]["span_id"]) for s in slices) == sorted(
         (span["trace_id"], span["span_id"]) for span in spans
     )
-

@@ -870,11 +870,15 @@ class TimelineWriter(SpanProcessor):
 
     def _worker_lane(self, pid: int, executor: str) -> int:
         """The lane of worker process ``pid`` of ``executor`` where its death is drawn (its thread is not known):
-        that of the last task drawn there, else one of its own (tid 0); a task cut short there is drawn on it."""
+        that of the last task drawn there, else its main thread's, which runs a process pool worker's tasks (named
+        ``MainThread``, with ``thread.id`` 0: its id is not known); a task cut short there is drawn on it."""
         if pid not in self._named_pids:
             self._named_pids.add(pid)
             self._event(self._meta("process_name", pid, 0, f"{executor} worker"))
-        return self._last_tid.get(pid, 0)
+        tid = self._last_tid.get(pid)
+        if tid is None:
+            tid = self._last_tid[pid] = self._tid(pid, 0, "MainThread")
+        return tid
 
     def _read_cpu(self, now: int) -> None:
         """A ``cpu`` counter event for each executor drawn so far whose workers' CPU can be read (under ``_lock``)."""
