@@ -51,7 +51,9 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 
 def measure(tasks: int, workers: int, repeat: int, directory: Path, instrumented: bool) -> dict[str, float]:
-    env = dict(os.environ)
+    # Bytecode cached, as an installed package has it (pip compiles it): a PYTHONDONTWRITEBYTECODE in the
+    # environment would have every recorded run compile tracedfutures' modules again, which no user's run does.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     plain_command = [sys.executable, __file__, "--program", str(tasks), str(workers)]
     trace = directory / f"trace-{tasks}.json"
     recorded_command = [sys.executable, "-m", "tracedfutures", "record", "-o", str(trace), "--", *plain_command]
