@@ -1085,12 +1085,7 @@ class _TimelineHook:
             (function, batch), submitter, cpu_start, counted = entry
             running = future.started_ns or None
             finished = ended = future.finished_ns
-            ran_on: Any = future._tf_ran_on
-            if cpu_start:  # a thread or interpreter pool's task, which ends on the worker thread that ran it: that
-                cpu_time: float | None = (_thread_time_ns() - cpu_start) / 1e9  # thread's CPU, and its Thread
-                ran_on = _live_threads.get(_get_ident()) or threading.current_thread()
-            else:  # a task run elsewhere: its CPU time (of a process pool's, say) came home with its outcome
-                cpu_time = future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
+            ran_on, cpu_time = _where(future, cpu_start)
             error = future._exception
             if error is not None:
                 outcome, etype = "error", error_type(type(error))
@@ -1166,6 +1161,17 @@ class _TimelineHook:
     @not_listening
     def on_retrieved(self, future: TracedFuture) -> None:
         """Reading a result happens after the task ended."""
+
+
+def _where(future: TracedFuture, cpu_start: int) -> tuple[Any, float | None]:
+    """Where a task that ended ran, as ``_Ended.ran_on`` has it, and the CPU seconds it used there (``cpu_start``:
+    its worker thread's CPU clock at its start, 0 where it was not read)."""
+    if cpu_start:  # a thread or interpreter pool's task, which ends on the worker thread that ran it: its Thread
+        return _live_threads.get(_get_ident()) or threading.current_thread(), (_thread_time_ns() - cpu_start) / 1e9
+    ran_on: Any = future._tf_ran_on  # a task run elsewhere: where it ran and its CPU time came home with its outcome
+    if ran_on is not None and ran_on[2] is None:  # a thread of this process (the public-API fallback's interpreter
+        ran_on = _live_threads.get(ran_on[1]) or (*ran_on[:2], "")  # pool's): its Thread, while it lives
+    return ran_on, future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
 
 
 class _TimedTimelineHook(_TimelineHook):
