@@ -292,7 +292,7 @@ CASES: dict[str, Case] = {
         tasks, "metrics", "instrumented", 100, 1_000, "task", "no tracer provider, the stock pool instrumented"
     ),
     "recorded": Case(
-        tasks, "instrumented", "recorded", 100, 1_000, "task", "the stock pool instrumented, under tracedfutures record"
+        tasks, "instrumented", "instrumented", 100, 1_000, "task", "the stock pool under tracedfutures record"
     ),
     "process_bare": Case(processes, "process_bare", "process", 50, 300, "task", "stdlib process pool, parent"),
     "process": Case(
