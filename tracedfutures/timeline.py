@@ -101,7 +101,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from tracedfutures import _start_board, _worker_spans
 from tracedfutures._lifecycle import TracedFuture, not_listening
 from tracedfutures._naming import error_type, function_name, joblib_calls
-from tracedfutures._running import executors_now, pools_by_name
+from tracedfutures._running import executors_now, pools_by_name, thread_name
 from tracedfutures._state import state
 from tracedfutures._telemetry import telemetry_failed
 from tracedfutures._worker_cpu import WorkerCpu
@@ -726,10 +726,8 @@ class TimelineWriter(SpanProcessor):
         broke = outcome == "error" and self._broke(executor, error, ended)
         if broke and ran_on is None and cut_short is None:
             running = None  # handed to the call queue, never heard of in a worker: drawn as it queued
-        if self.drawn >= self.max_tasks:  # one past the cap is counted in ``left_out``
-            self.left_out += 1
+        if not self._draw():
             return
-        self.drawn += 1
         self._tasks = number = self._tasks + 1  # the task's id in the file: joins its queued slice to its slice
         name = self._names.get(function) or self._name(function)  # its slices are named by its function
         submitter = self._lanes.get(submitter) or self._here_lane(submitter)
@@ -1170,7 +1168,7 @@ def _where(future: TracedFuture, cpu_start: int) -> tuple[Any, float | None]:
         return _live_threads.get(_get_ident()) or threading.current_thread(), (_thread_time_ns() - cpu_start) / 1e9
     ran_on: Any = future._tf_ran_on  # a task run elsewhere: where it ran and its CPU time came home with its outcome
     if ran_on is not None and ran_on[2] is None:  # a thread of this process (the public-API fallback's interpreter
-        ran_on = _live_threads.get(ran_on[1]) or (*ran_on[:2], "")  # pool's): its Thread, while it lives
+        ran_on = (*ran_on[:2], thread_name(ran_on[1]) or "")  # pool's), named while it lives
     return ran_on, future._tf_cpu / 1e9 if future._tf_cpu >= 0 else None
 
 
