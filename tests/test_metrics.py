@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -307,3 +308,86 @@ def test_busy_never_grows_faster_than_available(telemetry: Telemetry) -> None:
         assert 0 <= busy_b - busy_a <= available_b - available_a + 1e-9
     ran = telemetry.histogram("executor_task_run_seconds", executor="pool", outcome="success")[1]
     assert seen[-1][0] == pytest.approx(ran, abs=1e-6)
+
+
+def test_tasks_logged_as_they_end_are_counted_exactly_before_between_and_after_folds() -> None:
+    """A metrics-only task that started and succeeded is only logged as it ends; its thread folds its log into its
+    counts every ``FOLD_EVERY`` tasks, and a scrape counts what is logged and not yet folded. Scraped before the
+    first fold, between folds and at the end, the counters, every bucket and sum of the queue and run histograms,
+    and each function's ``_created`` equal what each future's own times give: nothing counted twice or lost."""
+    from bisect import bisect_left
+
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from tracedfutures.metrics import FOLD_EVERY
+
+    registry = CollectorRegistry()
+    executor = tracedfutures.TracedThreadPoolExecutor(
+        1, name="logged", registry=registry, tracer_provider=NoOpTracerProvider()
+    )
+    bounds = [math.floor(round(b * 1e9, 3)) for b in DEFAULT_BUCKETS]
+    futures: list[Any] = []
+
+    def expected_histogram(values: list[int]) -> dict[str, float]:
+        counts = [0] * (len(bounds) + 1)
+        for value in values:
+            counts[bisect_left(bounds, max(value, 0))] += 1
+        cumulative = list(itertools.accumulate(counts))
+        buckets = {f"bucket {le}": float(n) for le, n in zip([*map(repr, DEFAULT_BUCKETS), "+Inf"], cumulative)}
+        return {**buckets, "count": float(len(values)), "sum": sum(max(v, 0) for v in values) / 1e9}
+
+    def scraped(name: str, **wanted: str) -> dict[str, float]:
+        found = {}
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.labels.get("executor") != "logged":
+                    continue
+                if any(sample.labels.get(k) != v for k, v in wanted.items()):
+                    continue
+                if sample.name == f"{name}_bucket":
+                    found[f"bucket {sample.labels['le']}"] = sample.value
+                elif sample.name in (f"{name}_count", f"{name}_sum"):
+                    found[sample.name.rsplit("_", 1)[1]] = sample.value
+        return found
+
+    def run_tasks(count: int) -> None:
+        done = threading.Event()
+        batch = [executor.submit(square if (len(futures) + i) % 3 else abs, i) for i in range(count)]
+        batch[-1].add_done_callback(lambda _: done.set())  # one worker: every earlier task's end was counted
+        assert done.wait(TIMEOUT)
+        futures.extend(batch)
+
+    def check() -> None:
+        by_function: dict[str, list[Any]] = {"square": [], "abs": []}
+        for future in futures:
+            by_function[future._tf_function].append(future)
+        queues = [f.started_ns - f.submitted_ns for f in futures]
+        assert scraped("executor_task_queue_seconds") == expected_histogram(queues)
+        for function, ended in by_function.items():
+            runs = [f.finished_ns - f.started_ns for f in ended]
+            assert scraped("executor_task_run_seconds", function=function) == expected_histogram(runs)
+            assert registry.get_sample_value(
+                "executor_tasks_completed_total",
+                {"executor": "logged", "function": function, "outcome": "success", "error_type": ""},
+            ) == len(ended)
+            assert registry.get_sample_value(
+                "executor_tasks_completed_created",
+                {"executor": "logged", "function": function, "outcome": "success", "error_type": ""},
+            ) == min(f.finished_ns for f in ended) / 1e9
+        assert registry.get_sample_value("executor_tasks_ended_total", {"executor": "logged", "outcome": "success"}) \
+            == len(futures)  # fmt: skip
+        assert registry.get_sample_value("executor_tasks_running", {"executor": "logged"}) == 0
+        assert registry.get_sample_value("executor_tasks_queued", {"executor": "logged"}) == 0
+
+    run_tasks(FOLD_EVERY // 2)  # logged, none folded
+    check()
+    run_tasks(FOLD_EVERY + 7)  # the worker folded once, and logged more since
+    check()
+    run_tasks(FOLD_EVERY * 2)  # folded again
+    check()
+    assert [f.result() for f in futures] == [square(i) if (n % 3) else abs(i) for n, i in enumerate(
+        [*range(FOLD_EVERY // 2), *range(FOLD_EVERY + 7), *range(FOLD_EVERY * 2)])]  # fmt: skip
+    lag_count = registry.get_sample_value("futures_result_lag_seconds_count", {"executor": "logged"})
+    assert lag_count == len(futures)  # each first read's lag: logged by this thread, folded past FOLD_EVERY
+    executor.shutdown()
+    check()
