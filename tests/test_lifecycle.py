@@ -292,7 +292,8 @@ def test_a_hook_method_marked_not_listening_is_never_called() -> None:
     for hooks in ((listening, deaf), (deaf,)):
         table = RunningTasks(ThreadPoolExecutor(1), "pool", "other")
         life = Lifecycle("pool", "other", hooks, remote=False, table=table)
-        future = life.submit(square, TracedFuture)
+        future = TracedFuture(life, square)  # what submit_task does before handing the task to the pool
+        life.on_submit(future, square)
         assert future.set_running_or_notify_cancel() is True
         future.set_result(4)
         assert future.result() == 4

@@ -75,7 +75,8 @@ class FutureAgainstStdlib(RuleBasedStateMachine):
         # A process pool's start board (its own submit body; not under the public-API fallback): see telemetry_agrees.
         self.boarded = bool(life.board)
         pool.shutdown()  # nothing was submitted through it: only its lifecycle is used
-        self.traced = life.submit(self.make, TracedFuture)  # what submit() does before handing the task to the pool
+        self.traced = TracedFuture(life, self.make)  # what submit() does before handing the task to the pool
+        life.on_submit(self.traced, self.make)
         self.stock: Future[Any] = Future()
         self.calls: dict[str, list[Any]] = {"traced": [], "stock": []}
         self.handler = RecordingHandler()

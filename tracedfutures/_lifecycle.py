@@ -140,13 +140,6 @@ class Lifecycle:
         self.on_refused = _dispatch(tuple(hook.on_refused for hook in hooks))
         self.on_retrieved = _dispatch(tuple(hook.on_retrieved for hook in hooks))
 
-    def submit(self, fn: Any, make: Callable[[Lifecycle, Any], TracedFuture]) -> TracedFuture:
-        """A task that calls ``fn`` is submitted now: its future (``make(self, fn)``, a ``TracedFuture`` or one of
-        its subclasses), told to the hooks."""
-        future = make(self, fn)
-        self.on_submit(future, fn)
-        return future
-
     def started(self, future: TracedFuture) -> None:
         """The future entered RUNNING in this process: it runs now (the transitions' copies do this inline)."""
         if self.remote:

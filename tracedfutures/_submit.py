@@ -349,7 +349,11 @@ def submit_task(
     caller's."""
     # The SDK's own work (its detectors' bound methods): a future that tells no lifecycle, the call as it is.
     own = type(fn) is MethodType and opentelemetry_own(fn)
-    future = route.future(None, fn) if own else life.submit(fn, route.future)
+    if own:
+        future = route.future(None, fn)
+    else:
+        future = route.future(life, fn)
+        life.on_submit(future, fn)
     try:
         if callable(fn) and not own:  # anything else fails as the stdlib makes it fail
             fn, args, kwargs = route.make_call(future, fn, args, kwargs)
