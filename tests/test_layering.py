@@ -59,6 +59,7 @@ IMPORTS: dict[str, set[str]] = {
         "tracedfutures._lifecycle",
         "tracedfutures._naming",
         "tracedfutures._running",
+        "tracedfutures._start_board",
         "tracedfutures._state",
         "tracedfutures._telemetry",
         "tracedfutures._worker_spans",

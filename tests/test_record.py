@@ -613,3 +613,71 @@ def test_memory_stays_bounded_however_many_tasks(tmp_path: Path, monkeypatch: py
     assert integral("running") == pytest.approx(30_000 * 22, rel=1e-4)
     assert max(running) <= 3 and max(queued) <= 1
     assert running[-1] == queued[-1] == 0
+
+
+@pytest.mark.skipif(FORCED, reason="the public-API fallback's process pool has no start board: no worker says so")
+def test_the_writer_as_a_span_processor_draws_the_task_a_worker_died_running_where_it_died(tmp_path: Path) -> None:
+    """A process pool of two whose worker is killed while both run a task: the task spans of those two say where
+    they ran (the ``running`` event at their real start, ``process.pid`` of their worker, the dead one's
+    ``process.exit.code``: -9), the four that waited in the call queue say nothing of a worker; the span-fed
+    timeline draws the dead worker's task on that worker's lane, from that start, marked with its death."""
+    import multiprocessing
+
+    import faultsupport
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import CollectorRegistry
+
+    import tracedfutures
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    writer = TimelineWriter(tmp_path / "died.json")
+    provider.add_span_processor(writer)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fork = multiprocessing.get_context("fork")
+    gates = (fork.Event(), fork.Event(), fork.Queue())
+    pool = tracedfutures.TracedProcessPoolExecutor(
+        2, mp_context=fork, initializer=faultsupport.set_gates, initargs=gates, name="dies",
+        tracer_provider=provider, registry=CollectorRegistry(),
+    )  # fmt: skip
+    running = [pool.submit(faultsupport.report_and_hold) for _ in range(2)]
+    queued = [pool.submit(faultsupport.hold) for _ in range(4)]
+    victim, survivor = gates[2].get(timeout=30), gates[2].get(timeout=30)  # both workers inside a task
+    os.kill(victim, signal.SIGKILL)
+    for future in running + queued:
+        assert isinstance(future.exception(30), concurrent.futures.process.BrokenProcessPool)
+    pool.shutdown()
+    provider.shutdown()
+
+    spans = {span.context.span_id: span for span in exporter.get_finished_spans()}
+    where = {}
+    for future in running:
+        span = spans[future._tf_context.span_id]
+        (start,) = [event.timestamp for event in span.events if event.name == "running"]
+        attributes = dict(span.attributes)
+        assert span.start_time < start < span.end_time
+        assert attributes["executor.task.queue_duration"] == (start - span.start_time) / 1e9
+        where[attributes["process.pid"]] = (start, attributes.get("process.exit.code"))
+    assert where.keys() == {victim, survivor}
+    assert where[victim][1] == -signal.SIGKILL
+    assert where[survivor][1] in (None, -signal.SIGTERM)  # the pool ends it as it breaks: before or after this read
+    for future in queued:
+        span = spans[future._tf_context.span_id]
+        assert [event.name for event in span.events] == ["exception"]
+        assert not {"process.pid", "process.exit.code", "executor.task.queue_duration"} & set(span.attributes)
+
+    document = validated(tmp_path / "died.json")
+    events = document["traceEvents"]
+    origin = document["otherData"]["origin_unix_ns"]
+    (cut,) = [e for e in events if e["ph"] == "X" and e.get("cat") == "task" and e["args"].get("worker_died")]
+    assert (cut["pid"], cut["name"], cut["args"]["exit_code"]) == (victim, "report_and_hold", -signal.SIGKILL)
+    assert origin + round(cut["ts"] * 1000) == where[victim][0]
+    (death,) = [e for e in events if e["ph"] == "i" and e["name"] == "worker died"]
+    assert (death["pid"], death["tid"]) == (victim, cut["tid"])
+    slices = [e for e in events if e["ph"] == "X" and e.get("cat") == "task"]
+    assert sorted((e["name"], e["pid"]) for e in slices) == sorted(("report_and_hold", pid) for pid in where)
+    never_ran = [e for e in events if e["ph"] == "b" and e.get("args", {}).get("ran") is False]
+    assert [e["name"] for e in never_ran] == ["hold"] * 4

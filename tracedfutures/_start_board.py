@@ -25,6 +25,7 @@ import tempfile
 import threading
 import weakref
 from concurrent.futures import Executor
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tracedfutures._lifecycle import not_listening
@@ -38,6 +39,7 @@ class RunningTable(Protocol):
 
     @property
     def tasks(self) -> dict[Any, int]: ...
+
 
 _WORD = 8  # bytes of one slot
 _ROWS = 3  # pids, starts, task ids
@@ -139,7 +141,6 @@ class StartBoard:
                 found[pid] = start
         return found
 
-
     def running(self, task: int) -> tuple[int, int, int | None] | None:
         """Where the task whose future's ``id()`` is ``task`` runs now as its worker says, or, after its pool
         broke, where it ran then: (the worker's pid, the task's start in unix ns, the worker's exit code, None
@@ -150,13 +151,36 @@ class StartBoard:
             pid, start = view[index], view[slots + index]
             if start and pid and view[2 * slots + index] == task:
                 process = (getattr(self._pool(), "_processes", None) or {}).get(pid)
-                return pid, start, getattr(process, "exitcode", None)
+                return pid, start, _exit_code(process) if process is not None else None
         return None
+
+
+def _exit_code(process: Any) -> int | None:
+    """The exit code of a worker process, None while it lives. One that has ended as its pool saw it (its sentinel
+    is ready: the pool breaks on that) may not be reaped yet, for a moment: it is waited for, a second at most."""
+    code: int | None = process.exitcode
+    if code is None:
+        with contextlib.suppress(ValueError, OSError, AssertionError):  # closed, or not this process's child
+            if wait([process.sentinel], 0):
+                process.join(1.0)
+                code = process.exitcode
+    return code
 
 
 def board(path: str) -> StartBoard | None:
     """The live board whose file is ``path`` (a pool's ``Lifecycle.board``), None when there is none."""
     return _boards.get(path)
+
+
+def cut_short(future: TracedFuture) -> tuple[int, int, int | None] | None:
+    """Where a task its process pool's break ended (``BrokenProcessPool``, no outcome from a worker) was running as
+    the pool's start board says: (the worker's pid, the task's start in unix ns, the worker's exit code, None if it
+    lived: the pool ended it as it broke); None when no worker was (it waited in the call queue, or its pool has no
+    board). Only the break ends a task handed to the call queue this way, so every id on the board is then that of a
+    live future, handed to the queue (``future.ran``); a submit the broken pool refused later never reached it."""
+    life = future._tf_life
+    found = board(life.board) if future.ran and life is not None and life.board else None
+    return found.running(id(future)) if found is not None else None
 
 
 def _remove(path: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Hashable
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -20,6 +21,7 @@ from tracedfutures._lifecycle import not_listening
 from tracedfutures._naming import CODE_FUNCTION as CODE_FUNCTION  # code.function.name, shared with the metrics
 from tracedfutures._naming import error_type, function_name, joblib_calls, name_key
 from tracedfutures._running import thread_name as _thread_name
+from tracedfutures._start_board import cut_short
 from tracedfutures._state import state
 from tracedfutures._telemetry import run_telemetry, telemetry_failed
 from tracedfutures.version import __version__
@@ -42,6 +44,9 @@ RUNNING_EVENT = "running"
 PROCESS_PID = "process.pid"
 THREAD_ID = "thread.id"  # threading.get_ident(), as the SDK's log records name a thread
 THREAD_NAME = "thread.name"
+#: The exit code of the worker process that died running the task (negative: killed by that signal), on the span of a
+#: task its process pool's break ended, with that worker's ``process.pid`` and the ``running`` event at its start.
+PROCESS_EXIT_CODE = "process.exit.code"
 #: Seconds the callable of a task run elsewhere (a process, an interpreter) ran there, by the worker's clock: the
 #: span itself ends when the outcome came home.
 RUN_DURATION = "executor.task.run_duration"
@@ -206,6 +211,8 @@ class _SpanHook:
             exc = future._exception
             assert exc is not None
             span.set_attribute(ERROR_TYPE, error_type(type(exc)))
+            if not future.started_ns and isinstance(exc, BrokenProcessPool):
+                _where_it_was_cut_short(span, future)
             _record_exception(span, exc, future.finished_ns, self.messages)
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=future.finished_ns)
@@ -303,6 +310,21 @@ def _where_and_when(future: TracedFuture) -> dict[str, Any]:
     if future._tf_ran_for >= 0:
         attributes[RUN_DURATION] = future._tf_ran_for / 1e9
     return attributes
+
+
+def _where_it_was_cut_short(span: Span, future: TracedFuture) -> None:
+    """The real start and the worker of a task its process pool's break ended, when a worker process was running it
+    (``_start_board.cut_short``): the ``running`` event at that start, the worker's ``process.pid`` and, if it died,
+    its ``process.exit.code``; nothing for a task that waited in the call queue."""
+    where = cut_short(future)
+    if where is None:
+        return
+    pid, start, exit_code = where
+    span.add_event(RUNNING_EVENT, timestamp=start)
+    attributes: dict[str, Any] = {PROCESS_PID: pid, QUEUE_DURATION: max(start - future.submitted_ns, 0) / 1e9}
+    if exit_code is not None:
+        attributes[PROCESS_EXIT_CODE] = exit_code
+    span.set_attributes(attributes)
 
 
 def start_wait_span(tracer: Tracer, name: str, start_ns: int, attributes: dict[str, Any]) -> Span:

@@ -111,6 +111,7 @@ from tracedfutures.spans import (
     CODE_FUNCTION,
     EXECUTOR_KIND,
     EXECUTOR_NAME,
+    PROCESS_EXIT_CODE,
     PROCESS_PID,
     RUN_DURATION,
     RUNNING_EVENT,
@@ -692,6 +693,11 @@ class TimelineWriter(SpanProcessor):
         context = span.context
         assert context is not None
         cpu_time = attributes.get(TASK_CPU_TIME)
+        cut_short = None
+        if running and thread_id is None and isinstance(worker_pid, int) and str(error or "").endswith(BROKEN_POOL):
+            # Its worker process was running it when its pool broke (``spans._where_it_was_cut_short``).
+            exit_code = attributes.get(PROCESS_EXIT_CODE)
+            cut_short = (worker_pid, exit_code if isinstance(exit_code, int) else None)
         task = _Ended(
             executor=str(attributes.get(EXECUTOR_NAME, "")),
             kind=str(attributes.get(EXECUTOR_KIND, "")),
@@ -709,6 +715,7 @@ class TimelineWriter(SpanProcessor):
             else None,
             cpu_time=cpu_time if isinstance(cpu_time, float) else None,
             ids=(f"{context.trace_id:032x}", f"{context.span_id:016x}"),
+            cut_short=cut_short,
         )
         self._count(self._executor(task.executor, task.kind), task.submitted, task.running, task.finished)
         if task.ended - self._cpu_read >= CPU_EVERY_NS:
@@ -1134,19 +1141,13 @@ class _TimelineHook:
             queue.append(task)  # written by the writer's thread, off the task's path
 
     def _cut_short(self, future: TracedFuture, finished: int) -> tuple[int | None, int, tuple[int, int | None] | None]:
-        """A task that its process pool's break ended (``BrokenProcessPool``, no outcome from a worker): its start,
-        its end and where it ran (``_Ended.cut_short``) when the pool's start board says a worker process was running
-        it (one that died, or one the pool ended as it broke), drawn from that start to the break (``broke``, the
-        first task the break ended: when the parent heard of it, as the ``worker died`` event); else it never ran
-        (None, ``finished``, None). Only the break ends a task handed to the call queue this way, so every id on the
-        board is a live future's then; a submit the broken pool refused later never reached the queue."""
+        """A task that its process pool's break ended: its start, its end and where it ran (``_Ended.cut_short``)
+        when a worker process was running it (``_start_board.cut_short``: one that died, or one the pool ended as it
+        broke), drawn from that start to the break (``broke``, the first task the break ended: when the parent heard
+        of it, as the ``worker died`` event); else it never ran (None, ``finished``, None)."""
         if not self.broke:
             self.broke = future.finished_ns
-        if not future.ran:
-            return None, finished, None
-        life = future._tf_life
-        board = _start_board.board(life.board) if life is not None and life.board else None
-        where = board.running(id(future)) if board is not None else None
+        where = _start_board.cut_short(future)
         if where is None:
             return None, finished, None
         pid, start, exit_code = where
