@@ -443,6 +443,23 @@ def test_the_writer_alone_bounds_its_file(tmp_path: Path, max_tasks: int) -> Non
         TimelineWriter(tmp_path / "bad.json", max_tasks=-1)
 
 
+def writing_provider(path: Path) -> tuple[Any, Any, Any]:
+    """A program's own SDK provider whose span processors are a ``TimelineWriter`` writing ``path`` and an in-memory
+    exporter: the provider, the writer and the exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracedfutures.timeline import TimelineWriter
+
+    provider = TracerProvider()
+    writer = TimelineWriter(path)
+    provider.add_span_processor(writer)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, writer, exporter
+
+
 def test_the_writer_as_a_span_processor_draws_the_spans_tasks_make(tmp_path: Path) -> None:
     """The span processor of a program's own provider draws the same span slices (two nested ones of a thread
     pool's task, one of a process pool's, spawned), and leaves out what cannot be drawn inside a task: of two spans
@@ -450,19 +467,11 @@ def test_the_writer_as_a_span_processor_draws_the_spans_tasks_make(tmp_path: Pat
     (nor is it kept); a task submitted from a task, drawn as a task of its own with its spans on its own lane."""
     import multiprocessing
 
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from timelinesupport import compress
 
     import tracedfutures
-    from tracedfutures.timeline import TimelineWriter
 
-    provider = TracerProvider()
-    writer = TimelineWriter(tmp_path / "own.json")
-    provider.add_span_processor(writer)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, writer, exporter = writing_provider(tmp_path / "own.json")
     tracer = provider.get_tracer("app")
     inner = tracedfutures.TracedThreadPoolExecutor(1, name="inner", tracer_provider=provider)
 
@@ -624,19 +633,11 @@ def test_the_writer_as_a_span_processor_draws_the_task_a_worker_died_running_whe
     import multiprocessing
 
     import faultsupport
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
     import tracedfutures
-    from tracedfutures.timeline import TimelineWriter
 
-    provider = TracerProvider()
-    writer = TimelineWriter(tmp_path / "died.json")
-    provider.add_span_processor(writer)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, _, exporter = writing_provider(tmp_path / "died.json")
     fork = multiprocessing.get_context("fork")
     gates = (fork.Event(), fork.Event(), fork.Queue())
     pool = tracedfutures.TracedProcessPoolExecutor(
