@@ -151,13 +151,14 @@ class StartBoard:
             pid, start = view[index], view[slots + index]
             if start and pid and view[2 * slots + index] == task:
                 process = (getattr(self._pool(), "_processes", None) or {}).get(pid)
-                return pid, start, _exit_code(process) if process is not None else None
+                return pid, start, exit_code(process) if process is not None else None
         return None
 
 
-def _exit_code(process: Any) -> int | None:
+def exit_code(process: Any) -> int | None:
     """The exit code of a worker process, None while it lives. One that has ended as its pool saw it (its sentinel
-    is ready: the pool breaks on that) may not be reaped yet, for a moment: it is waited for, a second at most."""
+    is ready: the pool breaks on that) may not be reaped yet, for a moment: it is waited for, a second at most.
+    Where a task it was running is drawn (``running``) and where its death is marked (``timeline``)."""
     code: int | None = process.exitcode
     if code is None:
         with contextlib.suppress(ValueError, OSError, AssertionError):  # closed, or not this process's child

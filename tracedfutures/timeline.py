@@ -863,7 +863,7 @@ class TimelineWriter(SpanProcessor):
                 continue
             self._marked.add(pool)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
-                code = getattr(process, "exitcode", None)
+                code = _start_board.exit_code(process)
                 pid = getattr(process, "pid", None)
                 if code is None or not isinstance(pid, int):
                     continue
